@@ -1,0 +1,180 @@
+"""The course's frame: packaging, environment files, notebook conventions and the notebook harness."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from helpers import course
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import clean_notebooks  # noqa: E402
+import run_notebooks  # noqa: E402
+import set_repo  # noqa: E402
+
+LESSONS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
+NOTEBOOKS = LESSONS + SOLUTIONS
+
+
+def normalise(requirement: str) -> str:
+    return requirement.replace(" ", "").lower().replace("_", "-")
+
+
+def test_environment_yml_lists_the_same_packages_as_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        wanted |= set(extra)
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    listed = {r for r in pip_section if not r.startswith("-e")}
+    assert {normalise(r) for r in listed} == {normalise(r) for r in wanted}
+
+
+def test_torch_ranges_admit_the_local_and_colab_builds():
+    from packaging.requirements import Requirement
+
+    deps = {Requirement(r).name: Requirement(r) for r in
+            tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    for name, version in [("torch", "2.14.1"), ("torch", "2.5.1"), ("torchvision", "0.29.1"), ("torchvision", "0.20.1")]:
+        assert deps[name].specifier.contains(version), f"{name} {version} must satisfy {deps[name]}"
+        assert "==" not in str(deps[name].specifier), f"{name} must not be pinned exactly"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make run" in readme
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in [line.strip() for line in ci.splitlines()]
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("setup:", "run:", "test:", "figures:", "lint:", "clean:", "set-repo:"):
+        assert f"\n{target}" in makefile, f"Makefile lacks {target}"
+
+
+def test_there_are_lessons_and_a_solution_for_each():
+    assert len(LESSONS) >= 1
+    solution_names = {p.name for p in SOLUTIONS}
+    for lesson in LESSONS:
+        assert f"{lesson.stem}_solutions.ipynb" in solution_names, f"no solutions notebook for {lesson.name}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_conventions(path):
+    nb = nbformat.read(path, as_version=4)
+    tags = [cell.metadata.get("tags", []) for cell in nb.cells]
+    assert "colab-badge" in tags[0], "the first cell must be the Open-in-Colab badge"
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    assert "colab-setup" in code_cells[0].metadata.get("tags", []), "the first code cell must be the Colab set-up"
+    assert "pip" in code_cells[0].source and "google.colab" in code_cells[0].source
+    assert "git clone" not in code_cells[0].source and "except:" not in code_cells[0].source
+
+    parameters = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(parameters) == 1, "exactly one cell must be tagged `parameters`"
+    source = parameters[0].source
+    for statement in ast.parse(source).body:
+        assert isinstance(statement, ast.Assign), f"parameters cell holds only assignments: {ast.unparse(statement)}"
+        ast.literal_eval(statement.value)
+    for line in source.splitlines():
+        code = line.split("#", 1)[0].strip()
+        assert not (code and "#" in line), f"comments in the parameters cell go on their own line: {line!r}"
+    assert "MODE" in {t.id for s in ast.parse(source).body for t in s.targets}
+
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown").lower()
+    if path in LESSONS:
+        assert "exercise" in text and "summary" in text, "a lesson ends with a summary and exercises"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_committed_without_unchecked_outputs(path):
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code" and not clean_notebooks.is_checked(cell):
+            assert not cell["outputs"], f"{path.name}: a cell nbval does not check keeps outputs:\n{''.join(cell['source'])[:200]}"
+    assert clean_notebooks.cleaned(json.loads(path.read_text())) == nb, f"run `make clean-notebooks` on {path.name}"
+
+
+def test_badges_and_setup_cells_point_at_the_configured_repository():
+    assert set_repo.main(["--check"]) == 0
+
+
+def test_set_repo_rewrites_a_notebook_for_a_fork(tmp_path, monkeypatch):
+    monkeypatch.setattr(set_repo, "ROOT", tmp_path)
+    (tmp_path / "notebooks").mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("badge", metadata={"tags": ["colab-badge"]}),
+                nbformat.v4.new_code_cell("setup", metadata={"tags": ["colab-setup"]})]
+    path = tmp_path / "notebooks" / "01_x.ipynb"
+    nbformat.write(nb, path)
+    text = set_repo.notebook_text(path, "someone/fork", "dev")
+    assert "colab.research.google.com/github/someone/fork/blob/dev/notebooks/01_x.ipynb" in text
+    assert "git+https://github.com/someone/fork@dev" in text
+
+
+def broken_notebook(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell('MODE = "auto"', metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("raise RuntimeError('this lesson is broken')")]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_notebook_that_raises_fails_the_nbval_harness(tmp_path):
+    path = broken_notebook(tmp_path / "broken.ipynb")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "nbval", "--nbval-lax", "-p", "no:cacheprovider", str(path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0, result.stdout
+    assert "this lesson is broken" in result.stdout
+    assert "1 failed" in result.stdout
+
+
+def test_a_notebook_that_raises_fails_make_run(tmp_path, capsys):
+    path = broken_notebook(tmp_path / "broken.ipynb")
+    assert run_notebooks.main([str(path), "--out", str(tmp_path / "out")]) == 1
+    assert "FAILED broken.ipynb" in capsys.readouterr().err
+
+
+def test_resolve_mode(monkeypatch):
+    monkeypatch.delenv(course.MODE_ENV, raising=False)
+    assert course.resolve_mode("small", verbose=False) == "small"
+    assert course.resolve_mode("FULL", verbose=False) == "full"
+    expected = "full" if course.torch.cuda.is_available() else "small"
+    assert course.resolve_mode("auto", verbose=False) == expected
+    monkeypatch.setenv(course.MODE_ENV, "full")
+    assert course.resolve_mode("auto", verbose=False) == "full"
+    assert course.resolve_mode("small", verbose=False) == "small", "an explicit MODE beats the environment"
+    monkeypatch.setenv(course.MODE_ENV, "medium")
+    with pytest.raises(ValueError, match="medium.*FAKEVIT_MODE"):
+        course.resolve_mode("auto")
+
+
+def test_small_mode_is_announced(monkeypatch, capsys):
+    monkeypatch.setenv(course.MODE_ENV, "small")
+    course.resolve_mode("auto")
+    assert "SMALL MODE" in capsys.readouterr().out
+
+
+def test_choose():
+    assert course.choose(None, small=64, full=224, mode="small") == 64
+    assert course.choose(None, small=64, full=224, mode="full") == 224
+    assert course.choose(96, small=64, full=224, mode="full") == 96
+    with pytest.raises(ValueError, match="auto"):
+        course.choose(None, small=1, full=2, mode="auto")
+
+
+def test_project_root_finds_the_checkout_from_a_subfolder(tmp_path):
+    assert course.project_root(ROOT / "notebooks") == ROOT
+    assert course.project_root(tmp_path) == tmp_path.resolve()

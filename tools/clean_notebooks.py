@@ -1,0 +1,84 @@
+"""Strip notebook outputs before committing, keeping only the outputs that CI checks.
+
+A code cell whose source contains ``# NBVAL_CHECK_OUTPUT`` (or that is tagged ``nbval-check-output``)
+keeps its outputs: nbval compares them when `make test` runs the notebook. Every other output, every
+execution count and papermill's run metadata are removed.
+
+    python tools/clean_notebooks.py notebooks/*.ipynb            # strip in place
+    python tools/clean_notebooks.py --from-executed build/notebooks notebooks/*.ipynb
+        # first copy the checked cells' outputs from executed copies of the same name
+    python tools/clean_notebooks.py --check notebooks/*.ipynb    # exit 1 if a file would change
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+CHECK_TAG = "nbval-check-output"
+
+
+def is_checked(cell: dict) -> bool:
+    source = "".join(cell.get("source", ""))
+    return CHECK_MARK in source or CHECK_TAG in cell.get("metadata", {}).get("tags", [])
+
+
+def cleaned(notebook: dict, executed: dict | None = None) -> dict:
+    """The notebook with only checked outputs, taken from ``executed`` when given (matched by source)."""
+    executed_outputs = {}
+    if executed is not None:
+        for cell in executed["cells"]:
+            if cell["cell_type"] == "code" and is_checked(cell):
+                executed_outputs["".join(cell["source"])] = cell.get("outputs", [])
+    for cell in notebook["cells"]:
+        metadata = cell.get("metadata", {})
+        for key in ("papermill", "execution", "ExecuteTime", "collapsed", "scrolled"):
+            metadata.pop(key, None)
+        if cell["cell_type"] != "code":
+            continue
+        cell["execution_count"] = None
+        if not is_checked(cell):
+            cell["outputs"] = []
+            continue
+        source = "".join(cell["source"])
+        if source in executed_outputs:
+            cell["outputs"] = executed_outputs[source]
+        for output in cell.get("outputs", []):
+            if "execution_count" in output:
+                output["execution_count"] = None
+            output.get("metadata", {}).clear()
+    notebook["metadata"].pop("papermill", None)
+    notebook["metadata"].pop("widgets", None)
+    return notebook
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--from-executed", type=Path, help="folder of executed copies with the same file names")
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
+    args = parser.parse_args(argv)
+    stale = []
+    for path in args.notebooks:
+        text = path.read_text(encoding="utf-8")
+        executed = None
+        if args.from_executed:
+            executed_path = args.from_executed / path.name
+            if not executed_path.exists():
+                raise SystemExit(f"{executed_path} not found: execute {path} first (`make run`)")
+            executed = json.loads(executed_path.read_text(encoding="utf-8"))
+        new = json.dumps(cleaned(json.loads(text), executed), indent=1, ensure_ascii=False) + "\n"
+        if new != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(new, encoding="utf-8")
+    for path in stale:
+        print(("would clean " if args.check else "cleaned ") + str(path))
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Execute notebooks headless with papermill, the way `make run` and `make figures` do.
+
+    python tools/run_notebooks.py                       # every lesson, small mode
+    python tools/run_notebooks.py --mode full           # the paper's sizes (needs a GPU and internet)
+    python tools/run_notebooks.py notebooks/01_*.ipynb  # just these
+
+Executed copies go to build/notebooks/, figures to figures/. Prints the wall time of each notebook and
+exits non-zero if any notebook raises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import papermill
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(notebook: Path, out_dir: Path, mode: str, timeout: int) -> float:
+    """Execute one notebook in its own folder; return the wall time in seconds."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    papermill.execute_notebook(
+        str(notebook),
+        str(out_dir / notebook.name),
+        parameters={"MODE": mode},
+        cwd=str(notebook.parent),
+        kernel_name="python3",
+        execution_timeout=timeout,
+        progress_bar=False,
+    )
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/[0-9]*.ipynb")
+    parser.add_argument("--mode", choices=["small", "full", "auto"], default="small")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "notebooks")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
+    args = parser.parse_args(argv)
+    notebooks = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+    if not notebooks:
+        print("no notebooks to run", file=sys.stderr)
+        return 1
+
+    times, failed = {}, []
+    for notebook in notebooks:
+        print(f"running {notebook.name} ({args.mode} mode) ...", flush=True)
+        start = time.perf_counter()
+        try:
+            times[notebook.name] = run(notebook.resolve(), args.out, args.mode, args.timeout)
+        except papermill.PapermillExecutionError as err:
+            times[notebook.name] = time.perf_counter() - start
+            failed.append(notebook.name)
+            print(f"FAILED {notebook.name}: {err.ename}: {err.evalue}\n  see {args.out / notebook.name}",
+                  file=sys.stderr)
+    print("\nwall time per notebook:")
+    for name, seconds in times.items():
+        print(f"  {seconds:7.1f} s  {name}{'  FAILED' if name in failed else ''}")
+    print(f"  {sum(times.values()):7.1f} s  total")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
