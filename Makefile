@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 # Notebook figures go to figures/ for `make run`; tests write theirs to build/ so the tree stays clean.
-TEST_ENV := FAKEVIT_MODE=small FAKEVIT_FIGURES=build/test-figures MPLBACKEND=Agg
+TEST_ENV := FAKEVIT_MODE=small FAKEVIT_FIGURES=$(CURDIR)/build/test-figures MPLBACKEND=Agg
 
 .PHONY: help setup run test lint figures clean distclean set-repo clean-notebooks
 

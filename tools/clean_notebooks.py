@@ -33,22 +33,26 @@ def cleaned(notebook: dict, executed: dict | None = None) -> dict:
         for cell in executed["cells"]:
             if cell["cell_type"] == "code" and is_checked(cell):
                 executed_outputs["".join(cell["source"])] = cell.get("outputs", [])
+    code_cells = 0
     for cell in notebook["cells"]:
         metadata = cell.get("metadata", {})
         for key in ("papermill", "execution", "ExecuteTime", "collapsed", "scrolled"):
             metadata.pop(key, None)
         if cell["cell_type"] != "code":
             continue
-        cell["execution_count"] = None
+        code_cells += 1
         if not is_checked(cell):
+            cell["execution_count"] = None
             cell["outputs"] = []
             continue
         source = "".join(cell["source"])
         if source in executed_outputs:
             cell["outputs"] = executed_outputs[source]
+        # nbval refuses a cell with outputs but no execution count: number it by its position.
+        cell["execution_count"] = code_cells
         for output in cell.get("outputs", []):
             if "execution_count" in output:
-                output["execution_count"] = None
+                output["execution_count"] = code_cells
             output.get("metadata", {}).clear()
     notebook["metadata"].pop("papermill", None)
     notebook["metadata"].pop("widgets", None)
