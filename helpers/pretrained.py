@@ -1,0 +1,128 @@
+"""torchvision's ImageNet ViT-B/16, loaded into our :class:`helpers.vit.ViT`, with a new head.
+
+Training a ViT from scratch needs far more images than a few thousand (the paper pre-trains on
+ImageNet-21k and JFT-300M). The usual way out is transfer learning: start from weights learned on
+ImageNet, swap the 1000-class head for a new one, and train on the small dataset, either
+
+- ``linear_probe``: freeze the whole backbone and train only the head (fast, hard to overfit), or
+- ``finetune``: train every layer, the backbone with a smaller learning rate than the new head.
+
+The weights come from torchvision's weights API (``ViT_B_16_Weights.IMAGENET1K_V1``, 81.1 % top-1
+on ImageNet), which stores them in the torch hub cache as ``vit_b_16-c867db91.pth``. They are read
+with ``weights_only=True`` (plain tensors, no code). Without internet access, put that file into
+``torch.hub.get_dir()/checkpoints`` yourself, or pass ``allow_random=True`` (small mode) to go on
+with a randomly initialised ViT-B/16.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.models import ViT_B_16_Weights
+
+from helpers.engine import weight_decay_groups
+from helpers.vit import ViT, get_config
+
+WEIGHTS = ViT_B_16_Weights.IMAGENET1K_V1
+VIT_B16_WEIGHTS_FILE = "vit_b_16-c867db91.pth"
+VIT_B16_URL = WEIGHTS.url  # https://download.pytorch.org/models/vit_b_16-c867db91.pth
+MODES = ("linear_probe", "finetune")
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """The ImageNet ViT-B/16 weights are neither in the torch hub cache nor downloadable."""
+
+
+def weights_cache_path() -> Path:
+    """Where torchvision keeps (or would keep) the ViT-B/16 weights: ``torch.hub.get_dir()/checkpoints``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / VIT_B16_WEIGHTS_FILE
+
+
+def _check_reachable(url: str, timeout: float) -> None:
+    """Raise ``OSError`` within ``timeout`` seconds when ``url`` cannot be reached (e.g. offline)."""
+    request = urllib.request.Request(url, method="HEAD")
+    with urllib.request.urlopen(request, timeout=timeout):
+        pass
+
+
+def load_vit_b16_state_dict(download: bool = True, timeout: float = 10.0) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet ViT-B/16 state dict: from the hub cache, else downloaded (~330 MB).
+
+    Fails fast (within ``timeout`` seconds) without internet access, raising
+    :class:`PretrainedWeightsUnavailable` with what to do.
+    """
+    path = weights_cache_path()
+    if not path.is_file():
+        why = "downloading is switched off"
+        if download:
+            try:
+                _check_reachable(VIT_B16_URL, timeout)
+                why = ""
+            except OSError as err:  # URLError and HTTPError are OSErrors
+                why = f"the download failed: {err}"
+        if why:
+            raise PretrainedWeightsUnavailable(
+                f"The ImageNet ViT-B/16 weights {VIT_B16_WEIGHTS_FILE} are not in the torch hub cache "
+                f"folder {path.parent} and {why}.\n"
+                f"Fix: connect to the internet, or download {VIT_B16_URL} on another machine and copy it "
+                f"to {path} (set TORCH_HOME to use another cache folder).\n"
+                "In small mode you may instead go on with RANDOM weights (allow_random=True, or "
+                "--allow-random-weights on the command line); the numbers then mean little."
+            )
+    # The weights API checks the cache first and downloads only when the file is missing.
+    return WEIGHTS.get_state_dict(progress=True, weights_only=True)
+
+
+def load_pretrained_vit_b16(
+    num_classes: int | None, image_size: int = 224, allow_random: bool = False, timeout: float = 10.0
+) -> ViT:
+    """Our ViT-B/16 with torchvision's ImageNet weights and a new zero-initialised head.
+
+    ``num_classes=None`` keeps the 1000-class ImageNet head. ``image_size`` other than 224 resizes
+    the position embeddings (``ViT.from_torchvision``). When the weights cannot be had, raises
+    :class:`PretrainedWeightsUnavailable`, unless ``allow_random`` is True: then it announces it
+    loudly and returns a randomly initialised ViT-B/16.
+    """
+    try:
+        model = ViT.from_torchvision(load_vit_b16_state_dict(timeout=timeout), image_size=image_size)
+    except PretrainedWeightsUnavailable:
+        if not allow_random:
+            raise
+        message = (f"RANDOM WEIGHTS: {VIT_B16_WEIGHTS_FILE} is not in {weights_cache_path().parent} and could "
+                   "not be downloaded, so this ViT-B/16 starts from random weights: expect chance-level results.")
+        print("!" * 80 + "\n" + message + "\n" + "!" * 80, flush=True)
+        warnings.warn(message, stacklevel=2)
+        model = ViT(get_config("vit_b16", image_size=image_size, num_classes=num_classes or 1000))
+    if num_classes is not None:
+        model.reset_head(num_classes)
+    return model
+
+
+def prepare_for_mode(model: ViT, mode: str) -> ViT:
+    """``linear_probe``: freeze everything except ``model.head``; ``finetune``: train every layer."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    model.requires_grad_(mode == "finetune")
+    model.head.requires_grad_(True)
+    return model
+
+
+def finetune_param_groups(
+    model: ViT, lr: float, weight_decay: float, backbone_lr_scale: float = 0.1
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups for fine-tuning: the new head learns at ``lr``, the pretrained backbone
+    at ``lr * backbone_lr_scale`` so that it moves slowly away from what it learnt on ImageNet.
+
+    Biases, norms, [class] token and position embeddings get no weight decay (see
+    :func:`helpers.engine.weight_decay_groups`).
+    """
+    head = [(name, p) for name, p in model.named_parameters() if name.startswith("head.")]
+    backbone = [(name, p) for name, p in model.named_parameters() if not name.startswith("head.")]
+    return (weight_decay_groups(backbone, weight_decay, lr * backbone_lr_scale)
+            + weight_decay_groups(head, weight_decay, lr))
+

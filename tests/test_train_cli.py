@@ -1,0 +1,177 @@
+"""`python -m helpers.train`: end to end on tiny image folders, argument checks, several processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers import data, pretrained, train
+from helpers.inference import load_predictor
+
+ROOT = Path(__file__).resolve().parents[1]
+RATES = ("accuracy", "precision", "recall", "f1", "auroc")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and much slower when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def easy_folder(tmp_path_factory) -> Path:
+    """32x32 PNGs that a tiny ViT learns in a few epochs: 'fake' images are redder than 'real' ones."""
+    root = tmp_path_factory.mktemp("easy")
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(data.CLASS_NAMES):
+        (root / name).mkdir()
+        for i in range(30):
+            pixels = rng.integers(0, 256, size=(32, 32, 3))
+            pixels[..., 0] = pixels[..., 0] // 2 + (128 if label == 0 else 0)
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i:03d}.png")
+    return root
+
+
+def tiny_run(data_dir: Path, out: Path, *extra: str) -> list[str]:
+    return ["--data", str(data_dir), "--out", str(out), "--model", "vit_tiny", "--mode", "scratch",
+            "--image-size", "32", "--epochs", "4", "--batch-size", "8", "--lr", "2e-3", "--warmup-epochs", "1",
+            "--num-workers", "0", "--val-fraction", "0.2", "--test-fraction", "0.2", "--no-progress", *extra]
+
+
+def check_rates(metrics: dict) -> None:
+    for split in ("val", "test"):
+        for key in RATES:
+            assert 0.0 <= metrics[split][key] <= 1.0, (split, key, metrics[split][key])
+    for entry in metrics["history"]:
+        assert 0.0 <= entry["train_accuracy"] <= 1.0 and 0.0 <= entry["val_accuracy"] <= 1.0
+
+
+def test_cli_trains_on_the_toy_set_and_writes_metrics_weights_and_config(tmp_path):
+    toy = data.make_toy_dataset(tmp_path / "toy", images_per_class=20, image_size=32)
+    out = tmp_path / "run"
+    assert train.main(tiny_run(toy, out, "--epochs", "2")) == 0
+
+    assert {p.name for p in out.iterdir()} >= {"metrics.json", "model.safetensors", "config.json", "checkpoint"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["class_names"] == list(data.CLASS_NAMES)
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics["config"]["epochs"] == 2 and metrics["config"]["label_smoothing"] == 0.1  # a mode default
+    assert metrics["val"]["num_samples"] == 8 and metrics["test"]["num_samples"] == 8  # 20% of 20 per class
+    assert metrics["train_images_per_second"] > 0 and metrics["seconds"] > 0
+    check_rates(metrics)
+
+    predictor = load_predictor(out)  # the exported detector loads and predicts
+    probs = predictor.predict(next((toy / "fake_images").iterdir()))
+    assert set(probs) == set(data.CLASS_NAMES) and sum(probs.values()) == pytest.approx(1.0)
+    assert predictor.config["model_name"] == "vit_tiny" and predictor.config["transform"]["crop"] == 32
+
+    # --resume on a finished run trains nothing more and reports the same numbers
+    assert train.main(tiny_run(toy, out, "--epochs", "2", "--resume")) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["history"] == metrics["history"] and again["test"] == metrics["test"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "vit_tiny", "--mode", "finetune"], "only for --model vit_b16"),
+        (["--model", "vit_tiny", "--mode", "linear_probe"], "only for --model vit_b16"),
+        (["--image-size", "60"], "multiple of vit_tiny's patch size 8"),
+        (["--model", "vit_b16", "--image-size", "100"], "multiple of vit_b16's patch size 16"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--epochs", "2", "--warmup-epochs", "3"], "--warmup-epochs must be between 0 and --epochs"),
+        (["--val-fraction", "0"], "--val-fraction"),
+        (["--mode", "transfer"], "invalid choice: 'transfer'"),
+    ],
+)
+def test_bad_arguments_exit_with_status_2_and_say_why(easy_folder, capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        train.parse_args(["--data", str(easy_folder), *argv])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        train.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nowhere") in err and "make-toy" in err
+
+
+def test_data_folder_without_classes_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "fake_images").mkdir()
+    assert train.main(tiny_run(tmp_path / "photos", tmp_path / "out")) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "photos") in err and "real_images" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_pretrained_modes_without_weights_fail_clearly_or_go_on_with_random_weights(
+    easy_folder, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("network is unreachable (test)")
+
+    monkeypatch.setattr(pretrained, "_check_reachable", offline)
+    argv = ["--data", str(easy_folder), "--out", str(tmp_path / "probe"), "--model", "vit_b16",
+            "--mode", "linear_probe", "--image-size", "32", "--epochs", "2", "--num-workers", "0", "--no-progress"]
+    assert train.main(argv) == 1
+    assert "vit_b_16-c867db91.pth" in capsys.readouterr().err
+
+    with pytest.warns(UserWarning, match="RANDOM WEIGHTS"):
+        assert train.main([*argv, "--allow-random-weights"]) == 0
+    assert "RANDOM WEIGHTS" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "probe" / "metrics.json").read_text())
+    assert metrics["weights"].startswith("RANDOM") and [h["epoch"] for h in metrics["history"]] == [1, 2]
+    check_rates(metrics)
+    config = json.loads((tmp_path / "probe" / "config.json").read_text())
+    assert config["vit_config"]["dim"] == 768 and config["transform"]["resize"] == round(32 * 256 / 224)
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_match_one_process(easy_folder, tmp_path):
+    single = tmp_path / "single"
+    assert train.main(tiny_run(easy_folder, single, "--batch-size", "16")) == 0
+    ddp = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "helpers.train", *tiny_run(easy_folder, ddp, "--batch-size", "8", "--device", "cpu")]
+    # A session of its own, so that on a timeout the launcher AND its workers are killed: a worker
+    # left behind would hold the output pipes open and hang the test run.
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        _, stderr = process.communicate()
+        pytest.fail(f"torchrun did not finish in 240 s:\n{stderr[-3000:]}")
+    assert process.returncode == 0, stderr[-3000:]
+
+    one, two = (json.loads((folder / "metrics.json").read_text()) for folder in (single, ddp))
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    # Both processes together see the whole training set each epoch (8 per process = 16 per step),
+    # and the whole validation and test sets are evaluated.
+    assert two["test"]["num_samples"] == one["test"]["num_samples"] == 12
+    assert two["val"]["num_samples"] == one["val"]["num_samples"] == 12
+    check_rates(two)
+    assert one["test"]["accuracy"] >= 0.9 and two["test"]["accuracy"] >= 0.9
+    assert abs(one["history"][-1]["train_loss"] - two["history"][-1]["train_loss"]) < 0.05
+    load_predictor(ddp)  # only process 0 wrote the files, and they are complete
