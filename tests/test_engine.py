@@ -16,14 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from helpers import engine, pretrained
 from helpers.vit import ViT, get_config
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and much slower when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 # ---------------------------------------------------------------------------------------------
