@@ -50,12 +50,16 @@ def compare(name: str, ours_fn, theirs_fn, batch_size: int, repeats: int) -> Non
         theirs_t.append(time_call(theirs_fn))
     ours_wall, ours_cpu = (statistics.median(t) for t in zip(*ours_t, strict=True))
     theirs_wall, theirs_cpu = (statistics.median(t) for t in zip(*theirs_t, strict=True))
-    print(f"{name:<22} ours {batch_size / ours_wall:7.2f} img/s   torchvision {batch_size / theirs_wall:7.2f} img/s"
-          f"   speed-up {theirs_wall / ours_wall:.2f}x (CPU time: {theirs_cpu / ours_cpu:.2f}x)")
+    print(
+        f"{name:<22} ours {batch_size / ours_wall:7.2f} img/s   torchvision {batch_size / theirs_wall:7.2f} img/s"
+        f"   speed-up {theirs_wall / ours_wall:.2f}x (CPU time: {theirs_cpu / ours_cpu:.2f}x)"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--image-size", type=int, default=224)
@@ -71,16 +75,23 @@ def main() -> None:
     ours = ViT.from_torchvision(theirs)
     images = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
     labels = torch.randint(0, 1000, (args.batch_size,))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
-          f"{args.image_size} px, median of {args.repeats}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+        f"{args.image_size} px, median of {args.repeats}"
+    )
 
     ours.eval(), theirs.eval()
     with torch.inference_mode():
         compare("inference fp32", lambda: ours(images), lambda: theirs(images), args.batch_size, args.repeats)
 
     ours.train(), theirs.train()
-    compare("train step fp32", make_train_step(ours, images, labels), make_train_step(theirs, images, labels),
-            args.batch_size, args.repeats)
+    compare(
+        "train step fp32",
+        make_train_step(ours, images, labels),
+        make_train_step(theirs, images, labels),
+        args.batch_size,
+        args.repeats,
+    )
 
     # The training steps changed the weights differently; copy ours again for the bf16 check.
     ours = ViT.from_torchvision(theirs).eval()
@@ -97,9 +108,11 @@ def main() -> None:
             bf16_t.append(time_call(bf16)[0])
             fp32_t.append(time_call(lambda: ours(images))[0])
         deviation = (bf16().float() - fp32_logits).abs().max().item()
-    print(f"{'inference bf16 (ours)':<22} bf16 {args.batch_size / statistics.median(bf16_t):7.2f} img/s   "
-          f"fp32 {args.batch_size / statistics.median(fp32_t):7.2f} img/s   "
-          f"max |logit bf16 - fp32| {deviation:.4f} (largest |fp32 logit| {fp32_logits.abs().max().item():.2f})")
+    print(
+        f"{'inference bf16 (ours)':<22} bf16 {args.batch_size / statistics.median(bf16_t):7.2f} img/s   "
+        f"fp32 {args.batch_size / statistics.median(fp32_t):7.2f} img/s   "
+        f"max |logit bf16 - fp32| {deviation:.4f} (largest |fp32 logit| {fp32_logits.abs().max().item():.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -96,7 +96,9 @@ def classify(predictor: Predictor, upload: str | Path | Mapping[str, Any] | None
         # the ViT and a softmax.
         probs = predictor.predict(path)
     except (ImageLoadError, OSError) as err:
-        detail = str(err).replace(str(path), name).rstrip(".")  # the user knows the name, not Gradio's cache path
+        detail = (
+            str(err).replace(str(path), name).rstrip(".")
+        )  # the user knows the name, not Gradio's cache path
         raise ImageLoadError(
             f"{name!r} is not an image the demo can use: {detail}. "
             "Upload a PNG, JPEG, WebP, GIF, BMP or TIFF image."
@@ -151,7 +153,9 @@ def build_demo(checkpoint_dir: str | Path, examples: list[str | Path] | None = N
 
     # delete_cache: uploads are removed from Gradio's cache folder after an hour.
     with gr.Blocks(
-        title="Fake or real? A Vision Transformer detector", analytics_enabled=False, delete_cache=(3600, 3600)
+        title="Fake or real? A Vision Transformer detector",
+        analytics_enabled=False,
+        delete_cache=(3600, 3600),
     ) as demo:
         gr.Markdown(
             "# Fake or real?\n"
@@ -173,7 +177,9 @@ def build_demo(checkpoint_dir: str | Path, examples: list[str | Path] | None = N
                 )
                 button = gr.Button("Classify", variant="primary", elem_id="classify")
             with gr.Column():
-                label = gr.Label(num_top_classes=len(predictor.class_names), label="Prediction", elem_id="prediction")
+                label = gr.Label(
+                    num_top_classes=len(predictor.class_names), label="Prediction", elem_id="prediction"
+                )
         if examples:
             classes = [display_name(Path(path).parent.name) for path in examples]  # the folder is the class
             in_order = ", then ".join(f"{classes.count(c)} {c}" for c in dict.fromkeys(classes))
@@ -206,14 +212,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--host", default=None, help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1)"
     )
-    parser.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT, else 7860)")
+    parser.add_argument(
+        "--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT, else 7860)"
+    )
     parser.add_argument("--no-examples", action="store_true", help="do not show example images")
     parser.add_argument("--share", action="store_true", help="also make a temporary public gradio.live link")
     args = parser.parse_args(argv)
 
     checkpoint = args.checkpoint or Path(os.environ.get(CHECKPOINT_ENV) or course.checkpoint_dir())
     if not checkpoint.is_dir():
-        parser.exit(2, f"{parser.prog}: error: no checkpoint folder at {checkpoint}.\n{HOW_TO_MAKE_A_CHECKPOINT}\n")
+        parser.exit(
+            2, f"{parser.prog}: error: no checkpoint folder at {checkpoint}.\n{HOW_TO_MAKE_A_CHECKPOINT}\n"
+        )
     examples = None
     if not args.no_examples:
         examples = find_examples(course.data_dir(), cache=course.project_root() / "build" / "demo_examples")

@@ -94,8 +94,10 @@ def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, 
     Call ``scheduler.step()`` after every ``optimizer.step()`` (per batch, not per epoch).
     """
     if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
-        raise ValueError(f"need 0 <= warmup_steps <= total_steps and total_steps >= 1, "
-                         f"got warmup_steps={warmup_steps}, total_steps={total_steps}")
+        raise ValueError(
+            f"need 0 <= warmup_steps <= total_steps and total_steps >= 1, "
+            f"got warmup_steps={warmup_steps}, total_steps={total_steps}"
+        )
 
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -232,7 +234,9 @@ def train_one_epoch(
         if progress and step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
     bar.close()
-    totals = _sum_over_processes(torch.stack([loss_sum, correct.double(), torch.tensor(seen, device=device).double()]))
+    totals = _sum_over_processes(
+        torch.stack([loss_sum, correct.double(), torch.tensor(seen, device=device).double()])
+    )
     loss_total, correct_total, seen_total = totals.tolist()
     if seen_total == 0:
         raise ValueError("the train loader produced no batches; is the training split empty?")
@@ -246,7 +250,11 @@ def train_one_epoch(
 
 @torch.inference_mode()
 def _predict_logits(
-    model: nn.Module, loader: Iterable, device: torch.device | str, precision: str = "fp32", progress: bool = False
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device | str,
+    precision: str = "fp32",
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (N, C) as float32 on the CPU and targets (N,) for every sample of ``loader``."""
     device = torch.device(device)
@@ -266,7 +274,11 @@ def _predict_logits(
 
 
 def predict_loader(
-    model: nn.Module, loader: Iterable, device: torch.device | str, precision: str = "fp32", progress: bool = False
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device | str,
+    precision: str = "fp32",
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class probabilities (N, C) as float32 on the CPU and targets (N,) for every sample of ``loader``.
 
@@ -295,7 +307,9 @@ def compute_metrics(probs: torch.Tensor, targets: torch.Tensor, positive_class: 
     - ``num_samples``: N.
     """
     if probs.ndim != 2 or targets.ndim != 1 or len(probs) != len(targets):
-        raise ValueError(f"expected probs (N, C) and targets (N,), got {tuple(probs.shape)} and {tuple(targets.shape)}")
+        raise ValueError(
+            f"expected probs (N, C) and targets (N,), got {tuple(probs.shape)} and {tuple(targets.shape)}"
+        )
     num_classes = probs.shape[1]
     probs, targets = probs.float().cpu(), targets.long().cpu()
     preds = probs.argmax(dim=1)  # (N,)
@@ -310,13 +324,17 @@ def compute_metrics(probs: torch.Tensor, targets: torch.Tensor, positive_class: 
         metrics["precision"] = tmc.binary_precision(is_pos_pred, is_pos).item()
         metrics["recall"] = tmc.binary_recall(is_pos_pred, is_pos).item()
         metrics["f1"] = tmc.binary_f1_score(is_pos_pred, is_pos).item()
-        metrics["auroc"] = None if one_class_only else tmc.binary_auroc(probs[:, positive_class], is_pos).item()
+        metrics["auroc"] = (
+            None if one_class_only else tmc.binary_auroc(probs[:, positive_class], is_pos).item()
+        )
         metrics["positive_class"] = positive_class
     else:
         metrics["precision"] = tmc.multiclass_precision(preds, targets, num_classes, average="macro").item()
         metrics["recall"] = tmc.multiclass_recall(preds, targets, num_classes, average="macro").item()
         metrics["f1"] = tmc.multiclass_f1_score(preds, targets, num_classes, average="macro").item()
-        metrics["auroc"] = None if one_class_only else tmc.multiclass_auroc(probs, targets, num_classes).item()
+        metrics["auroc"] = (
+            None if one_class_only else tmc.multiclass_auroc(probs, targets, num_classes).item()
+        )
     metrics["confusion_matrix"] = tmc.multiclass_confusion_matrix(preds, targets, num_classes).tolist()
     metrics["num_samples"] = len(targets)
     return metrics
@@ -400,9 +418,16 @@ def save_checkpoint(
         "scaler": scaler.state_dict() if scaler is not None else {},
     }
     _atomic_write(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
-    trainer = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "best_epoch": best_epoch,
-               "history": history, "config": config}
-    _atomic_write(folder / TRAINER_FILE, lambda tmp: tmp.write_text(json.dumps(trainer, indent=1), encoding="utf-8"))
+    trainer = {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "best_epoch": best_epoch,
+        "history": history,
+        "config": config,
+    }
+    _atomic_write(
+        folder / TRAINER_FILE, lambda tmp: tmp.write_text(json.dumps(trainer, indent=1), encoding="utf-8")
+    )
 
 
 def load_checkpoint(folder: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -415,11 +440,16 @@ def load_checkpoint(folder: Path, config: dict[str, Any] | None = None) -> dict[
     trainer_path = folder / TRAINER_FILE
     trainer = json.loads(trainer_path.read_text(encoding="utf-8"))
     if trainer.get("format") != CHECKPOINT_FORMAT:
-        raise RuntimeError(f"{trainer_path} has format {trainer.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+        raise RuntimeError(
+            f"{trainer_path} has format {trainer.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"
+        )
     if config is not None and trainer["config"] != config:
         saved = trainer["config"]
-        diffs = [f"{k}: saved {saved.get(k)!r}, now {config.get(k)!r}"
-                 for k in sorted(set(saved) | set(config)) if saved.get(k) != config.get(k)]
+        diffs = [
+            f"{k}: saved {saved.get(k)!r}, now {config.get(k)!r}"
+            for k in sorted(set(saved) | set(config))
+            if saved.get(k) != config.get(k)
+        ]
         raise ValueError(
             f"cannot resume from {folder}: the settings differ ({'; '.join(diffs)}). Resume with the "
             f"same settings, or start a new run without resume (or with another output folder)."
@@ -427,8 +457,10 @@ def load_checkpoint(folder: Path, config: dict[str, Any] | None = None) -> dict[
     epoch = trainer["epoch"]
     state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
     if state["epoch"] != epoch:
-        raise RuntimeError(f"{folder / STATE_FILE} holds epoch {state['epoch']} but {trainer_path} says {epoch}; "
-                           f"delete {folder} and start again without resume.")
+        raise RuntimeError(
+            f"{folder / STATE_FILE} holds epoch {state['epoch']} but {trainer_path} says {epoch}; "
+            f"delete {folder} and start again without resume."
+        )
     trainer["weights"] = _load_weights(folder / MODEL_FILE, epoch)
     trainer["best_weights"] = _load_weights(folder / BEST_FILE, trainer["best_epoch"])
     trainer["state"] = state
@@ -506,14 +538,23 @@ def fit(
         raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
     optimizer = torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = len(train_loader)
-    scheduler = warmup_cosine_schedule(optimizer, round(warmup_epochs * steps_per_epoch), epochs * steps_per_epoch)
+    scheduler = warmup_cosine_schedule(
+        optimizer, round(warmup_epochs * steps_per_epoch), epochs * steps_per_epoch
+    )
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     # Everything that shapes the run: resuming with other values could not reproduce it.
     config = {
-        "epochs": epochs, "lr": lr, "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
-        "label_smoothing": label_smoothing, "grad_clip": grad_clip, "precision": precision, "seed": seed,
-        "steps_per_epoch": steps_per_epoch, "group_lrs": [g["initial_lr"] for g in optimizer.param_groups],
+        "epochs": epochs,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "warmup_epochs": warmup_epochs,
+        "label_smoothing": label_smoothing,
+        "grad_clip": grad_clip,
+        "precision": precision,
+        "seed": seed,
+        "steps_per_epoch": steps_per_epoch,
+        "group_lrs": [g["initial_lr"] for g in optimizer.param_groups],
     }
     folder = Path(out_dir) / "checkpoint" if out_dir is not None else None
     writes = folder is not None and _rank() == 0  # DDP: only process 0 writes files
@@ -546,14 +587,29 @@ def fit(
     for epoch in range(first_epoch, epochs + 1):
         epoch_start = time.perf_counter()
         _seed_epoch(train_loader, seed, epoch)
-        train = train_one_epoch(model, train_loader, optimizer, loss_fn, device, scheduler, precision,
-                                grad_clip, progress, scaler, description=f"epoch {epoch}/{epochs}")
+        train = train_one_epoch(
+            model,
+            train_loader,
+            optimizer,
+            loss_fn,
+            device,
+            scheduler,
+            precision,
+            grad_clip,
+            progress,
+            scaler,
+            description=f"epoch {epoch}/{epochs}",
+        )
         val = evaluate(net, val_loader, device, precision=precision, positive_class=positive_class)
         entry = {
             "epoch": epoch,
-            "train_loss": train["loss"], "train_accuracy": train["accuracy"],
-            "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-            "val_precision": val["precision"], "val_recall": val["recall"], "val_f1": val["f1"],
+            "train_loss": train["loss"],
+            "train_accuracy": train["accuracy"],
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            "val_precision": val["precision"],
+            "val_recall": val["recall"],
+            "val_f1": val["f1"],
             "val_auroc": val["auroc"],
             "lr": max(g["lr"] for g in optimizer.param_groups),  # after the epoch's last step
             "train_images_per_second": train["images"] / train["seconds"],
@@ -565,9 +621,18 @@ def fit(
             best_epoch, best_entry = epoch, entry
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
         if writes:
-            save_checkpoint(folder, model=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                            epoch=epoch, history=history, best_epoch=best_epoch,
-                            best_state=best_state if improved else None, config=config)
+            save_checkpoint(
+                folder,
+                model=net,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler,
+                epoch=epoch,
+                history=history,
+                best_epoch=best_epoch,
+                best_state=best_state if improved else None,
+                config=config,
+            )
         if progress:
             tqdm.write(
                 f"epoch {epoch:3d}/{epochs} | train loss {entry['train_loss']:.4f} acc {entry['train_accuracy']:.3f} "
@@ -599,7 +664,11 @@ def fit(
 
 @torch.inference_mode()
 def extract_features(
-    model: nn.Module, loader: Iterable, device: torch.device | str, precision: str = "fp32", progress: bool = False
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device | str,
+    precision: str = "fp32",
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the (frozen) backbone once: ``model.forward_features`` for every image of ``loader``.
 
@@ -621,9 +690,13 @@ def extract_features(
     return torch.cat(features), torch.cat(targets).long()
 
 
-def _feature_loader(features: torch.Tensor, targets: torch.Tensor, batch_size: int, shuffle: bool) -> DataLoader:
+def _feature_loader(
+    features: torch.Tensor, targets: torch.Tensor, batch_size: int, shuffle: bool
+) -> DataLoader:
     generator = torch.Generator() if shuffle else None  # re-seeded every epoch by fit
-    return DataLoader(TensorDataset(features, targets), batch_size=batch_size, shuffle=shuffle, generator=generator)
+    return DataLoader(
+        TensorDataset(features, targets), batch_size=batch_size, shuffle=shuffle, generator=generator
+    )
 
 
 def fit_linear_probe(
@@ -665,11 +738,18 @@ def fit_linear_probe(
     model.head.requires_grad_(True)
     start = time.perf_counter()
     # Features in dataset order (the train loader would shuffle them): row i belongs to image i.
-    in_order = DataLoader(train_loader.dataset, batch_size=train_loader.batch_size or 32, shuffle=False,
-                          num_workers=train_loader.num_workers, collate_fn=train_loader.collate_fn)
+    in_order = DataLoader(
+        train_loader.dataset,
+        batch_size=train_loader.batch_size or 32,
+        shuffle=False,
+        num_workers=train_loader.num_workers,
+        collate_fn=train_loader.collate_fn,
+    )
     train_x, train_y = extract_features(model, in_order, device, precision, progress)  # (N, D), (N,)
     val_x, val_y = extract_features(model, val_loader, device, precision, progress)
-    test_x, test_y = extract_features(model, test_loader, device, precision, progress) if test_loader else (None, None)
+    test_x, test_y = (
+        extract_features(model, test_loader, device, precision, progress) if test_loader else (None, None)
+    )
     feature_seconds = time.perf_counter() - start
 
     batch = train_loader.batch_size or 32
@@ -678,9 +758,19 @@ def fit_linear_probe(
         _feature_loader(train_x, train_y, batch, shuffle=True),
         _feature_loader(val_x, val_y, val_loader.batch_size or batch, shuffle=False),
         test_loader=_feature_loader(test_x, test_y, batch, shuffle=False) if test_loader else None,
-        epochs=epochs, lr=lr, device=device, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-        label_smoothing=label_smoothing, grad_clip=grad_clip, precision="fp32", seed=seed,
-        out_dir=out_dir, resume=resume, progress=progress, positive_class=positive_class,
+        epochs=epochs,
+        lr=lr,
+        device=device,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        label_smoothing=label_smoothing,
+        grad_clip=grad_clip,
+        precision="fp32",
+        seed=seed,
+        out_dir=out_dir,
+        resume=resume,
+        progress=progress,
+        positive_class=positive_class,
     )
     result["feature_seconds"] = feature_seconds
     result["seconds"] += feature_seconds

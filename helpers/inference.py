@@ -127,7 +127,9 @@ def load_predictor(checkpoint_dir: str | Path, device: str | torch.device = "cpu
         state_dict = load_file(weights_path)
         model.load_state_dict(state_dict)
     except Exception as err:  # safetensors raises its own error types; name the file either way
-        raise CheckpointError(f"{weights_path} does not fit the model described in {config_path}: {err}") from err
+        raise CheckpointError(
+            f"{weights_path} does not fit the model described in {config_path}: {err}"
+        ) from err
     device = torch.device(device)
     model.to(device).eval()
     return Predictor(model=model, transform=transform, class_names=class_names, config=config, device=device)

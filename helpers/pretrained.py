@@ -93,8 +93,10 @@ def load_pretrained_vit_b16(
     except PretrainedWeightsUnavailable:
         if not allow_random:
             raise
-        message = (f"RANDOM WEIGHTS: {VIT_B16_WEIGHTS_FILE} is not in {weights_cache_path().parent} and could "
-                   "not be downloaded, so this ViT-B/16 starts from random weights: expect chance-level results.")
+        message = (
+            f"RANDOM WEIGHTS: {VIT_B16_WEIGHTS_FILE} is not in {weights_cache_path().parent} and could "
+            "not be downloaded, so this ViT-B/16 starts from random weights: expect chance-level results."
+        )
         print("!" * 80 + "\n" + message + "\n" + "!" * 80, flush=True)
         warnings.warn(message, stacklevel=2)
         model = ViT(get_config("vit_b16", image_size=image_size, num_classes=num_classes or 1000))
@@ -123,6 +125,6 @@ def finetune_param_groups(
     """
     head = [(name, p) for name, p in model.named_parameters() if name.startswith("head.")]
     backbone = [(name, p) for name, p in model.named_parameters() if not name.startswith("head.")]
-    return (weight_decay_groups(backbone, weight_decay, lr * backbone_lr_scale)
-            + weight_decay_groups(head, weight_decay, lr))
-
+    return weight_decay_groups(backbone, weight_decay, lr * backbone_lr_scale) + weight_decay_groups(
+        head, weight_decay, lr
+    )

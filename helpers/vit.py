@@ -116,7 +116,9 @@ class PatchEmbedding(nn.Module):
         num_patches = (image_size // patch_size) ** 2
         self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
         self.class_token = nn.Parameter(torch.zeros(1, 1, dim))  # (1, 1, D), zeros as in torchvision
-        self.pos_embedding = nn.Parameter(torch.empty(1, num_patches + 1, dim).normal_(std=0.02))  # (1, N+1, D)
+        self.pos_embedding = nn.Parameter(
+            torch.empty(1, num_patches + 1, dim).normal_(std=0.02)
+        )  # (1, N+1, D)
         # torchvision's init of the patchify stem: truncated normal with std sqrt(1 / fan_in).
         fan_in = in_channels * patch_size * patch_size
         nn.init.trunc_normal_(self.proj.weight, std=math.sqrt(1 / fan_in))
@@ -125,10 +127,14 @@ class PatchEmbedding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         if C != self.in_channels:
-            raise ValueError(f"Got images with {C} channels but this model expects {self.in_channels} (B, C, H, W).")
+            raise ValueError(
+                f"Got images with {C} channels but this model expects {self.in_channels} (B, C, H, W)."
+            )
         if (H, W) != (self.image_size, self.image_size):
-            why = "" if H % self.patch_size == 0 and W % self.patch_size == 0 else (
-                f" ({H}x{W} is not a multiple of the patch size {self.patch_size})"
+            why = (
+                ""
+                if H % self.patch_size == 0 and W % self.patch_size == 0
+                else (f" ({H}x{W} is not a multiple of the patch size {self.patch_size})")
             )
             raise ValueError(
                 f"Got {H}x{W} images but this model expects {self.image_size}x{self.image_size}{why}. "
@@ -225,7 +231,9 @@ class TransformerEncoderBlock(nn.Module):
     uses this in its last block, whose other outputs the head never reads (about 1/12 less work).
     """
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float = 0.0, attention_dropout: float = 0.0):
+    def __init__(
+        self, dim: int, heads: int, mlp_dim: int, dropout: float = 0.0, attention_dropout: float = 0.0
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.attn = MultiHeadSelfAttention(dim, heads, attention_dropout)
@@ -261,7 +269,8 @@ class ViT(nn.Module):
         self.patch_embedding = PatchEmbedding(c.image_size, c.patch_size, c.in_channels, c.dim)
         self.dropout = nn.Dropout(c.dropout)  # on the embedded tokens, as in torchvision
         self.blocks = nn.ModuleList(
-            TransformerEncoderBlock(c.dim, c.heads, c.mlp_dim, c.dropout, c.attention_dropout) for _ in range(c.depth)
+            TransformerEncoderBlock(c.dim, c.heads, c.mlp_dim, c.dropout, c.attention_dropout)
+            for _ in range(c.depth)
         )
         self.norm = nn.LayerNorm(c.dim, eps=LAYER_NORM_EPS)
         self.head = self._zero_head(c.dim, c.num_classes)
@@ -307,8 +316,11 @@ class ViT(nn.Module):
 
     @classmethod
     def from_torchvision(
-        cls, model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], image_size: int | None = None,
-        *, heads: int | None = None,
+        cls,
+        model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
+        image_size: int | None = None,
+        *,
+        heads: int | None = None,
     ) -> ViT:
         """Build a ViT with the weights of a torchvision ``VisionTransformer`` (a module or its state dict).
 
@@ -329,8 +341,10 @@ class ViT(nn.Module):
         if isinstance(model_or_state_dict, nn.Module):
             module = model_or_state_dict
             if not hasattr(module, "conv_proj"):
-                raise TypeError(f"from_torchvision expects torchvision's VisionTransformer or its state dict, "
-                                f"got a {type(module).__name__}.")
+                raise TypeError(
+                    f"from_torchvision expects torchvision's VisionTransformer or its state dict, "
+                    f"got a {type(module).__name__}."
+                )
             state = module.state_dict()
             if heads is None:
                 heads = module.encoder.layers[0].self_attention.num_heads
@@ -342,7 +356,9 @@ class ViT(nn.Module):
 
         def get(key: str) -> torch.Tensor:
             if key not in state:
-                raise KeyError(f"torchvision ViT weights have no {key!r}: is this a VisionTransformer state dict?")
+                raise KeyError(
+                    f"torchvision ViT weights have no {key!r}: is this a VisionTransformer state dict?"
+                )
             return state[key]
 
         dim, in_channels, patch_size, _ = get("conv_proj.weight").shape
@@ -353,16 +369,27 @@ class ViT(nn.Module):
         pos = get("encoder.pos_embedding")  # (1, N+1, D)
         grid = math.isqrt(pos.shape[1] - 1) if pos.ndim == 3 else 0  # G: patches per side
         if pos.ndim != 3 or pos.shape[0] != 1 or grid * grid != pos.shape[1] - 1:
-            raise ValueError(f"'encoder.pos_embedding' has shape {tuple(pos.shape)}; expected (1, G*G + 1, D).")
+            raise ValueError(
+                f"'encoder.pos_embedding' has shape {tuple(pos.shape)}; expected (1, G*G + 1, D)."
+            )
         if heads is None:
             if dim % 64 != 0:
-                raise ValueError(f"Cannot guess the number of heads for dim={dim}; pass heads= or the module.")
+                raise ValueError(
+                    f"Cannot guess the number of heads for dim={dim}; pass heads= or the module."
+                )
             heads = dim // 64
 
         config = ViTConfig(
-            image_size=image_size or grid * patch_size, patch_size=patch_size, in_channels=in_channels,
-            num_classes=num_classes, dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim,
-            dropout=dropout, attention_dropout=attention_dropout,
+            image_size=image_size or grid * patch_size,
+            patch_size=patch_size,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            dim=dim,
+            depth=depth,
+            heads=heads,
+            mlp_dim=mlp_dim,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
         )
         new_grid = config.image_size // patch_size
         if new_grid != grid:
@@ -373,14 +400,18 @@ class ViT(nn.Module):
         ours_to_theirs = _torchvision_key_map(depth, legacy)
         extra = sorted(set(state) - set(ours_to_theirs.values()))
         if extra:
-            raise ValueError(f"Unexpected key(s) {extra} in torchvision ViT weights; only a plain ViT with "
-                             "one Linear head (no conv stem, no pre_logits) can be loaded.")
+            raise ValueError(
+                f"Unexpected key(s) {extra} in torchvision ViT weights; only a plain ViT with "
+                "one Linear head (no conv stem, no pre_logits) can be loaded."
+            )
         new_state, expected_shapes = {}, {k: v.shape for k, v in model.state_dict().items()}
         for ours, theirs in ours_to_theirs.items():
             value = get(theirs)
             expected = expected_shapes[ours]
             if value.shape != expected:
-                raise ValueError(f"{theirs!r} has shape {tuple(value.shape)} but {ours!r} needs {tuple(expected)}.")
+                raise ValueError(
+                    f"{theirs!r} has shape {tuple(value.shape)} but {ours!r} needs {tuple(expected)}."
+                )
             new_state[ours] = value
         model.load_state_dict(new_state, assign=True)  # take the tensors themselves (off the meta device)
         return model
@@ -402,8 +433,11 @@ def _torchvision_key_map(depth: int, legacy: bool = False) -> dict[str, str]:
     for i in range(depth):
         theirs = f"encoder.layers.encoder_layer_{i}."
         per_block = {
-            "norm1": "ln_1", "norm2": "ln_2", "attn.proj": "self_attention.out_proj",
-            "mlp.fc1": f"mlp.{fc1}", "mlp.fc2": f"mlp.{fc2}",
+            "norm1": "ln_1",
+            "norm2": "ln_2",
+            "attn.proj": "self_attention.out_proj",
+            "mlp.fc1": f"mlp.{fc1}",
+            "mlp.fc2": f"mlp.{fc2}",
         }
         for ours, tv in per_block.items():
             for p in ("weight", "bias"):

@@ -34,7 +34,10 @@ def require(available: bool, reason: str) -> None:
 
 
 def test_upload_classify_and_read_the_probabilities_off_the_page(tmp_path):
-    require(Path(demo_screenshot.CHROMIUM).exists(), f"{demo_screenshot.CHROMIUM} not found (apt-get install chromium)")
+    require(
+        Path(demo_screenshot.CHROMIUM).exists(),
+        f"{demo_screenshot.CHROMIUM} not found (apt-get install chromium)",
+    )
     require(
         all(importlib.util.find_spec(module) for module in ("gradio", "playwright")),
         "gradio or playwright is not installed (pip install -e '.[demo]')",
@@ -57,7 +60,9 @@ def test_upload_classify_and_read_the_probabilities_off_the_page(tmp_path):
     assert shown == pytest.approx(expected, abs=1e-4)
     assert page["percentages"] == pytest.approx({k: 100 * p for k, p in expected.items()}, abs=0.51)
     assert page["top"] == max(expected, key=expected.get)
-    assert 0.01 < expected["fake"] < 0.99  # not a degenerate model, so the checks above can tell classes apart
+    assert (
+        0.01 < expected["fake"] < 0.99
+    )  # not a degenerate model, so the checks above can tell classes apart
     assert screenshot.stat().st_size > 10_000  # a real PNG of the page, not an empty file
     with Image.open(screenshot) as shot:
         assert shot.width >= 1000

@@ -37,7 +37,9 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -63,7 +65,14 @@ def predictor(checkpoint):
 
 
 UPLOAD_KINDS = [
-    "rgba.png", "grey.png", "palette.png", "cmyk.jpg", "sixteen_bit.png", "one_pixel.png", "large.jpg", "animated.gif"
+    "rgba.png",
+    "grey.png",
+    "palette.png",
+    "cmyk.jpg",
+    "sixteen_bit.png",
+    "one_pixel.png",
+    "large.jpg",
+    "animated.gif",
 ]
 
 
@@ -86,7 +95,9 @@ def uploads(tmp_path_factory) -> dict[str, Path]:
     save("cmyk.jpg", rgb.convert("CMYK"), quality=90)
     save("sixteen_bit.png", Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257))
     save("one_pixel.png", Image.new("RGB", (1, 1), (200, 30, 60)))
-    save("large.jpg", Image.fromarray(textured_rgb(300, 400, seed=2)).resize((4000, 3000)), quality=85)  # 12 M pixels
+    save(
+        "large.jpg", Image.fromarray(textured_rgb(300, 400, seed=2)).resize((4000, 3000)), quality=85
+    )  # 12 M pixels
     frames = [Image.fromarray(textured_rgb(40, 40, seed=s)) for s in (3, 4, 5)]
     save("animated.gif", frames[0], save_all=True, append_images=frames[1:], duration=100, loop=0)
     return files
@@ -138,7 +149,11 @@ def assert_is_prediction(probs: dict[str, float]) -> None:
 
 
 def test_display_names():
-    assert [demo.display_name(c) for c in ("fake_images", "real_images", "ai_art")] == ["fake", "real", "ai art"]
+    assert [demo.display_name(c) for c in ("fake_images", "real_images", "ai_art")] == [
+        "fake",
+        "real",
+        "ai art",
+    ]
 
 
 @pytest.mark.parametrize("name", UPLOAD_KINDS)
@@ -151,7 +166,12 @@ def test_prediction_applies_the_eval_transform_recorded_in_the_checkpoint(predic
     pixels = textured_rgb(32, 32, seed=7)
     Image.fromarray(pixels).save(tmp_path / "x.png")
     spec = json.loads((checkpoint / "config.json").read_text())["transform"]
-    assert (spec["resize"], spec["crop"], spec["mean"], spec["std"]) == (32, 32, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    assert (spec["resize"], spec["crop"], spec["mean"], spec["std"]) == (
+        32,
+        32,
+        list(IMAGENET_MEAN),
+        list(IMAGENET_STD),
+    )
 
     x = (pixels / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)  # (H, W, 3)
     x = torch.tensor(x, dtype=torch.float32).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W)
@@ -212,7 +232,11 @@ def test_build_demo_registers_predict(checkpoint, predictor, uploads, bad_upload
     assert isinstance(page, gr.Blocks)
     predict = predict_endpoint(page)
     # What Gradio passes with preprocess=False: its file record, with the name the user gave the file.
-    upload = {"path": str(uploads["rgba.png"]), "orig_name": "holiday.png", "meta": {"_type": "gradio.FileData"}}
+    upload = {
+        "path": str(uploads["rgba.png"]),
+        "orig_name": "holiday.png",
+        "meta": {"_type": "gradio.FileData"},
+    }
     assert predict(upload) == pytest.approx(demo.classify(predictor, uploads["rgba.png"]))
     with pytest.raises(gr.Error, match="'my notes.txt' is not an image"):
         predict({"path": str(bad_uploads["notes.txt"]), "orig_name": "my notes.txt"})
@@ -317,7 +341,10 @@ def test_server_predicts_every_kind_of_upload(client, predictor, uploads, name):
 
 
 def test_server_refuses_a_non_image_and_keeps_serving(client, predictor, uploads, bad_uploads):
-    for name, message in [("notes.txt", "'notes.txt' is not an image"), ("bomb_1.5x.png", "decompression-bomb")]:
+    for name, message in [
+        ("notes.txt", "'notes.txt' is not an image"),
+        ("bomb_1.5x.png", "decompression-bomb"),
+    ]:
         with pytest.raises(gradio_client.exceptions.AppError, match=message):
             client.predict(gradio_client.handle_file(str(bad_uploads[name])), api_name="/predict")
     result = client.predict(gradio_client.handle_file(str(uploads["grey.png"])), api_name="/predict")

@@ -38,15 +38,27 @@ def tiny_vit(seed: int = 0) -> ViT:
 
 
 def loaders(batch_size: int = 16, generator: bool = True):
-    train = DataLoader(synthetic_images(64, seed=1), batch_size=batch_size, shuffle=True,
-                       generator=torch.Generator() if generator else None)
+    train = DataLoader(
+        synthetic_images(64, seed=1),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator() if generator else None,
+    )
     val = DataLoader(synthetic_images(32, seed=2), batch_size=32)
     test = DataLoader(synthetic_images(32, seed=3), batch_size=32)
     return train, val, test
 
 
-FIT = dict(lr=3e-3, device="cpu", weight_decay=0.05, warmup_epochs=1, label_smoothing=0.1,
-           grad_clip=1.0, seed=7, progress=False)
+FIT = dict(
+    lr=3e-3,
+    device="cpu",
+    weight_decay=0.05,
+    warmup_epochs=1,
+    label_smoothing=0.1,
+    grad_clip=1.0,
+    seed=7,
+    progress=False,
+)
 TIMING_KEYS = ("seconds", "train_images_per_second")
 
 
@@ -144,8 +156,13 @@ def test_weight_decay_groups_exempt_biases_norms_and_embeddings():
     decay_names = {names[id(p)] for p in decay["params"]}
     no_decay_names = {names[id(p)] for p in no_decay["params"]}
     assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.05, 0.0)
-    assert {"patch_embedding.class_token", "patch_embedding.pos_embedding", "norm.weight", "head.bias",
-            "blocks.0.attn.to_qkv.bias"} <= no_decay_names
+    assert {
+        "patch_embedding.class_token",
+        "patch_embedding.pos_embedding",
+        "norm.weight",
+        "head.bias",
+        "blocks.0.attn.to_qkv.bias",
+    } <= no_decay_names
     assert {"patch_embedding.proj.weight", "blocks.0.attn.to_qkv.weight", "head.weight"} <= decay_names
     assert not any(n.startswith("blocks.1.") for n in decay_names | no_decay_names)  # frozen: left out
 
@@ -202,11 +219,22 @@ def test_resume_after_a_kill_mid_epoch_gives_exactly_the_uninterrupted_run(tmp_p
     # Killed in the middle of epoch 3 (4 batches per epoch): epochs 1-2 are checkpointed.
     train, val, test = loaders(generator=generator)
     with pytest.raises(KeyboardInterrupt):
-        engine.fit(tiny_vit(), KilledAfter(train, batches=2 * 4 + 2), val, test_loader=test, epochs=4,
-                   out_dir=tmp_path, **FIT)
+        engine.fit(
+            tiny_vit(),
+            KilledAfter(train, batches=2 * 4 + 2),
+            val,
+            test_loader=test,
+            epochs=4,
+            out_dir=tmp_path,
+            **FIT,
+        )
     folder = tmp_path / "checkpoint"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "best.safetensors", "model.safetensors", "state.pt", "trainer.json"]  # no temporary files left
+        "best.safetensors",
+        "model.safetensors",
+        "state.pt",
+        "trainer.json",
+    ]  # no temporary files left
     assert json.loads((folder / "trainer.json").read_text())["epoch"] == 2
     # Nothing is unpickled: the optimizer state loads with weights_only=True, weights are safetensors.
     state = torch.load(folder / "state.pt", weights_only=True)
@@ -216,8 +244,9 @@ def test_resume_after_a_kill_mid_epoch_gives_exactly_the_uninterrupted_run(tmp_p
     # Resume into a model with other initial weights: they are replaced by the checkpoint's.
     train, val, test = loaders(generator=generator)
     resumed_model = tiny_vit(seed=123)
-    resumed = engine.fit(resumed_model, train, val, test_loader=test, epochs=4, out_dir=tmp_path,
-                         resume=True, **FIT)
+    resumed = engine.fit(
+        resumed_model, train, val, test_loader=test, epochs=4, out_dir=tmp_path, resume=True, **FIT
+    )
     assert without_timings(resumed["history"]) == without_timings(straight["history"])
     assert resumed["best_epoch"] == straight["best_epoch"]
     assert resumed["val"] == straight["val"] and resumed["test"] == straight["test"]
@@ -275,7 +304,10 @@ def empty_hub(tmp_path, monkeypatch):
         raise urllib.error.URLError("network is unreachable (test)")
 
     monkeypatch.setattr(pretrained, "_check_reachable", offline)
-    assert pretrained.weights_cache_path() == tmp_path / "torch" / "hub" / "checkpoints" / "vit_b_16-c867db91.pth"
+    assert (
+        pretrained.weights_cache_path()
+        == tmp_path / "torch" / "hub" / "checkpoints" / "vit_b_16-c867db91.pth"
+    )
     return pretrained.weights_cache_path()
 
 

@@ -26,7 +26,9 @@ def model():
 
 @pytest.fixture
 def checkpoint(tmp_path, model):
-    return save_for_inference(model, tmp_path / "ckpt", CLASSES, eval_transform_spec(32, pretrained=False), "vit_tiny")
+    return save_for_inference(
+        model, tmp_path / "ckpt", CLASSES, eval_transform_spec(32, pretrained=False), "vit_tiny"
+    )
 
 
 def test_round_trip_gives_the_same_predictions(tmp_path, model, checkpoint):
@@ -50,7 +52,9 @@ def test_round_trip_gives_the_same_predictions(tmp_path, model, checkpoint):
 
 def test_any_image_mode_is_accepted(checkpoint):
     predictor = load_predictor(checkpoint)
-    images = [Image.new(mode, (20, 30)) for mode in ("RGBA", "L", "P", "CMYK", "1")] + [Image.new("RGB", (1, 1))]
+    images = [Image.new(mode, (20, 30)) for mode in ("RGBA", "L", "P", "CMYK", "1")] + [
+        Image.new("RGB", (1, 1))
+    ]
     probs = predictor.predict_batch(images)
     assert probs.shape == (len(images), 2)
     torch.testing.assert_close(probs.sum(-1), torch.ones(len(images)))
@@ -78,8 +82,12 @@ def test_a_broken_config_is_refused_naming_the_file(checkpoint):
     config_path.write_text("{not json")
     with pytest.raises(CheckpointError, match="config.json is not a valid"):
         load_predictor(checkpoint)
-    config = {"format": "fake-vit/1", "vit_config": get_config("vit_tiny").to_dict(),
-              "class_names": ["only_one"], "transform": eval_transform_spec(64, pretrained=False)}
+    config = {
+        "format": "fake-vit/1",
+        "vit_config": get_config("vit_tiny").to_dict(),
+        "class_names": ["only_one"],
+        "transform": eval_transform_spec(64, pretrained=False),
+    }
     config_path.write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="1 class names"):
         load_predictor(checkpoint)
@@ -87,4 +95,6 @@ def test_a_broken_config_is_refused_naming_the_file(checkpoint):
 
 def test_class_names_must_match_the_head(tmp_path, model):
     with pytest.raises(ValueError, match="3 class names"):
-        save_for_inference(model, tmp_path, ["a", "b", "c"], eval_transform_spec(32, pretrained=False), "vit_tiny")
+        save_for_inference(
+            model, tmp_path, ["a", "b", "c"], eval_transform_spec(32, pretrained=False), "vit_tiny"
+        )

@@ -44,9 +44,16 @@ def test_environment_yml_lists_the_same_packages_as_pyproject():
 def test_torch_ranges_admit_the_local_and_colab_builds():
     from packaging.requirements import Requirement
 
-    deps = {Requirement(r).name: Requirement(r) for r in
-            tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
-    for name, version in [("torch", "2.14.1"), ("torch", "2.5.1"), ("torchvision", "0.29.1"), ("torchvision", "0.20.1")]:
+    deps = {
+        Requirement(r).name: Requirement(r)
+        for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
+    for name, version in [
+        ("torch", "2.14.1"),
+        ("torch", "2.5.1"),
+        ("torchvision", "0.29.1"),
+        ("torchvision", "0.20.1"),
+    ]:
         assert deps[name].specifier.contains(version), f"{name} {version} must satisfy {deps[name]}"
         assert "==" not in str(deps[name].specifier), f"{name} must not be pinned exactly"
 
@@ -74,7 +81,9 @@ def test_notebook_conventions(path):
     tags = [cell.metadata.get("tags", []) for cell in nb.cells]
     assert "colab-badge" in tags[0], "the first cell must be the Open-in-Colab badge"
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
-    assert "colab-setup" in code_cells[0].metadata.get("tags", []), "the first code cell must be the Colab set-up"
+    assert "colab-setup" in code_cells[0].metadata.get("tags", []), (
+        "the first code cell must be the Colab set-up"
+    )
     assert "pip" in code_cells[0].source and "google.colab" in code_cells[0].source
     assert "git clone" not in code_cells[0].source and "except:" not in code_cells[0].source
 
@@ -82,7 +91,9 @@ def test_notebook_conventions(path):
     assert len(parameters) == 1, "exactly one cell must be tagged `parameters`"
     source = parameters[0].source
     for statement in ast.parse(source).body:
-        assert isinstance(statement, ast.Assign), f"parameters cell holds only assignments: {ast.unparse(statement)}"
+        assert isinstance(statement, ast.Assign), (
+            f"parameters cell holds only assignments: {ast.unparse(statement)}"
+        )
         ast.literal_eval(statement.value)
     for line in source.splitlines():
         code = line.split("#", 1)[0].strip()
@@ -99,8 +110,12 @@ def test_notebooks_are_committed_without_unchecked_outputs(path):
     nb = json.loads(path.read_text())
     for cell in nb["cells"]:
         if cell["cell_type"] == "code" and not clean_notebooks.is_checked(cell):
-            assert not cell["outputs"], f"{path.name}: a cell nbval does not check keeps outputs:\n{''.join(cell['source'])[:200]}"
-    assert clean_notebooks.cleaned(json.loads(path.read_text())) == nb, f"run `make clean-notebooks` on {path.name}"
+            assert not cell["outputs"], (
+                f"{path.name}: a cell nbval does not check keeps outputs:\n{''.join(cell['source'])[:200]}"
+            )
+    assert clean_notebooks.cleaned(json.loads(path.read_text())) == nb, (
+        f"run `make clean-notebooks` on {path.name}"
+    )
 
 
 def test_badges_and_setup_cells_point_at_the_configured_repository():
@@ -111,8 +126,10 @@ def test_set_repo_rewrites_a_notebook_for_a_fork(tmp_path, monkeypatch):
     monkeypatch.setattr(set_repo, "ROOT", tmp_path)
     (tmp_path / "notebooks").mkdir()
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("badge", metadata={"tags": ["colab-badge"]}),
-                nbformat.v4.new_code_cell("setup", metadata={"tags": ["colab-setup"]})]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("badge", metadata={"tags": ["colab-badge"]}),
+        nbformat.v4.new_code_cell("setup", metadata={"tags": ["colab-setup"]}),
+    ]
     path = tmp_path / "notebooks" / "01_x.ipynb"
     nbformat.write(nb, path)
     text = set_repo.notebook_text(path, "someone/fork", "dev")
@@ -123,9 +140,11 @@ def test_set_repo_rewrites_a_notebook_for_a_fork(tmp_path, monkeypatch):
 def broken_notebook(path: Path) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell('MODE = "auto"', metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("x = 1"),
-                nbformat.v4.new_code_cell("raise RuntimeError('this lesson is broken')")]
+    nb.cells = [
+        nbformat.v4.new_code_cell('MODE = "auto"', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("raise RuntimeError('this lesson is broken')"),
+    ]
     nbformat.write(nb, path)
     return path
 
@@ -134,7 +153,10 @@ def test_a_notebook_that_raises_fails_the_nbval_harness(tmp_path):
     path = broken_notebook(tmp_path / "broken.ipynb")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "nbval", "--nbval-lax", "-p", "no:cacheprovider", str(path)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode != 0, result.stdout
     assert "this lesson is broken" in result.stdout

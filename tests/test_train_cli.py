@@ -39,9 +39,34 @@ def easy_folder(tmp_path_factory) -> Path:
 
 
 def tiny_run(data_dir: Path, out: Path, *extra: str) -> list[str]:
-    return ["--data", str(data_dir), "--out", str(out), "--model", "vit_tiny", "--mode", "scratch",
-            "--image-size", "32", "--epochs", "4", "--batch-size", "8", "--lr", "2e-3", "--warmup-epochs", "1",
-            "--num-workers", "0", "--val-fraction", "0.2", "--test-fraction", "0.2", "--no-progress", *extra]
+    return [
+        "--data",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--model",
+        "vit_tiny",
+        "--mode",
+        "scratch",
+        "--image-size",
+        "32",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "8",
+        "--lr",
+        "2e-3",
+        "--warmup-epochs",
+        "1",
+        "--num-workers",
+        "0",
+        "--val-fraction",
+        "0.2",
+        "--test-fraction",
+        "0.2",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def check_rates(metrics: dict) -> None:
@@ -57,7 +82,12 @@ def test_cli_trains_on_the_toy_set_and_writes_metrics_weights_and_config(tmp_pat
     out = tmp_path / "run"
     assert train.main(tiny_run(toy, out, "--epochs", "2")) == 0
 
-    assert {p.name for p in out.iterdir()} >= {"metrics.json", "model.safetensors", "config.json", "checkpoint"}
+    assert {p.name for p in out.iterdir()} >= {
+        "metrics.json",
+        "model.safetensors",
+        "config.json",
+        "checkpoint",
+    }
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["class_names"] == list(data.CLASS_NAMES)
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
@@ -123,8 +153,23 @@ def test_pretrained_modes_without_weights_fail_clearly_or_go_on_with_random_weig
         raise urllib.error.URLError("network is unreachable (test)")
 
     monkeypatch.setattr(pretrained, "_check_reachable", offline)
-    argv = ["--data", str(easy_folder), "--out", str(tmp_path / "probe"), "--model", "vit_b16",
-            "--mode", "linear_probe", "--image-size", "32", "--epochs", "2", "--num-workers", "0", "--no-progress"]
+    argv = [
+        "--data",
+        str(easy_folder),
+        "--out",
+        str(tmp_path / "probe"),
+        "--model",
+        "vit_b16",
+        "--mode",
+        "linear_probe",
+        "--image-size",
+        "32",
+        "--epochs",
+        "2",
+        "--num-workers",
+        "0",
+        "--no-progress",
+    ]
     assert train.main(argv) == 1
     assert "vit_b_16-c867db91.pth" in capsys.readouterr().err
 
@@ -144,12 +189,27 @@ def test_two_processes_under_torchrun_match_one_process(easy_folder, tmp_path):
     assert train.main(tiny_run(easy_folder, single, "--batch-size", "16")) == 0
     ddp = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "helpers.train", *tiny_run(easy_folder, ddp, "--batch-size", "8", "--device", "cpu")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "helpers.train",
+        *tiny_run(easy_folder, ddp, "--batch-size", "8", "--device", "cpu"),
+    ]
     # A session of its own, so that on a timeout the launcher AND its workers are killed: a worker
     # left behind would hold the output pipes open and hang the test run.
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _, stderr = process.communicate(timeout=240)
     except subprocess.TimeoutExpired:

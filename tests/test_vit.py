@@ -118,7 +118,9 @@ def test_384px_position_embeddings_like_torchvision(tv_model):
     tv_384.load_state_dict(state_384)
     ours = ViT.from_torchvision(tv_model.state_dict(), image_size=384).eval()
     assert ours.config.image_size == 384 and ours.patch_embedding.pos_embedding.shape == (1, 577, 768)
-    torch.testing.assert_close(ours.patch_embedding.pos_embedding, state_384["encoder.pos_embedding"], atol=0, rtol=0)
+    torch.testing.assert_close(
+        ours.patch_embedding.pos_embedding, state_384["encoder.pos_embedding"], atol=0, rtol=0
+    )
     x = torch.randn(1, 3, 384, 384, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert max_abs_diff(ours(x), tv_384.eval()(x)) < ATOL
@@ -130,15 +132,24 @@ def test_384px_position_embeddings_like_torchvision(tv_model):
 @pytest.fixture(scope="module")
 def small_tv() -> VisionTransformer:
     torch.manual_seed(3)
-    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=64, mlp_dim=96,
-                              num_classes=3)
+    model = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=64, mlp_dim=96, num_classes=3
+    )
     return perturb_(model).eval()
 
 
 def test_small_torchvision_model_heads_from_module(small_tv):
     ours = ViT.from_torchvision(small_tv).eval()
     c = ours.config
-    assert (c.image_size, c.patch_size, c.depth, c.heads, c.dim, c.mlp_dim, c.num_classes) == (32, 8, 2, 2, 64, 96, 3)
+    assert (c.image_size, c.patch_size, c.depth, c.heads, c.dim, c.mlp_dim, c.num_classes) == (
+        32,
+        8,
+        2,
+        2,
+        64,
+        96,
+        3,
+    )
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         assert max_abs_diff(ours(x), small_tv(x)) < ATOL
@@ -175,8 +186,16 @@ def test_encoder_block_equals_pytorch_encoder_layer():
     torch.manual_seed(4)
     dim, heads, mlp_dim = 64, 4, 128
     ours = perturb_(TransformerEncoderBlock(dim, heads, mlp_dim)).eval()
-    ref = nn.TransformerEncoderLayer(dim, heads, mlp_dim, dropout=0.0, activation="gelu", layer_norm_eps=1e-6,
-                                     batch_first=True, norm_first=True).eval()
+    ref = nn.TransformerEncoderLayer(
+        dim,
+        heads,
+        mlp_dim,
+        dropout=0.0,
+        activation="gelu",
+        layer_norm_eps=1e-6,
+        batch_first=True,
+        norm_first=True,
+    ).eval()
     with torch.no_grad():
         ref.self_attn.in_proj_weight.copy_(ours.attn.to_qkv.weight)
         ref.self_attn.in_proj_bias.copy_(ours.attn.to_qkv.bias)

@@ -60,9 +60,13 @@ def cleaned(notebook: dict, executed: dict | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("notebooks", nargs="+", type=Path)
-    parser.add_argument("--from-executed", type=Path, help="folder of executed copies with the same file names")
+    parser.add_argument(
+        "--from-executed", type=Path, help="folder of executed copies with the same file names"
+    )
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
     args = parser.parse_args(argv)
     stale = []

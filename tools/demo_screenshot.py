@@ -83,7 +83,16 @@ def running_demo(
     url = f"http://127.0.0.1:{port}/"
     log = workdir / "server.log"
     env = {**os.environ, "GRADIO_TEMP_DIR": str(workdir / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
-    command = [sys.executable, str(APP), "--checkpoint", str(checkpoint), "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        sys.executable,
+        str(APP),
+        "--checkpoint",
+        str(checkpoint),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with open(log, "w") as log_file:
         server = subprocess.Popen(
             [*command, *extra_args], cwd=workdir, env=env, stdout=log_file, stderr=subprocess.STDOUT
@@ -101,7 +110,12 @@ def running_demo(
 
 
 def classify_in_browser(
-    url: str, image: Path, *, screenshot: Path | None = None, chromium: str = CHROMIUM, timeout_ms: int = 60_000
+    url: str,
+    image: Path,
+    *,
+    screenshot: Path | None = None,
+    chromium: str = CHROMIUM,
+    timeout_ms: int = 60_000,
 ) -> dict:
     """Upload ``image`` on the demo page, click Classify, and read the result off the page.
 
@@ -146,7 +160,9 @@ def random_tiny_checkpoint(out_dir: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = ViT(get_config("vit_tiny", image_size=32, depth=1))
     torch.nn.init.normal_(model.head.weight, std=0.1)  # the head starts at zero: 50/50 for every image
-    return save_for_inference(model, out_dir, CLASS_NAMES, eval_transform_spec(32, pretrained=False), "vit_tiny")
+    return save_for_inference(
+        model, out_dir, CLASS_NAMES, eval_transform_spec(32, pretrained=False), "vit_tiny"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -154,20 +170,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     from helpers.data import make_toy_dataset
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, default=None, help="default: build/checkpoint if it exists")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="default: build/checkpoint if it exists"
+    )
     parser.add_argument("--image", type=Path, default=None, help="image to classify (default: a toy image)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "figures" / "demo.png")
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).exists():
-        parser.exit(2, f"{CHROMIUM} not found: `sudo apt-get install chromium` (Debian), or set $FAKEVIT_CHROMIUM.\n")
+        parser.exit(
+            2, f"{CHROMIUM} not found: `sudo apt-get install chromium` (Debian), or set $FAKEVIT_CHROMIUM.\n"
+        )
 
     with tempfile.TemporaryDirectory(prefix="fakevit-screenshot-") as tmp:
         workdir = Path(tmp)
         checkpoint = args.checkpoint or course.checkpoint_dir()
         if args.checkpoint is None and not (checkpoint / "config.json").is_file():
-            print(f"No checkpoint in {checkpoint}: using a tiny ViT with RANDOM weights (make one with `make run`).")
+            print(
+                f"No checkpoint in {checkpoint}: using a tiny ViT with RANDOM weights (make one with `make run`)."
+            )
             checkpoint = random_tiny_checkpoint(workdir / "checkpoint")
-        image = args.image or make_toy_dataset(workdir / "toy", images_per_class=1) / "real_images" / "real_00000.png"
+        image = (
+            args.image
+            or make_toy_dataset(workdir / "toy", images_per_class=1) / "real_images" / "real_00000.png"
+        )
         with running_demo(checkpoint.resolve(), workdir / "server") as url:
             shown = classify_in_browser(url, image.resolve(), screenshot=args.out)
     print(f"{image.name}: {shown['top']} {shown['percentages']}; screenshot saved to {args.out}")

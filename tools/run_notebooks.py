@@ -37,7 +37,9 @@ def run(notebook: Path, out_dir: Path, mode: str, timeout: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/[0-9]*.ipynb")
     parser.add_argument("--mode", choices=["small", "full", "auto"], default="small")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "notebooks")
@@ -57,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         except papermill.PapermillExecutionError as err:
             times[notebook.name] = time.perf_counter() - start
             failed.append(notebook.name)
-            print(f"FAILED {notebook.name}: {err.ename}: {err.evalue}\n  see {args.out / notebook.name}",
-                  file=sys.stderr)
+            print(
+                f"FAILED {notebook.name}: {err.ename}: {err.evalue}\n  see {args.out / notebook.name}",
+                file=sys.stderr,
+            )
     print("\nwall time per notebook:")
     for name, seconds in times.items():
         print(f"  {seconds:7.1f} s  {name}{'  FAILED' if name in failed else ''}")

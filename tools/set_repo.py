@@ -32,11 +32,8 @@ import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet",
-         "fake-vit-course[demo] @ git+https://github.com/{repo}@{branch}"],
-        check=True,
-    )"""
+    package = "fake-vit-course[demo] @ git+https://github.com/{repo}@{branch}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", package], check=True)"""
 
 
 def read_settings() -> tuple[str, str]:
@@ -88,13 +85,19 @@ def markdown_text(path: Path, repo: str, branch: str) -> str:
     """The markdown file's text with its badge links and install lines pointing at ``repo``."""
     text = path.read_text(encoding="utf-8")
     new = BADGE_URL.sub(f"https://colab.research.google.com/github/{repo}/blob/{branch}/", text)
-    return re.sub(r"git\+https://github\.com/[^@\s\"]+@[^\s\"']+", f"git+https://github.com/{repo}@{branch}", new)
+    return re.sub(
+        r"git\+https://github\.com/[^@\s\"]+@[^\s\"']+", f"git+https://github.com/{repo}@{branch}", new
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repo", help="owner/name of the GitHub repository (for a fork)")
-    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is out of date")
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if a file is out of date"
+    )
     args = parser.parse_args(argv)
     if args.repo and not args.check:
         write_repo(args.repo)
