@@ -1,7 +1,7 @@
-"""Web demo of the fake-vs-real ViT detector: ``python app/app.py --checkpoint DIR``.
+"""Web demo of the fake-vs-real ViT detector: ``python app/app.py --detector DIR``.
 
 Also works as the ``app.py`` of a Hugging Face Space (which runs it without arguments, so the
-checkpoint folder comes from $FAKEVIT_CHECKPOINT or defaults to build/checkpoint). See app/README.md.
+detector folder comes from $FAKEVIT_DETECTOR or defaults to build/detector). See app/README.md.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ Writes ``--images`` synthetic photographs (``--side`` x ``--side`` JPEGs of abou
 Fake or Real originals) to a temporary folder, then measures, single-threaded:
 
 1. indexing with ``find_images`` (which decodes every file once, JPEGs at reduced scale),
-2. images/s of decode + the pretrained eval transform (Resize 256, CenterCrop 224, Normalize) on the originals,
+2. images/s of decode + the pretrained eval transform (Resize 256, CenterCrop 224, Normalize) on the
+   originals,
 3. the one-off cost of ``make_resized_copy(..., max_side)``,
 4. images/s of the same loading from the copy, and the speed-up (target: at least 5x).
 """
@@ -22,13 +23,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from helpers.data import (
-    CLASS_NAMES,
-    ImageFolderDataset,
-    find_images,
-    make_resized_copy,
-    pretrained_transforms,
-)
+from helpers.datasets import CLASS_NAMES, ImageFolderDataset, find_images
+from helpers.fake_or_real import make_resized_copy
+from helpers.transforms import pretrained_transforms
 
 
 def write_synthetic_photos(root: Path, count: int, side: int, seed: int = 0) -> None:

@@ -22,8 +22,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from helpers.data import CLASS_NAMES, build_eval_transform, eval_transform_spec  # noqa: E402
+from helpers.datasets import CLASS_NAMES  # noqa: E402
 from helpers.inference import Predictor  # noqa: E402
+from helpers.transforms import build_eval_transform, eval_transform_spec  # noqa: E402
 from helpers.vit import ViT, count_parameters, get_config  # noqa: E402
 
 
@@ -63,10 +64,9 @@ def main(argv: list[str] | None = None) -> None:
         image = Path(tmp) / "photo.jpg"  # a 640x480 photo-sized JPEG
         rng = np.random.default_rng(0)
         Image.fromarray(rng.integers(0, 256, size=(480, 640, 3), dtype=np.uint8)).save(image, quality=90)
-        print(
-            f"CPU latency of one prediction (median of {args.runs} runs, torch threads={torch.get_num_threads()}):"
-        )
-        # ViT-B/16 is fine-tuned from ImageNet weights, so its checkpoint records the ImageNet eval transform.
+        threads = torch.get_num_threads()
+        print(f"CPU latency of one prediction (median of {args.runs} runs, torch threads={threads}):")
+        # ViT-B/16 is fine-tuned from ImageNet weights, so its detector records the ImageNet eval transform.
         for model_name, pretrained_transform in (("vit_b16", True), ("vit_tiny", False)):
             predictor = random_predictor(model_name, pretrained_transform)
             ms = median_latency_ms(predictor, image, args.runs, args.warmup)

@@ -22,7 +22,11 @@ from pathlib import Path
 
 import torch
 
-from helpers import course, data, engine, pretrained
+from helpers import course, engine, pretrained
+from helpers.datasets import create_dataloaders
+from helpers.recipes import get_recipe
+from helpers.toy import make_toy_dataset
+from helpers.transforms import pretrained_transforms
 from helpers.vit import ViT, get_config
 
 
@@ -38,8 +42,8 @@ def main() -> None:
     parser.add_argument("--model", choices=("vit_b16", "vit_tiny"), default="vit_b16")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the linear_probe recipe's")
+    parser.add_argument("--lr", type=float, default=None, help="default: the linear_probe recipe's")
     parser.add_argument("--device", default=str(course.pick_device()))
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
@@ -50,7 +54,7 @@ def main() -> None:
     device = torch.device(args.device)
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = args.data or data.make_toy_dataset(Path(tmp) / "toy", images_per_class=args.images_per_class)
+        folder = args.data or make_toy_dataset(Path(tmp) / "toy", images_per_class=args.images_per_class)
         engine.set_seed(0)
         if args.model == "vit_b16":
             backbone = pretrained.load_pretrained_vit_b16(2, args.image_size, allow_random=True)
@@ -58,15 +62,15 @@ def main() -> None:
             backbone = ViT(get_config("vit_tiny", image_size=args.image_size, num_classes=2))
         backbone.requires_grad_(False)
         backbone.head.requires_grad_(True)
-        _, eval_tf = data.pretrained_transforms(args.image_size)
-        settings = dict(
-            epochs=args.epochs, lr=args.lr, device=device, weight_decay=0.0, seed=0, progress=False
+        _, eval_tf = pretrained_transforms(args.image_size)
+        given = {"lr": args.lr, "batch_size": args.batch_size}
+        recipe = get_recipe(
+            "linear_probe", epochs=args.epochs, **{k: v for k, v in given.items() if v is not None}
         )
+        settings = dict(device=device, seed=0, progress=False)
 
         def make_loaders():
-            return data.create_dataloaders(
-                folder, eval_tf, eval_tf, batch_size=args.batch_size, num_workers=0
-            )
+            return create_dataloaders(folder, eval_tf, eval_tf, batch_size=recipe.batch_size, num_workers=0)
 
         train, val, test, _ = make_loaders()
         print(
@@ -76,13 +80,13 @@ def main() -> None:
 
         full_model = copy.deepcopy(backbone)
         start = time.perf_counter()
-        full = engine.fit(full_model, train, val, test_loader=test, **settings)
+        full = engine.fit(full_model, train, val, recipe, test_loader=test, **settings)
         full_seconds = time.perf_counter() - start
 
         train, val, test, _ = make_loaders()
         probe_model = copy.deepcopy(backbone)
         start = time.perf_counter()
-        cached = engine.fit_linear_probe(probe_model, train, val, test_loader=test, **settings)
+        cached = engine.fit_linear_probe(probe_model, train, val, recipe, test_loader=test, **settings)
         cached_seconds = time.perf_counter() - start
 
     difference = (probe_model.head.weight - full_model.head.weight).abs().max().item()
@@ -95,7 +99,8 @@ def main() -> None:
         f"test accuracy {cached['test']['accuracy']:.1%} (features: {cached['feature_seconds']:.1f} s)"
     )
     print(
-        f"speed-up: {full_seconds / cached_seconds:.1f}x; largest difference between the two heads: {difference:.1e}"
+        f"speed-up: {full_seconds / cached_seconds:.1f}x; "
+        f"largest difference between the two heads: {difference:.1e}"
     )
 
 

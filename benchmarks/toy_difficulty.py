@@ -5,8 +5,9 @@
 1. Logistic regression on the 6 per-channel means and standard deviations: should stay near chance
    (the toy fakes have their colour statistics matched to real crops).
 2. ``vit_tiny`` (64 px, patch 8) from scratch with AdamW and a warm-up + cosine schedule, using the
-   course's scratch transforms (flips + translations): test accuracy after every epoch,
-   wall time and CPU time (on a busy machine CPU-seconds / cores is the better guide).
+   course's scratch transforms (flips + translations) and the numbers of the "scratch" recipe
+   (``helpers.recipes``): test accuracy after every epoch, wall time and CPU time (on a busy
+   machine CPU-seconds / cores is the better guide).
 The loop is written out here on purpose, so this check does not depend on helpers.engine.
 """
 
@@ -21,8 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers.data import create_dataloaders, find_images, load_image_rgb, make_toy_dataset, scratch_transforms
+from helpers.datasets import create_dataloaders, find_images
+from helpers.images import load_image_rgb
+from helpers.recipes import RECIPES
+from helpers.toy import make_toy_dataset
+from helpers.transforms import scratch_transforms
 from helpers.vit import ViT, count_parameters, get_config
+
+RECIPE = RECIPES["scratch"]
 
 
 def channel_stats_accuracy(root: Path, seed: int = 0) -> float:
@@ -84,10 +91,11 @@ def train_tiny_vit(root: Path, epochs: int, lr: float, batch_size: int, seed: in
         if not (p.ndim >= 2 and "embedding" not in n and "token" not in n)
     ]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+        [{"params": decay, "weight_decay": RECIPE.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
     )
     total = epochs * len(train_loader)
-    warmup = len(train_loader)
+    warmup = round(RECIPE.warmup_epochs * len(train_loader))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: (
@@ -103,7 +111,7 @@ def train_tiny_vit(root: Path, epochs: int, lr: float, batch_size: int, seed: in
             loss = nn.functional.cross_entropy(model(images), labels)
             optimizer.zero_grad()
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            nn.utils.clip_grad_norm_(model.parameters(), RECIPE.grad_clip)
             optimizer.step()
             schedule.step()
         model.eval()
@@ -125,7 +133,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images-per-class", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--lr", type=float, default=RECIPE.lr, help="peak learning rate (the scratch recipe's)"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("/tmp/toy_bench"))

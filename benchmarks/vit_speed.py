@@ -51,8 +51,9 @@ def compare(name: str, ours_fn, theirs_fn, batch_size: int, repeats: int) -> Non
     ours_wall, ours_cpu = (statistics.median(t) for t in zip(*ours_t, strict=True))
     theirs_wall, theirs_cpu = (statistics.median(t) for t in zip(*theirs_t, strict=True))
     print(
-        f"{name:<22} ours {batch_size / ours_wall:7.2f} img/s   torchvision {batch_size / theirs_wall:7.2f} img/s"
-        f"   speed-up {theirs_wall / ours_wall:.2f}x (CPU time: {theirs_cpu / ours_cpu:.2f}x)"
+        f"{name:<22} ours {batch_size / ours_wall:7.2f} img/s   "
+        f"torchvision {batch_size / theirs_wall:7.2f} img/s   "
+        f"speed-up {theirs_wall / ours_wall:.2f}x (CPU time: {theirs_cpu / ours_cpu:.2f}x)"
     )
 
 

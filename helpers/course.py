@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 
 def in_colab() -> bool:
-    """True when running inside Google Colab."""
+    """True when running inside Google Colab. Lesson 06."""
     return "google.colab" in sys.modules
 
 
@@ -36,7 +36,7 @@ def resolve_mode(mode: str = "auto", *, verbose: bool = True) -> str:
     """Turn ``"auto"``, ``"small"`` or ``"full"`` into ``"small"`` or ``"full"``, and say which.
 
     An explicit ``mode`` wins; with ``"auto"`` the environment variable ``FAKEVIT_MODE`` wins;
-    otherwise a visible CUDA GPU means full mode and no GPU means small mode.
+    otherwise a visible CUDA GPU means full mode and no GPU means small mode. Every lesson's first cell.
     """
     requested = (mode or "auto").strip().lower()
     source = "the MODE parameter"
@@ -63,7 +63,7 @@ def resolve_mode(mode: str = "auto", *, verbose: bool = True) -> str:
 
 
 def choose(value: T | None, *, small: T, full: T, mode: str) -> T:
-    """``value`` if it was set (not None), else the default for ``mode``."""
+    """``value`` if it was set (not None), else the default for ``mode``. Every lesson's first cell."""
     if mode not in MODES:
         raise ValueError(f"mode must be 'small' or 'full', got {mode!r}; call resolve_mode first")
     if value is not None:
@@ -75,7 +75,7 @@ def project_root(start: Path | None = None) -> Path:
     """The course checkout that contains ``start`` (default: the working directory).
 
     Outside a checkout (for example in Colab, where the helpers are pip-installed) this is the
-    working directory itself.
+    working directory itself. Lessons 03, 05 and 06.
     """
     start = Path(start or Path.cwd()).resolve()
     for folder in (start, *start.parents):
@@ -86,22 +86,28 @@ def project_root(start: Path | None = None) -> Path:
 
 
 def figures_dir() -> Path:
-    """Where notebooks save their figures: ``figures/`` in the checkout, or ``$FAKEVIT_FIGURES``."""
+    """Where notebooks save their figures: ``figures/`` in the checkout, or ``$FAKEVIT_FIGURES``.
+
+    Every lesson that draws a figure.
+    """
     folder = Path(os.environ.get(FIGURES_ENV) or project_root() / "figures")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
 def data_dir() -> Path:
-    """Where datasets are generated or downloaded: ``data/`` in the checkout."""
+    """Where datasets are generated or downloaded: ``data/`` in the checkout.
+
+    Lessons 03 to 06, through helpers.data.get_dataset.
+    """
     return project_root() / "data"
 
 
-def checkpoint_dir() -> Path:
-    """Where the fine-tuning lesson saves the detector that the demo loads."""
-    return project_root() / "build" / "checkpoint"
+def detector_dir() -> Path:
+    """Where the fine-tuning lesson (04) saves the detector that lessons 05 and 06 and the demo load."""
+    return project_root() / "build" / "detector"
 
 
 def pick_device() -> torch.device:
-    """The GPU if there is one, else the CPU."""
+    """The GPU if there is one, else the CPU. Lessons 03 to 06."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

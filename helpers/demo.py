@@ -4,14 +4,14 @@ The page is built with Gradio (an optional extra: ``pip install -e ".[demo]"``),
 imported inside :func:`build_demo` and nowhere else in ``helpers``. What happens to an upload:
 
 1. Gradio saves the uploaded file to its cache folder and calls :func:`classify` with its path.
-2. :func:`helpers.data.load_image_rgb` decodes it (any mode PIL reads: RGBA, greyscale, palette,
+2. :func:`helpers.images.load_image_rgb` decodes it (any mode PIL reads: RGBA, greyscale, palette,
    CMYK, 16-bit, the first frame of a GIF) and converts it to RGB.
 3. The :class:`~helpers.inference.Predictor` applies the *same eval transform* that was recorded in
    ``config.json`` at training time (resize, centre crop, normalise) and runs the ViT.
 4. The page shows the softmax probability of each class.
 
 An upload that is not an image, or one larger than PIL's decompression-bomb limit, gets a message
-on the page; the server keeps serving. Run it with ``python app/app.py --checkpoint DIR``.
+on the page; the server keeps serving. Run it with ``python app/app.py --detector DIR``.
 """
 
 from __future__ import annotations
@@ -22,23 +22,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image
-
 from helpers import course
-from helpers.data import ImageLoadError, make_toy_dataset
-from helpers.inference import CheckpointError, Predictor, load_predictor
+from helpers.images import ImageLoadError, check_pixel_limit
+from helpers.inference import DetectorError, Predictor, load_predictor
+from helpers.toy import make_toy_dataset
 from helpers.vit import count_parameters
 
 if TYPE_CHECKING:  # only for type hints; gradio is imported when a demo is built
     import gradio as gr
 
-CHECKPOINT_ENV = "FAKEVIT_CHECKPOINT"
+DETECTOR_ENV = "FAKEVIT_DETECTOR"
 EXAMPLES_PER_CLASS = 2
-HOW_TO_MAKE_A_CHECKPOINT = (
-    "Make one with `make run` (the fine-tuning notebook writes build/checkpoint), or train the small "
+HOW_TO_MAKE_A_DETECTOR = (
+    "Make one with `make run` (the fine-tuning notebook writes build/detector), or train the small "
     "model on the toy dataset (a few minutes on a CPU):\n"
-    "  python -m helpers.train --data data/toy --model vit_tiny --mode scratch --out build/checkpoint\n"
-    "then start the demo again, or pass --checkpoint DIR (or set $FAKEVIT_CHECKPOINT)."
+    "  python -m helpers.train --data data/toy --model vit_tiny --recipe scratch --out build/tiny\n"
+    "then start the demo with --detector build/tiny (or set $FAKEVIT_DETECTOR)."
 )
 
 
@@ -63,31 +62,11 @@ def upload_path(upload: str | Path | Mapping[str, Any] | None) -> tuple[Path, st
     return path, path.name
 
 
-def check_pixel_limit(path: Path) -> None:
-    """Refuse an image above PIL's decompression-bomb limit before decoding it.
-
-    A "decompression bomb" is a small file that would need gigabytes of memory once decoded. PIL
-    refuses images with more than twice ``PIL.Image.MAX_IMAGE_PIXELS`` pixels and only warns between
-    1x and 2x; the demo, which decodes whatever strangers upload, refuses those too.
-    """
-    limit = Image.MAX_IMAGE_PIXELS
-    try:
-        with Image.open(path) as header:  # reads the header only, not the pixels
-            width, height = header.size
-    except Image.DecompressionBombError as err:  # above twice the limit PIL refuses to open it at all
-        raise ImageLoadError(f"it is above PIL's decompression-bomb limit ({err})") from err
-    if limit is not None and width * height > limit:
-        raise ImageLoadError(
-            f"{width}x{height} pixels ({width * height / 1e6:.0f} M) is above PIL's decompression-bomb "
-            f"limit of {limit / 1e6:.0f} M pixels (PIL.Image.MAX_IMAGE_PIXELS)"
-        )
-
-
 def classify(predictor: Predictor, upload: str | Path | Mapping[str, Any] | None) -> dict[str, float]:
     """``{display name: probability}`` for one uploaded file; the probabilities sum to 1.
 
-    Raises :class:`~helpers.data.ImageLoadError`, naming the file as the user called it, when it is
-    not an image PIL can decode or when it is too large (see :func:`check_pixel_limit`).
+    Raises :class:`~helpers.images.ImageLoadError`, naming the file as the user called it, when it is
+    not an image PIL can decode or when it is too large (see :func:`helpers.images.check_pixel_limit`).
     """
     path, name = upload_path(upload)
     try:
@@ -133,16 +112,16 @@ def model_summary(predictor: Predictor) -> str:
     )
 
 
-def build_demo(checkpoint_dir: str | Path, examples: list[str | Path] | None = None) -> gr.Blocks:
-    """The Gradio page for the checkpoint in ``checkpoint_dir``; call ``.launch()`` on it to serve it.
+def build_demo(detector_dir: str | Path, examples: list[str | Path] | None = None) -> gr.Blocks:
+    """The Gradio page for the detector in ``detector_dir``; call ``.launch()`` on it to serve it.
 
-    Raises :class:`~helpers.inference.CheckpointError` naming the file when the checkpoint is
+    Raises :class:`~helpers.inference.DetectorError` naming the file when the detector is
     missing or its weights do not fit its ``config.json``. ``examples``: image files shown under
     the upload box (each one's folder name is its class).
     """
     import gradio as gr
 
-    predictor = load_predictor(checkpoint_dir, device="cpu")
+    predictor = load_predictor(detector_dir, device="cpu")
 
     def predict(upload: Mapping[str, Any] | None) -> dict[str, float]:
         """The ``/predict`` endpoint: an image file in, ``{class: probability}`` out."""
@@ -195,19 +174,20 @@ def build_demo(checkpoint_dir: str | Path, examples: list[str | Path] | None = N
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python app/app.py [--checkpoint DIR] [--host HOST] [--port PORT]``.
+    """Command line: ``python app/app.py [--detector DIR] [--host HOST] [--port PORT]``.
 
-    Exits with code 2 and a message saying how to make a checkpoint when there is none, or naming
-    the file when the checkpoint does not load.
+    Exits with code 2 and a message saying how to make a detector when there is none, or naming
+    the file when the detector does not load.
     """
     parser = argparse.ArgumentParser(
         prog="python app/app.py", description="Serve the fake-vs-real ViT detector as a web page (Gradio)."
     )
     parser.add_argument(
-        "--checkpoint",
+        "--detector",
         type=Path,
         default=None,
-        help=f"folder with model.safetensors and config.json (default: ${CHECKPOINT_ENV}, else build/checkpoint)",
+        help="folder with model.safetensors and config.json, or a training run's folder "
+        f"(default: ${DETECTOR_ENV}, else build/detector)",
     )
     parser.add_argument(
         "--host", default=None, help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1)"
@@ -219,17 +199,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--share", action="store_true", help="also make a temporary public gradio.live link")
     args = parser.parse_args(argv)
 
-    checkpoint = args.checkpoint or Path(os.environ.get(CHECKPOINT_ENV) or course.checkpoint_dir())
-    if not checkpoint.is_dir():
-        parser.exit(
-            2, f"{parser.prog}: error: no checkpoint folder at {checkpoint}.\n{HOW_TO_MAKE_A_CHECKPOINT}\n"
-        )
+    detector = args.detector or Path(os.environ.get(DETECTOR_ENV) or course.detector_dir())
+    if not detector.is_dir():
+        parser.exit(2, f"{parser.prog}: error: no detector folder at {detector}.\n{HOW_TO_MAKE_A_DETECTOR}\n")
     examples = None
     if not args.no_examples:
         examples = find_examples(course.data_dir(), cache=course.project_root() / "build" / "demo_examples")
     try:
-        demo = build_demo(checkpoint, examples=examples)
-    except CheckpointError as err:
+        demo = build_demo(detector, examples=examples)
+    except DetectorError as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     # A gr.Error's message always reaches the page; other errors show only "Error" there (their
     # traceback goes to this terminal), so strangers never see the server's paths.

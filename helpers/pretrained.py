@@ -4,8 +4,12 @@ Training a ViT from scratch needs far more images than a few thousand (the paper
 ImageNet-21k and JFT-300M). The usual way out is transfer learning: start from weights learned on
 ImageNet, swap the 1000-class head for a new one, and train on the small dataset, either
 
-- ``linear_probe``: freeze the whole backbone and train only the head (fast, hard to overfit), or
-- ``finetune``: train every layer, the backbone with a smaller learning rate than the new head.
+- the ``linear_probe`` recipe: freeze the whole backbone and train only the head (fast, hard to
+  overfit), or
+- the ``finetune`` recipe: train every layer, the backbone with a smaller learning rate than the
+  new head (the parameter groups are in :func:`helpers.recipes.param_groups`).
+
+Lesson 04 uses both (see :mod:`helpers.recipes`).
 
 The weights come from torchvision's weights API (``ViT_B_16_Weights.IMAGENET1K_V1``, 81.1 % top-1
 on ImageNet), which stores them in the torch hub cache as ``vit_b_16-c867db91.pth``. They are read
@@ -20,18 +24,16 @@ import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 from torchvision.models import ViT_B_16_Weights
 
-from helpers.engine import weight_decay_groups
+from helpers.recipes import Recipe
 from helpers.vit import ViT, get_config
 
 WEIGHTS = ViT_B_16_Weights.IMAGENET1K_V1
 VIT_B16_WEIGHTS_FILE = "vit_b_16-c867db91.pth"
 VIT_B16_URL = WEIGHTS.url  # https://download.pytorch.org/models/vit_b_16-c867db91.pth
-MODES = ("linear_probe", "finetune")
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
@@ -39,7 +41,10 @@ class PretrainedWeightsUnavailable(RuntimeError):
 
 
 def weights_cache_path() -> Path:
-    """Where torchvision keeps (or would keep) the ViT-B/16 weights: ``torch.hub.get_dir()/checkpoints``."""
+    """Where torchvision keeps (or would keep) the ViT-B/16 weights: ``torch.hub.get_dir()/checkpoints``.
+
+    Lesson 04.
+    """
     return Path(torch.hub.get_dir()) / "checkpoints" / VIT_B16_WEIGHTS_FILE
 
 
@@ -86,7 +91,7 @@ def load_pretrained_vit_b16(
     ``num_classes=None`` keeps the 1000-class ImageNet head. ``image_size`` other than 224 resizes
     the position embeddings (``ViT.from_torchvision``). When the weights cannot be had, raises
     :class:`PretrainedWeightsUnavailable`, unless ``allow_random`` is True: then it announces it
-    loudly and returns a randomly initialised ViT-B/16.
+    loudly and returns a randomly initialised ViT-B/16. Lessons 04 and 05.
     """
     try:
         model = ViT.from_torchvision(load_vit_b16_state_dict(timeout=timeout), image_size=image_size)
@@ -105,26 +110,9 @@ def load_pretrained_vit_b16(
     return model
 
 
-def prepare_for_mode(model: ViT, mode: str) -> ViT:
-    """``linear_probe``: freeze everything except ``model.head``; ``finetune``: train every layer."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    model.requires_grad_(mode == "finetune")
+def freeze_for_recipe(model: ViT, recipe: Recipe) -> ViT:
+    """Freeze everything except ``model.head`` when ``recipe.train_backbone`` is False (linear
+    probe); otherwise let every layer train. Returns ``model``. Lesson 04."""
+    model.requires_grad_(recipe.train_backbone)
     model.head.requires_grad_(True)
     return model
-
-
-def finetune_param_groups(
-    model: ViT, lr: float, weight_decay: float, backbone_lr_scale: float = 0.1
-) -> list[dict[str, Any]]:
-    """AdamW parameter groups for fine-tuning: the new head learns at ``lr``, the pretrained backbone
-    at ``lr * backbone_lr_scale`` so that it moves slowly away from what it learnt on ImageNet.
-
-    Biases, norms, [class] token and position embeddings get no weight decay (see
-    :func:`helpers.engine.weight_decay_groups`).
-    """
-    head = [(name, p) for name, p in model.named_parameters() if name.startswith("head.")]
-    backbone = [(name, p) for name, p in model.named_parameters() if not name.startswith("head.")]
-    return weight_decay_groups(backbone, weight_decay, lr * backbone_lr_scale) + weight_decay_groups(
-        head, weight_decay, lr
-    )

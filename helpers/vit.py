@@ -36,7 +36,7 @@ LAYER_NORM_EPS = 1e-6  # torchvision (and the original JAX code) use 1e-6, not P
 
 @dataclass
 class ViTConfig:
-    """Sizes of a Vision Transformer. The defaults are ViT-B/16 (Table 1 of the paper)."""
+    """Sizes of a Vision Transformer. The defaults are ViT-B/16 (Table 1 of the paper). Lesson 02."""
 
     image_size: int = 224  # side of the square input image, in pixels
     patch_size: int = 16  # side of one square patch, in pixels ("/16" in ViT-B/16)
@@ -90,7 +90,10 @@ PRESETS: dict[str, ViTConfig] = {
 
 
 def get_config(name: str, **overrides) -> ViTConfig:
-    """A copy of ``PRESETS[name]`` with some fields changed, e.g. ``get_config("vit_b16", num_classes=2)``."""
+    """A copy of ``PRESETS[name]`` with some fields changed, e.g. ``get_config("vit_b16", num_classes=2)``.
+
+    Lessons 02 and 03.
+    """
     if name not in PRESETS:
         raise ValueError(f"Unknown ViT preset {name!r}; valid names are {sorted(PRESETS)}.")
     return replace(PRESETS[name], **overrides)  # replace() returns a new, validated config
@@ -103,7 +106,7 @@ class PatchEmbedding(nn.Module):
     each and multiplying by the patch-embedding matrix E (of shape P*P*C x D). The learnable [class]
     token is one (1, 1, D) parameter, expanded (not copied) to the batch, so the model works for any
     batch size. Position embeddings are added after the [class] token is put in front, so the
-    [class] token has a position embedding too (N + 1 of them).
+    [class] token has a position embedding too (N + 1 of them). Lesson 01.
     """
 
     def __init__(self, image_size: int, patch_size: int, in_channels: int, dim: int):
@@ -157,7 +160,7 @@ class MultiHeadSelfAttention(nn.Module):
     in one optimised kernel without storing the (N+1) x (N+1) weights. ``return_attention=True``
     always takes the written-out path, because only it has the softmaxed weights to return.
     ``class_token_only=True`` computes the output of the [class] token only (query 0 against all
-    keys): the same numbers as ``forward(x)[:, :1]`` for less work.
+    keys): the same numbers as ``forward(x)[:, :1]`` for less work. Lesson 02.
     """
 
     def __init__(self, dim: int, heads: int, attention_dropout: float = 0.0, fused: bool = True):
@@ -203,7 +206,10 @@ class MultiHeadSelfAttention(nn.Module):
 
 
 class MLPBlock(nn.Module):
-    """The MLP of each encoder block: Linear(D -> mlp_dim), GELU, dropout, Linear(mlp_dim -> D), dropout."""
+    """The MLP of each encoder block: Linear(D -> mlp_dim), GELU, dropout, Linear(mlp_dim -> D), dropout.
+
+    Lesson 02.
+    """
 
     def __init__(self, dim: int, mlp_dim: int, dropout: float = 0.0):
         super().__init__()
@@ -228,7 +234,7 @@ class TransformerEncoderBlock(nn.Module):
     z  = MLP(LN(z')) + z'
 
     With ``class_token_only=True`` only the [class] token is updated and returned, (B, 1, D): the ViT
-    uses this in its last block, whose other outputs the head never reads (about 1/12 less work).
+    uses this in its last block, whose other outputs the head never reads (about 1/12 less work). Lesson 02.
     """
 
     def __init__(
@@ -259,7 +265,7 @@ class ViT(nn.Module):
     """The Vision Transformer: patch embedding, ``depth`` encoder blocks, LayerNorm, linear head.
 
     The head reads only the [class] token (token 0) after the final LayerNorm (Eq. 4). Layers and
-    initialisation follow torchvision's ``VisionTransformer``; the head starts at zero.
+    initialisation follow torchvision's ``VisionTransformer``; the head starts at zero. Lesson 02.
     """
 
     def __init__(self, config: ViTConfig):
@@ -452,7 +458,8 @@ def interpolate_position_embedding(pos_embedding: torch.Tensor, new_grid: int) -
 
     The patch embeddings are laid out on their G x G grid and resized with bicubic interpolation
     (align_corners=True), the [class] token's embedding is kept: the same as torchvision's
-    ``interpolate_embeddings``, which the paper describes in Section 3.2 ("Fine-tuning and higher resolution").
+    ``interpolate_embeddings``, which the paper describes in Section 3.2 ("Fine-tuning and higher
+    resolution"). Lesson 04.
     """
     _, n, dim = pos_embedding.shape
     grid = math.isqrt(n - 1)
@@ -464,5 +471,5 @@ def interpolate_position_embedding(pos_embedding: torch.Tensor, new_grid: int) -
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (only those with ``requires_grad`` when ``trainable_only``)."""
+    """Number of parameters (only those with ``requires_grad`` when ``trainable_only``). Lessons 01 to 06."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,11 +1,10 @@
 """The web demo (helpers/demo.py, app/app.py): every kind of upload, bad uploads, the CLI's errors,
-and the real server answering gradio_client on a loopback port."""
+and the real server (helpers.demo_server) answering gradio_client on a loopback port."""
 
 from __future__ import annotations
 
 import json
 import struct
-import sys
 import zlib
 from pathlib import Path
 
@@ -15,23 +14,23 @@ import torch
 from PIL import Image
 
 from helpers import demo
-from helpers.data import IMAGENET_MEAN, IMAGENET_STD, ImageLoadError, make_toy_dataset
+from helpers.demo_server import running_demo
+from helpers.images import ImageLoadError
 from helpers.inference import load_predictor
+from helpers.toy import make_toy_dataset
+from helpers.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import demo_screenshot  # noqa: E402
-
 # ---------------------------------------------------------------------------------------------
-# A tiny checkpoint and one file of every kind a user might upload
+# A tiny detector and one file of every kind a user might upload
 # ---------------------------------------------------------------------------------------------
 
 
 def png_header_only(path: Path, width: int, height: int) -> Path:
-    """A PNG that *says* it is width x height (8-bit grey) but holds no pixels: a decompression bomb's header."""
+    """A PNG that *says* it is width x height (8-bit grey) but holds no pixels: a decompression bomb's
+    header."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -43,25 +42,15 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     return path
 
 
-def textured_rgb(height: int, width: int, seed: int) -> np.ndarray:
-    """(H, W, 3) uint8: smooth colour gradients plus noise, different for every seed."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    phase = rng.uniform(0, 2 * np.pi, size=3)
-    channels = [127 + 100 * np.sin(x / (7 + 5 * c) + y / (11 + 3 * c) + phase[c]) for c in range(3)]
-    image = np.stack(channels, axis=-1) + rng.normal(0, 10, size=(height, width, 3))
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+def detector(tmp_path_factory, tiny_detector) -> Path:
     """A 1-block ViT at 32 px with random weights and a random head (a zero head says 50/50 to everything)."""
-    return demo_screenshot.random_tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"), seed=0)
+    return tiny_detector(tmp_path_factory.mktemp("detector"), seed=0)[1]
 
 
 @pytest.fixture(scope="module")
-def predictor(checkpoint):
-    return load_predictor(checkpoint)
+def predictor(detector):
+    return load_predictor(detector)
 
 
 UPLOAD_KINDS = [
@@ -77,7 +66,7 @@ UPLOAD_KINDS = [
 
 
 @pytest.fixture(scope="module")
-def uploads(tmp_path_factory) -> dict[str, Path]:
+def uploads(tmp_path_factory, textured_rgb) -> dict[str, Path]:
     """One file per kind of upload that must give a prediction."""
     folder = tmp_path_factory.mktemp("uploads")
     rgb = Image.fromarray(textured_rgb(48, 40, seed=1))
@@ -104,7 +93,7 @@ def uploads(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def bad_uploads(tmp_path_factory) -> dict[str, Path]:
+def bad_uploads(tmp_path_factory, textured_rgb) -> dict[str, Path]:
     """Files that must be refused with a message naming them."""
     folder = tmp_path_factory.mktemp("bad")
     (folder / "notes.txt").write_text("This is a shopping list, not a picture.\n")
@@ -161,11 +150,13 @@ def test_every_kind_of_upload_gets_a_prediction(predictor, uploads, name):
     assert_is_prediction(demo.classify(predictor, uploads[name]))
 
 
-def test_prediction_applies_the_eval_transform_recorded_in_the_checkpoint(predictor, checkpoint, tmp_path):
+def test_prediction_applies_the_eval_transform_recorded_in_the_detector(
+    predictor, detector, tmp_path, textured_rgb
+):
     """At 32 px the recorded transform is: to [0, 1], normalise with ImageNet statistics. Redo it by hand."""
     pixels = textured_rgb(32, 32, seed=7)
     Image.fromarray(pixels).save(tmp_path / "x.png")
-    spec = json.loads((checkpoint / "config.json").read_text())["transform"]
+    spec = json.loads((detector / "config.json").read_text())["transform"]
     assert (spec["resize"], spec["crop"], spec["mean"], spec["std"]) == (
         32,
         32,
@@ -227,8 +218,8 @@ def predict_endpoint(page):
     return function.fn
 
 
-def test_build_demo_registers_predict(checkpoint, predictor, uploads, bad_uploads):
-    page = demo.build_demo(checkpoint)
+def test_build_demo_registers_predict(detector, predictor, uploads, bad_uploads):
+    page = demo.build_demo(detector)
     assert isinstance(page, gr.Blocks)
     predict = predict_endpoint(page)
     # What Gradio passes with preprocess=False: its file record, with the name the user gave the file.
@@ -259,7 +250,7 @@ def test_examples_come_from_data_toy_or_are_generated(tmp_path, predictor):
 
 
 # ---------------------------------------------------------------------------------------------
-# The command line: a missing or broken checkpoint stops the app at start
+# The command line: a missing or broken detector stops the app at start
 # ---------------------------------------------------------------------------------------------
 
 
@@ -269,40 +260,40 @@ def run_main(argv, capsys) -> tuple[int, str]:
     return exit_info.value.code, capsys.readouterr().err
 
 
-def test_missing_checkpoint_folder_exits_2_saying_how_to_make_one(tmp_path, capsys):
-    code, err = run_main(["--checkpoint", str(tmp_path / "nothing_here")], capsys)
+def test_missing_detector_folder_exits_2_saying_how_to_make_one(tmp_path, capsys):
+    code, err = run_main(["--detector", str(tmp_path / "nothing_here")], capsys)
     assert code == 2
     assert str(tmp_path / "nothing_here") in err
     assert "make run" in err and "python -m helpers.train --data data/toy" in err
 
 
-def test_default_checkpoint_is_build_checkpoint(tmp_path, capsys, monkeypatch):
-    (tmp_path / "pyproject.toml").write_text("[tool.fakevit]\n")  # a course checkout without a checkpoint
+def test_default_detector_is_build_detector(tmp_path, capsys, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("[tool.fakevit]\n")  # a course checkout without a detector
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv(demo.CHECKPOINT_ENV, raising=False)
+    monkeypatch.delenv(demo.DETECTOR_ENV, raising=False)
     code, err = run_main(["--no-examples"], capsys)
     assert code == 2
-    assert str(tmp_path / "build" / "checkpoint") in err
+    assert str(tmp_path / "build" / "detector") in err
 
 
-def test_checkpoint_without_config_names_the_file(tmp_path, checkpoint, capsys):
+def test_detector_without_config_names_the_file(tmp_path, detector, capsys):
     folder = tmp_path / "half"
     folder.mkdir()
-    (folder / "model.safetensors").write_bytes((checkpoint / "model.safetensors").read_bytes())
-    code, err = run_main(["--checkpoint", str(folder), "--no-examples"], capsys)
+    (folder / "model.safetensors").write_bytes((detector / "model.safetensors").read_bytes())
+    code, err = run_main(["--detector", str(folder), "--no-examples"], capsys)
     assert code == 2
     assert str(folder / "config.json") in err
 
 
-def test_mismatched_checkpoint_names_the_file(tmp_path, checkpoint, capsys):
+def test_mismatched_detector_names_the_file(tmp_path, detector, capsys):
     """config.json describes a 2-block ViT, model.safetensors holds a 1-block one."""
     folder = tmp_path / "mismatched"
     folder.mkdir()
-    config = json.loads((checkpoint / "config.json").read_text())
+    config = json.loads((detector / "config.json").read_text())
     config["vit_config"]["depth"] = 2
     (folder / "config.json").write_text(json.dumps(config))
-    (folder / "model.safetensors").write_bytes((checkpoint / "model.safetensors").read_bytes())
-    code, err = run_main(["--checkpoint", str(folder), "--no-examples"], capsys)
+    (folder / "model.safetensors").write_bytes((detector / "model.safetensors").read_bytes())
+    code, err = run_main(["--detector", str(folder), "--no-examples"], capsys)
     assert code == 2
     assert str(folder / "model.safetensors") in err and "does not fit" in err
 
@@ -313,9 +304,9 @@ def test_mismatched_checkpoint_names_the_file(tmp_path, checkpoint, capsys):
 
 
 @pytest.fixture(scope="module")
-def server_url(checkpoint, tmp_path_factory):
+def server_url(detector, tmp_path_factory):
     try:
-        with demo_screenshot.running_demo(checkpoint, tmp_path_factory.mktemp("server")) as url:
+        with running_demo(detector, tmp_path_factory.mktemp("server")) as url:
             yield url
     except RuntimeError as err:
         pytest.fail(str(err))
@@ -351,9 +342,9 @@ def test_server_refuses_a_non_image_and_keeps_serving(client, predictor, uploads
     assert_label_output(result, demo.classify(predictor, uploads["grey.png"]))
 
 
-def test_app_py_without_a_checkpoint_exits_2_and_the_fixture_shows_why(tmp_path):
+def test_app_py_without_a_detector_exits_2_and_the_fixture_shows_why(tmp_path):
     with pytest.raises(RuntimeError, match="exited with code 2") as error:
-        with demo_screenshot.running_demo(tmp_path / "missing", tmp_path / "work", timeout=60):
+        with running_demo(tmp_path / "missing", tmp_path / "work", timeout=60):
             pass
     assert str(tmp_path / "missing") in str(error.value)
     assert "python -m helpers.train --data data/toy" in str(error.value)

@@ -1,4 +1,4 @@
-"""Exporting a detector to safetensors + JSON, and loading it back for single-image predictions."""
+"""helpers.inference: a detector exported to safetensors + JSON loads back and predicts the same."""
 
 from __future__ import annotations
 
@@ -9,36 +9,37 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from helpers.data import eval_transform_spec
-from helpers.inference import CheckpointError, load_predictor, save_for_inference
-from helpers.vit import ViT, get_config
+from helpers.inference import DetectorError, load_predictor, save_detector
+from helpers.transforms import eval_transform_spec
+from helpers.vit import get_config
 
 CLASSES = ["fake_images", "real_images"]
 
 
 @pytest.fixture
-def model():
-    torch.manual_seed(0)
-    net = ViT(get_config("vit_tiny", image_size=32, depth=1))
-    torch.nn.init.normal_(net.head.weight)  # the head starts at zero: make the outputs depend on the image
-    return net.eval()
+def exported(tmp_path, tiny_detector):
+    """``(model, detector folder)``: a tiny ViT and its export."""
+    return tiny_detector(tmp_path / "detector")
 
 
 @pytest.fixture
-def checkpoint(tmp_path, model):
-    return save_for_inference(
-        model, tmp_path / "ckpt", CLASSES, eval_transform_spec(32, pretrained=False), "vit_tiny"
-    )
+def model(exported):
+    return exported[0]
 
 
-def test_round_trip_gives_the_same_predictions(tmp_path, model, checkpoint):
-    assert sorted(p.name for p in checkpoint.iterdir()) == ["config.json", "model.safetensors"]
-    config = json.loads((checkpoint / "config.json").read_text())
+@pytest.fixture
+def detector(exported):
+    return exported[1]
+
+
+def test_round_trip_gives_the_same_predictions(tmp_path, model, detector):
+    assert sorted(p.name for p in detector.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((detector / "config.json").read_text())
     assert config["model_name"] == "vit_tiny" and config["class_names"] == CLASSES
     assert config["vit_config"]["image_size"] == 32
-    assert set(load_file(checkpoint / "model.safetensors")) == set(model.state_dict())
+    assert set(load_file(detector / "model.safetensors")) == set(model.state_dict())
 
-    predictor = load_predictor(checkpoint)
+    predictor = load_predictor(detector)
     image = Image.linear_gradient("L").resize((48, 40)).convert("RGB")
     path = tmp_path / "gradient.png"
     image.save(path)
@@ -50,8 +51,8 @@ def test_round_trip_gives_the_same_predictions(tmp_path, model, checkpoint):
         torch.testing.assert_close(torch.tensor(list(probs.values())), expected.detach(), atol=1e-6, rtol=0)
 
 
-def test_any_image_mode_is_accepted(checkpoint):
-    predictor = load_predictor(checkpoint)
+def test_any_image_mode_is_accepted(detector):
+    predictor = load_predictor(detector)
     images = [Image.new(mode, (20, 30)) for mode in ("RGBA", "L", "P", "CMYK", "1")] + [
         Image.new("RGB", (1, 1))
     ]
@@ -60,28 +61,37 @@ def test_any_image_mode_is_accepted(checkpoint):
     torch.testing.assert_close(probs.sum(-1), torch.ones(len(images)))
 
 
-def test_missing_files_are_named(checkpoint):
-    (checkpoint / "model.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="model.safetensors not found"):
-        load_predictor(checkpoint)
-    with pytest.raises(CheckpointError, match="config.json not found"):
-        load_predictor(checkpoint.parent / "nowhere")
+def test_a_training_run_folder_works_too(tmp_path, detector):
+    run = tmp_path / "run"
+    (run / "detector").mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (run / "detector" / name).write_bytes((detector / name).read_bytes())
+    image = Image.new("RGB", (40, 40), (200, 30, 60))
+    assert load_predictor(run).predict(image) == load_predictor(detector).predict(image)
 
 
-def test_weights_of_another_model_are_refused_naming_the_file(checkpoint):
-    config_path = checkpoint / "config.json"
+def test_missing_files_are_named(detector):
+    (detector / "model.safetensors").unlink()
+    with pytest.raises(DetectorError, match="model.safetensors not found"):
+        load_predictor(detector)
+    with pytest.raises(DetectorError, match="config.json not found"):
+        load_predictor(detector.parent / "nowhere")
+
+
+def test_weights_of_another_model_are_refused_naming_the_file(detector):
+    config_path = detector / "config.json"
     config = json.loads(config_path.read_text())
     config["vit_config"]["depth"] = 2
     config_path.write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="model.safetensors does not fit"):
-        load_predictor(checkpoint)
+    with pytest.raises(DetectorError, match="model.safetensors does not fit"):
+        load_predictor(detector)
 
 
-def test_a_broken_config_is_refused_naming_the_file(checkpoint):
-    config_path = checkpoint / "config.json"
+def test_a_broken_config_is_refused_naming_the_file(detector):
+    config_path = detector / "config.json"
     config_path.write_text("{not json")
-    with pytest.raises(CheckpointError, match="config.json is not a valid"):
-        load_predictor(checkpoint)
+    with pytest.raises(DetectorError, match="config.json is not a valid"):
+        load_predictor(detector)
     config = {
         "format": "fake-vit/1",
         "vit_config": get_config("vit_tiny").to_dict(),
@@ -89,12 +99,10 @@ def test_a_broken_config_is_refused_naming_the_file(checkpoint):
         "transform": eval_transform_spec(64, pretrained=False),
     }
     config_path.write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="1 class names"):
-        load_predictor(checkpoint)
+    with pytest.raises(DetectorError, match="1 class names"):
+        load_predictor(detector)
 
 
 def test_class_names_must_match_the_head(tmp_path, model):
     with pytest.raises(ValueError, match="3 class names"):
-        save_for_inference(
-            model, tmp_path, ["a", "b", "c"], eval_transform_spec(32, pretrained=False), "vit_tiny"
-        )
+        save_detector(model, tmp_path, ["a", "b", "c"], eval_transform_spec(32, pretrained=False), "vit_tiny")

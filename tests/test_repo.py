@@ -16,10 +16,7 @@ import yaml
 from helpers import course
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import clean_notebooks  # noqa: E402
-import run_notebooks  # noqa: E402
-import set_repo  # noqa: E402
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"  # as tools/clean_notebooks.py: the cells nbval compares
 
 LESSONS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
@@ -105,25 +102,54 @@ def test_notebook_conventions(path):
         assert "exercise" in text and "summary" in text, "a lesson ends with a summary and exercises"
 
 
+def run_tool(script: str, *args: str, root: Path = ROOT) -> subprocess.CompletedProcess:
+    """``python tools/SCRIPT ARGS...`` as `make` runs it, in ``root``."""
+    command = [sys.executable, str(root / "tools" / script), *args]
+    return subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebooks_are_committed_without_unchecked_outputs(path):
     nb = json.loads(path.read_text())
     for cell in nb["cells"]:
-        if cell["cell_type"] == "code" and not clean_notebooks.is_checked(cell):
+        if cell["cell_type"] == "code" and CHECK_MARK not in "".join(cell["source"]):
             assert not cell["outputs"], (
                 f"{path.name}: a cell nbval does not check keeps outputs:\n{''.join(cell['source'])[:200]}"
             )
-    assert clean_notebooks.cleaned(json.loads(path.read_text())) == nb, (
-        f"run `make clean-notebooks` on {path.name}"
-    )
+
+
+def test_clean_notebooks_finds_nothing_to_strip():
+    result = run_tool("clean_notebooks.py", "--check", *map(str, NOTEBOOKS))
+    assert result.returncode == 0, f"run `make clean-notebooks`:\n{result.stdout}"
+
+
+def test_clean_notebooks_strips_unchecked_outputs_and_keeps_checked_ones(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    output = nbformat.v4.new_output("stream", text="42\n")
+    nb.cells = [
+        nbformat.v4.new_code_cell("print(42)", outputs=[output], execution_count=3),
+        nbformat.v4.new_code_cell(f"{CHECK_MARK}\nprint(42)", outputs=[output], execution_count=7),
+    ]
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, path)
+    assert run_tool("clean_notebooks.py", "--check", str(path)).returncode == 1
+    assert run_tool("clean_notebooks.py", str(path)).returncode == 0
+    cleaned = json.loads(path.read_text())["cells"]
+    assert cleaned[0]["outputs"] == [] and cleaned[0]["execution_count"] is None
+    assert "".join(cleaned[1]["outputs"][0]["text"]) == "42\n" and cleaned[1]["execution_count"] == 2
 
 
 def test_badges_and_setup_cells_point_at_the_configured_repository():
-    assert set_repo.main(["--check"]) == 0
+    result = run_tool("set_repo.py", "--check")
+    assert result.returncode == 0, result.stdout
 
 
-def test_set_repo_rewrites_a_notebook_for_a_fork(tmp_path, monkeypatch):
-    monkeypatch.setattr(set_repo, "ROOT", tmp_path)
+def test_set_repo_rewrites_a_notebook_for_a_fork(tmp_path):
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "set_repo.py").write_text((ROOT / "tools" / "set_repo.py").read_text())
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.fakevit]\nrepo = "fake-vit/fake-vit-course"\nbranch = "dev"\n'
+    )
     (tmp_path / "notebooks").mkdir()
     nb = nbformat.v4.new_notebook()
     nb.cells = [
@@ -132,9 +158,12 @@ def test_set_repo_rewrites_a_notebook_for_a_fork(tmp_path, monkeypatch):
     ]
     path = tmp_path / "notebooks" / "01_x.ipynb"
     nbformat.write(nb, path)
-    text = set_repo.notebook_text(path, "someone/fork", "dev")
+    result = run_tool("set_repo.py", "--repo", "someone/fork", root=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = path.read_text()
     assert "colab.research.google.com/github/someone/fork/blob/dev/notebooks/01_x.ipynb" in text
     assert "git+https://github.com/someone/fork@dev" in text
+    assert 'repo = "someone/fork"' in (tmp_path / "pyproject.toml").read_text()
 
 
 def broken_notebook(path: Path) -> Path:
@@ -163,10 +192,20 @@ def test_a_notebook_that_raises_fails_the_nbval_harness(tmp_path):
     assert "1 failed" in result.stdout
 
 
-def test_a_notebook_that_raises_fails_make_run(tmp_path, capsys):
+def test_a_notebook_that_raises_fails_make_run(tmp_path):
     path = broken_notebook(tmp_path / "broken.ipynb")
-    assert run_notebooks.main([str(path), "--out", str(tmp_path / "out")]) == 1
-    assert "FAILED broken.ipynb" in capsys.readouterr().err
+    result = run_tool("run_notebooks.py", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert "FAILED broken.ipynb" in result.stderr
+
+
+def test_no_test_imports_a_tool():
+    for path in (ROOT / "tests").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        tools = {p.stem for p in (ROOT / "tools").glob("*.py")}
+        assert not imported & tools, f"{path.name} imports {imported & tools}: test the tool as a program"
 
 
 def test_resolve_mode(monkeypatch):

@@ -10,32 +10,19 @@ import sys
 import urllib.error
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from helpers import data, pretrained, train
+from helpers import pretrained, train
+from helpers.datasets import CLASS_NAMES
 from helpers.inference import load_predictor
+from helpers.recipes import RECIPES
+from helpers.toy import make_toy_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 RATES = ("accuracy", "precision", "recall", "f1", "auroc")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
-
-@pytest.fixture(scope="module")
-def easy_folder(tmp_path_factory) -> Path:
-    """32x32 PNGs that a tiny ViT learns in a few epochs: 'fake' images are redder than 'real' ones."""
-    root = tmp_path_factory.mktemp("easy")
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(data.CLASS_NAMES):
-        (root / name).mkdir()
-        for i in range(30):
-            pixels = rng.integers(0, 256, size=(32, 32, 3))
-            pixels[..., 0] = pixels[..., 0] // 2 + (128 if label == 0 else 0)
-            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i:03d}.png")
-    return root
 
 
 def tiny_run(data_dir: Path, out: Path, *extra: str) -> list[str]:
@@ -46,7 +33,7 @@ def tiny_run(data_dir: Path, out: Path, *extra: str) -> list[str]:
         str(out),
         "--model",
         "vit_tiny",
-        "--mode",
+        "--recipe",
         "scratch",
         "--image-size",
         "32",
@@ -78,27 +65,31 @@ def check_rates(metrics: dict) -> None:
 
 
 def test_cli_trains_on_the_toy_set_and_writes_metrics_weights_and_config(tmp_path):
-    toy = data.make_toy_dataset(tmp_path / "toy", images_per_class=20, image_size=32)
+    toy = make_toy_dataset(tmp_path / "toy", images_per_class=20, image_size=32)
     out = tmp_path / "run"
     assert train.main(tiny_run(toy, out, "--epochs", "2")) == 0
 
-    assert {p.name for p in out.iterdir()} >= {
-        "metrics.json",
-        "model.safetensors",
-        "config.json",
-        "checkpoint",
-    }
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "detector", "training_state"}
+    assert {p.name for p in (out / "detector").iterdir()} == {"model.safetensors", "config.json"}
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["class_names"] == list(data.CLASS_NAMES)
+    assert metrics["class_names"] == list(CLASS_NAMES)
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
-    assert metrics["config"]["epochs"] == 2 and metrics["config"]["label_smoothing"] == 0.1  # a mode default
+    recipe = metrics["recipe"]
+    assert (recipe["name"], recipe["epochs"], recipe["lr"], recipe["warmup_epochs"]) == (
+        "scratch",
+        2,
+        2e-3,
+        1,
+    )
+    assert recipe["label_smoothing"] == RECIPES["scratch"].label_smoothing  # not given: the recipe's
+    assert metrics["settings"]["model"] == "vit_tiny" and "lr" not in metrics["settings"]
     assert metrics["val"]["num_samples"] == 8 and metrics["test"]["num_samples"] == 8  # 20% of 20 per class
     assert metrics["train_images_per_second"] > 0 and metrics["seconds"] > 0
     check_rates(metrics)
 
-    predictor = load_predictor(out)  # the exported detector loads and predicts
+    predictor = load_predictor(out)  # the exported detector (in out/detector) loads and predicts
     probs = predictor.predict(next((toy / "fake_images").iterdir()))
-    assert set(probs) == set(data.CLASS_NAMES) and sum(probs.values()) == pytest.approx(1.0)
+    assert set(probs) == set(CLASS_NAMES) and sum(probs.values()) == pytest.approx(1.0)
     assert predictor.config["model_name"] == "vit_tiny" and predictor.config["transform"]["crop"] == 32
 
     # --resume on a finished run trains nothing more and reports the same numbers
@@ -110,14 +101,16 @@ def test_cli_trains_on_the_toy_set_and_writes_metrics_weights_and_config(tmp_pat
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--model", "vit_tiny", "--mode", "finetune"], "only for --model vit_b16"),
-        (["--model", "vit_tiny", "--mode", "linear_probe"], "only for --model vit_b16"),
+        (["--model", "vit_tiny", "--recipe", "finetune"], "only for --model vit_b16"),
+        (["--model", "vit_tiny", "--recipe", "linear_probe"], "only for --model vit_b16"),
         (["--image-size", "60"], "multiple of vit_tiny's patch size 8"),
         (["--model", "vit_b16", "--image-size", "100"], "multiple of vit_b16's patch size 16"),
-        (["--epochs", "0"], "--epochs must be at least 1"),
-        (["--epochs", "2", "--warmup-epochs", "3"], "--warmup-epochs must be between 0 and --epochs"),
+        (["--epochs", "0"], "--epochs: recipe 'scratch': epochs must be an integer >= 1, got 0"),
+        (["--epochs", "2", "--warmup-epochs", "3"], "--warmup-epochs: recipe 'scratch': warmup_epochs must"),
+        (["--lr", "-1"], "--lr: recipe 'scratch': lr must be > 0"),
+        (["--recipe", "tutorial", "--warmup-epochs", "1"], "with schedule='constant'"),
         (["--val-fraction", "0"], "--val-fraction"),
-        (["--mode", "transfer"], "invalid choice: 'transfer'"),
+        (["--recipe", "transfer"], "invalid choice: 'transfer'"),
     ],
 )
 def test_bad_arguments_exit_with_status_2_and_say_why(easy_folder, capsys, argv, message):
@@ -125,6 +118,23 @@ def test_bad_arguments_exit_with_status_2_and_say_why(easy_folder, capsys, argv,
         train.parse_args(["--data", str(easy_folder), *argv])
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_help_lists_every_recipes_defaults_from_the_recipes_themselves(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for name, recipe in RECIPES.items():
+        for flag, field in (("--lr", "lr"), ("--epochs", "epochs"), ("--weight-decay", "weight_decay")):
+            assert f"{name} {getattr(recipe, field)}" in text, (flag, name)
+
+
+def test_flags_replace_fields_of_the_recipe(easy_folder):
+    argv = ["--data", str(easy_folder), "--model", "vit_b16", "--recipe", "finetune", "--lr", "1e-4"]
+    recipe = train.parse_args([*argv, "--grad-clip", "0"]).recipe
+    assert recipe.to_dict() == {**RECIPES["finetune"].to_dict(), "lr": 1e-4, "grad_clip": None}
+    recipe = train.parse_args(["--data", str(easy_folder), "--epochs", "5"]).recipe  # a short run
+    assert recipe.epochs == 5 and recipe.warmup_epochs == min(RECIPES["scratch"].warmup_epochs, 5 / 10)
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
@@ -144,7 +154,7 @@ def test_data_folder_without_classes_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_pretrained_modes_without_weights_fail_clearly_or_go_on_with_random_weights(
+def test_pretrained_recipes_without_weights_fail_clearly_or_go_on_with_random_weights(
     easy_folder, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache
@@ -160,7 +170,7 @@ def test_pretrained_modes_without_weights_fail_clearly_or_go_on_with_random_weig
         str(tmp_path / "probe"),
         "--model",
         "vit_b16",
-        "--mode",
+        "--recipe",
         "linear_probe",
         "--image-size",
         "32",
@@ -178,8 +188,9 @@ def test_pretrained_modes_without_weights_fail_clearly_or_go_on_with_random_weig
     assert "RANDOM WEIGHTS" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "probe" / "metrics.json").read_text())
     assert metrics["weights"].startswith("RANDOM") and [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics["recipe"]["name"] == "linear_probe" and not metrics["recipe"]["train_backbone"]
     check_rates(metrics)
-    config = json.loads((tmp_path / "probe" / "config.json").read_text())
+    config = json.loads((tmp_path / "probe" / "detector" / "config.json").read_text())
     assert config["vit_config"]["dim"] == 768 and config["transform"]["resize"] == round(32 * 256 / 224)
 
 

@@ -1,32 +1,25 @@
 """Start the web demo, classify one image in a real browser, and save a screenshot (figures/demo.png).
 
-    python tools/demo_screenshot.py [--checkpoint DIR] [--image PATH] [--out figures/demo.png]
+    python tools/demo_screenshot.py [--detector DIR] [--image PATH] [--out figures/demo.png] [--report JSON]
 
 The browser is Debian's chromium (``apt-get install chromium``, or the binary named by
 $FAKEVIT_CHROMIUM) driven by Playwright for Python; no browser is ever downloaded. Without
-``--checkpoint`` the trained model in build/checkpoint is used if there is one, else a tiny ViT
-with random weights (its probabilities then mean nothing). ``tests/test_demo.py`` and
-``tests/test_browser.py`` use :func:`running_demo`, :func:`classify_in_browser` and
-:func:`random_tiny_checkpoint` from this file too, so the screenshot shows what the tests check.
+``--detector`` the trained detector in build/detector is used if there is one (``make run`` writes
+it), else an untrained tiny ViT (its probabilities then mean nothing). ``--report`` writes what was
+read off the page as JSON; ``tests/test_browser.py`` runs this script and checks that report.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-APP = REPO_ROOT / "app" / "app.py"
 # Debian's chromium; $FAKEVIT_CHROMIUM may name another installed Chromium or Chrome binary.
 CHROMIUM = os.environ.get("FAKEVIT_CHROMIUM", "/usr/bin/chromium")
 # Headless, no sandbox (containers), and nothing that phones home (the tests run offline).
@@ -40,73 +33,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_serving(url: str, server: subprocess.Popen, log: Path, timeout: float) -> None:
-    """Poll ``url`` until it answers; raise RuntimeError with the server's output if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(
-                f"the demo server exited with code {server.returncode} before answering.\n"
-                f"Its output ({log}):\n{log.read_text(errors='replace')}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.25)
-    raise RuntimeError(
-        f"the demo server did not answer at {url} within {timeout:.0f} s.\n"
-        f"Its output ({log}):\n{log.read_text(errors='replace')}"
-    )
-
-
-@contextmanager
-def running_demo(
-    checkpoint: Path, workdir: Path, *, extra_args: Sequence[str] = (), timeout: float = 90.0
-) -> Iterator[str]:
-    """Run ``python app/app.py --checkpoint ...`` on a free loopback port; yield its URL; always stop it.
-
-    The server runs in ``workdir`` (its examples and Gradio's upload cache go there) and writes its
-    output to ``workdir/server.log`` (a file, not a pipe, which would block the server once full).
-    """
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    log = workdir / "server.log"
-    env = {**os.environ, "GRADIO_TEMP_DIR": str(workdir / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
-    command = [
-        sys.executable,
-        str(APP),
-        "--checkpoint",
-        str(checkpoint),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with open(log, "w") as log_file:
-        server = subprocess.Popen(
-            [*command, *extra_args], cwd=workdir, env=env, stdout=log_file, stderr=subprocess.STDOUT
-        )
-        try:
-            wait_until_serving(url, server, log, timeout)
-            yield url
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
 
 
 def classify_in_browser(
@@ -149,32 +75,20 @@ def classify_in_browser(
             browser.close()
 
 
-def random_tiny_checkpoint(out_dir: Path, seed: int = 0) -> Path:
-    """A checkpoint of a small ViT with random weights (and a random head, so outputs differ from 50/50)."""
-    import torch
-
-    from helpers.data import CLASS_NAMES, eval_transform_spec
-    from helpers.inference import save_for_inference
-    from helpers.vit import ViT, get_config
-
-    torch.manual_seed(seed)
-    model = ViT(get_config("vit_tiny", image_size=32, depth=1))
-    torch.nn.init.normal_(model.head.weight, std=0.1)  # the head starts at zero: 50/50 for every image
-    return save_for_inference(
-        model, out_dir, CLASS_NAMES, eval_transform_spec(32, pretrained=False), "vit_tiny"
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     from helpers import course
-    from helpers.data import make_toy_dataset
+    from helpers.datasets import CLASS_NAMES
+    from helpers.demo_server import running_demo
+    from helpers.inference import save_detector
+    from helpers.toy import make_toy_dataset
+    from helpers.transforms import eval_transform_spec
+    from helpers.vit import ViT, get_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--checkpoint", type=Path, default=None, help="default: build/checkpoint if it exists"
-    )
+    parser.add_argument("--detector", type=Path, default=None, help="default: build/detector if it exists")
     parser.add_argument("--image", type=Path, default=None, help="image to classify (default: a toy image)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "figures" / "demo.png")
+    parser.add_argument("--report", type=Path, default=None, help="write what the page showed as JSON here")
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).exists():
         parser.exit(
@@ -183,18 +97,20 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="fakevit-screenshot-") as tmp:
         workdir = Path(tmp)
-        checkpoint = args.checkpoint or course.checkpoint_dir()
-        if args.checkpoint is None and not (checkpoint / "config.json").is_file():
-            print(
-                f"No checkpoint in {checkpoint}: using a tiny ViT with RANDOM weights (make one with `make run`)."
-            )
-            checkpoint = random_tiny_checkpoint(workdir / "checkpoint")
+        detector = args.detector or course.detector_dir()
+        if args.detector is None and not (detector / "config.json").is_file():
+            print(f"No detector in {detector}: using an UNTRAINED tiny ViT (make one with `make run`).")
+            spec = eval_transform_spec(32, pretrained=False)
+            model = ViT(get_config("vit_tiny", image_size=32, depth=1))
+            detector = save_detector(model, workdir / "detector", CLASS_NAMES, spec, "vit_tiny")
         image = (
             args.image
             or make_toy_dataset(workdir / "toy", images_per_class=1) / "real_images" / "real_00000.png"
         )
-        with running_demo(checkpoint.resolve(), workdir / "server") as url:
+        with running_demo(detector.resolve(), workdir / "server") as url:
             shown = classify_in_browser(url, image.resolve(), screenshot=args.out)
+    if args.report is not None:
+        args.report.write_text(json.dumps(shown, indent=2) + "\n", encoding="utf-8")
     print(f"{image.name}: {shown['top']} {shown['percentages']}; screenshot saved to {args.out}")
 
 

@@ -1,0 +1,31 @@
+"""helpers.data_plots: the mean spectrum shows a period-2 pattern; the figures command draws both figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import data
+from helpers.data_plots import mean_log_spectrum
+from helpers.toy import make_toy_dataset
+
+
+def test_mean_log_spectrum_shows_a_checkerboard_at_the_nyquist_frequency():
+    rng = np.random.default_rng(0)
+    smooth = [rng.normal(size=(16, 16)).cumsum(0).cumsum(1) for _ in range(4)]
+    checker = np.indices((16, 16)).sum(0) % 2 * 10.0
+    plain, marked = mean_log_spectrum(smooth), mean_log_spectrum([s + checker for s in smooth])
+    assert plain.shape == (16, 16)
+    assert marked[0, 0] - plain[0, 0] > 2  # fftshift puts the (8, 8) Nyquist corner at [0, 0]
+    np.testing.assert_allclose(marked[8, 8], 0, atol=1e-9)  # the mean is removed
+    with pytest.raises(ValueError, match="same size"):
+        mean_log_spectrum([np.zeros((4, 4)), np.zeros((4, 5))])
+
+
+def test_figures_command_draws_samples_and_spectra(tmp_path):
+    toy = make_toy_dataset(tmp_path / "toy", images_per_class=8, image_size=16)
+    assert data.main(["figures", "--data", str(toy), "--out", str(tmp_path / "figs")]) == 0
+    for name in ("toy_samples.png", "toy_spectra.png"):
+        with Image.open(tmp_path / "figs" / name) as figure:
+            assert figure.size[0] > 500

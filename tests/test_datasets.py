@@ -1,0 +1,160 @@
+"""helpers.datasets: indexing a folder, the Dataset, stratified splits, DataLoaders, smaller splits."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers import datasets
+from helpers.datasets import (
+    CLASS_NAMES,
+    ImageFolderDataset,
+    create_dataloaders,
+    find_images,
+    first_per_class,
+    stratified_split,
+)
+from helpers.transforms import scratch_transforms
+
+
+def test_find_images_skips_undecodable_files_with_one_warning(
+    tmp_path, monkeypatch, image_folder, random_rgb
+):
+    root = image_folder(tmp_path / "ds", {"fake_images": 3, "real_images": 2})
+    (root / "real_images" / "nested").mkdir()
+    random_rgb(np.random.default_rng(5), 8, 8).save(root / "real_images" / "nested" / "deep.JPG")
+    (root / "fake_images" / "empty.png").write_bytes(b"")
+    (root / "fake_images" / "truncated.png").write_bytes(
+        (root / "fake_images" / "000.png").read_bytes()[:200]
+    )
+    (root / "real_images" / "text.jpg").write_text("not an image")
+    Image.new("L", (100, 100)).save(root / "real_images" / "bomb.png")
+    (root / "real_images" / "labels.csv").write_text("a,b\n")  # not an image extension: silently ignored
+    (root / "real_images" / ".hidden.png").write_bytes(b"")  # hidden: ignored
+    (root / "README.md").write_text("top-level files are not classes")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        samples, class_names = find_images(root)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    for name in ("empty.png", "truncated.png", "text.jpg", "bomb.png"):
+        assert name in message
+    assert "labels.csv" not in message and ".hidden" not in message and "Skipped 4" in message
+    assert class_names == ["fake_images", "real_images"]
+    assert sorted((p.name, label) for p, label in samples) == [
+        ("000.png", 0),
+        ("000.png", 1),
+        ("001.png", 0),
+        ("001.png", 1),
+        ("002.png", 0),
+        ("deep.JPG", 1),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clean folder gives no warning at all
+        find_images(image_folder(tmp_path / "clean", {"fake_images": 1, "real_images": 1}))
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "single_class", "only_bad_files"])
+def test_find_images_rejects_folders_without_two_classes(tmp_path, case, image_folder):
+    root = tmp_path / case
+    if case == "empty":
+        root.mkdir()
+    elif case == "single_class":
+        image_folder(root, {"real_images": 2})
+        (root / "fake_images").mkdir()
+    elif case == "only_bad_files":
+        image_folder(root, {"real_images": 2})
+        (root / "fake_images").mkdir()
+        (root / "fake_images" / "broken.png").write_bytes(b"")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError) as error:
+            find_images(root)
+    assert str(root) in str(error.value) and "root/fake_images/*.png" in str(error.value)
+
+
+def test_image_folder_dataset_returns_tensors_and_targets(tmp_path, image_folder):
+    root = image_folder(tmp_path / "ds", {"fake_images": 2, "real_images": 3}, size=(20, 16))
+    samples, _ = find_images(root)
+    _, eval_tf = scratch_transforms(8)
+    dataset = ImageFolderDataset(samples, eval_tf)
+    assert len(dataset) == 5 and dataset.targets == [0, 0, 1, 1, 1]
+    image, label = dataset[4]
+    assert image.shape == (3, 8, 8) and image.dtype == torch.float32 and label == 1
+    assert isinstance(ImageFolderDataset(samples)[0][0], Image.Image)
+
+
+def test_stratified_split_is_disjoint_complete_stratified_and_seeded():
+    targets = [0] * 103 + [1] * 57 + [2] * 11
+    train, val, test = stratified_split(targets, 0.1, 0.2, seed=7)
+    assert sorted(train + val + test) == list(range(len(targets)))
+    assert not (set(train) & set(val) or set(train) & set(test) or set(val) & set(test))
+    for split, fraction in ((val, 0.1), (test, 0.2)):
+        for label, n in ((0, 103), (1, 57), (2, 11)):
+            assert abs(sum(targets[i] == label for i in split) - fraction * n) <= 1
+    assert stratified_split(targets, 0.1, 0.2, seed=7) == (train, val, test)
+    assert stratified_split(targets, 0.1, 0.2, seed=8) != (train, val, test)
+    assert stratified_split(targets, 0.0, 0.0) == (list(range(len(targets))), [], [])
+
+
+@pytest.mark.parametrize("fractions", [(-0.1, 0.1), (0.1, 1.0), (0.5, 0.5), (0.7, 0.4), (float("nan"), 0.1)])
+def test_stratified_split_rejects_bad_fractions(fractions):
+    with pytest.raises(ValueError, match="fraction"):
+        stratified_split([0, 1] * 20, *fractions)
+
+
+def test_stratified_split_rejects_classes_too_small_to_split():
+    with pytest.raises(ValueError, match="class 1 has only 2"):
+        stratified_split([0] * 20 + [1] * 2, 0.1, 0.1)
+
+
+def test_create_dataloaders_keeps_every_image_and_evaluates_deterministically(tmp_path, image_folder):
+    root = image_folder(tmp_path / "ds", {"fake_images": 23, "real_images": 18}, size=(12, 12))
+    train_tf, eval_tf = scratch_transforms(8)
+    loaders = create_dataloaders(root, train_tf, eval_tf, batch_size=3, seed=1, num_workers=0)
+    train_loader, val_loader, test_loader, class_names = loaders
+    assert class_names == list(CLASS_NAMES)
+    paths = [{p for p, _ in loader.dataset.samples} for loader in (train_loader, val_loader, test_loader)]
+    assert sum(map(len, paths)) == 41 and len(set.union(*paths)) == 41
+    assert sorted(val_loader.dataset.targets) == [0, 0, 1, 1]
+    assert sorted(test_loader.dataset.targets) == [0, 0, 1, 1]
+    for loader in (val_loader, test_loader):  # 4 images in batches of 3: the short last batch stays
+        assert [len(labels) for _, labels in loader] == [3, 1]
+    assert sum(len(labels) for _, labels in train_loader) == 33
+    assert not val_loader.drop_last and not test_loader.drop_last
+    first = torch.cat([images for images, _ in test_loader])
+    second = torch.cat([images for images, _ in test_loader])
+    assert torch.equal(first, second), "evaluation must not be random"
+
+    def train_order(seed):
+        loader = create_dataloaders(root, eval_tf, batch_size=64, seed=seed, num_workers=0)[0]
+        return torch.cat([labels for _, labels in loader]).tolist()
+
+    same, again = train_order(3), train_order(3)
+    assert same == again and same != sorted(same), "train order: shuffled, and reproducible with the seed"
+
+
+def test_create_dataloaders_worker_defaults(tmp_path, image_folder):
+    root = image_folder(tmp_path / "ds", {"fake_images": 10, "real_images": 10}, size=(8, 8))
+    _, eval_tf = scratch_transforms(8)
+    assert datasets.default_num_workers() == min(2, os.cpu_count() or 0)
+    train_loader, val_loader, _, _ = create_dataloaders(root, eval_tf, num_workers=1)
+    assert train_loader.num_workers == 1 and train_loader.persistent_workers and val_loader.persistent_workers
+    images, labels = next(iter(val_loader))  # a worker process really loads the images
+    assert images.shape == (2, 3, 8, 8) and sorted(labels.tolist()) == [0, 1]
+    loader = create_dataloaders(root, eval_tf, num_workers=0)[0]
+    assert loader.num_workers == 0 and not loader.persistent_workers
+
+
+def test_first_per_class_keeps_the_first_of_each_label_in_order():
+    samples = [("a", 1), ("b", 0), ("c", 1), ("d", 1), ("e", 0), ("f", 0), ("g", 2)]
+    assert first_per_class(samples, 2) == [("a", 1), ("b", 0), ("c", 1), ("e", 0), ("g", 2)]
+    assert first_per_class(samples, 1) == [("a", 1), ("b", 0), ("g", 2)]
+    assert first_per_class(samples, 0) == samples  # 0 = all of them
+    assert first_per_class([], 3) == []

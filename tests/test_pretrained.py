@@ -1,0 +1,61 @@
+"""helpers.pretrained: torchvision's ViT-B/16 weights load offline from the hub cache; without them,
+a clear error or a loudly announced random start."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+import torch
+
+from helpers import pretrained
+
+
+@pytest.fixture
+def empty_hub(tmp_path, monkeypatch):
+    """An empty torch hub cache, and a network that is down (the test never downloads)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("network is unreachable (test)")
+
+    monkeypatch.setattr(pretrained, "_check_reachable", offline)
+    assert (
+        pretrained.weights_cache_path()
+        == tmp_path / "torch" / "hub" / "checkpoints" / "vit_b_16-c867db91.pth"
+    )
+    return pretrained.weights_cache_path()
+
+
+def test_missing_weights_error_names_the_file_the_cache_folder_and_the_way_out(empty_hub):
+    with pytest.raises(pretrained.PretrainedWeightsUnavailable) as info:
+        pretrained.load_pretrained_vit_b16(num_classes=2)
+    message = str(info.value)
+    assert "vit_b_16-c867db91.pth" in message
+    assert str(empty_hub.parent) in message  # the exact cache folder
+    assert pretrained.VIT_B16_URL in message and "allow_random=True" in message
+
+
+def test_allow_random_announces_random_weights_loudly(empty_hub, capsys):
+    with pytest.warns(UserWarning, match="RANDOM WEIGHTS"):
+        model = pretrained.load_pretrained_vit_b16(num_classes=2, image_size=32, allow_random=True)
+    assert "RANDOM WEIGHTS" in capsys.readouterr().out
+    assert (model.config.dim, model.config.depth, model.config.num_classes) == (768, 12, 2)
+
+
+@pytest.mark.slow
+def test_weights_in_the_hub_cache_load_offline_and_match_torchvision(empty_hub):
+    from torchvision.models import vit_b_16
+
+    torch.manual_seed(0)
+    reference = vit_b_16().eval()  # random weights stand in for the ImageNet ones
+    empty_hub.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), empty_hub)
+
+    model = pretrained.load_pretrained_vit_b16(num_classes=2).eval()  # offline: read from the cache
+    reference.heads = torch.nn.Identity()  # torchvision's features before the head
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_features(x), reference(x), atol=1e-4, rtol=1e-4)
+        assert torch.count_nonzero(model(x)) == 0  # a new zero-initialised 2-class head
+    assert model.head.out_features == 2

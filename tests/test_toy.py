@@ -1,0 +1,135 @@
+"""helpers.toy: the toy set is balanced, repeatable, reused when complete, and only its fingerprint
+(not its colours) tells the classes apart."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers import toy
+from helpers.datasets import CLASS_NAMES, find_images
+from helpers.toy import make_toy_dataset
+
+
+def _all_files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _logistic_regression_accuracy(
+    x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test: torch.Tensor
+) -> float:
+    x = (x - x[train].mean(0)) / x[train].std(0)
+    weights = torch.zeros(x.shape[1] + 1, dtype=x.dtype, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weights], max_iter=200)
+
+    def closure():
+        optimizer.zero_grad()
+        logits = x[train] @ weights[:-1] + weights[-1]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y[train])
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        predictions = (x[test] @ weights[:-1] + weights[-1]) > 0
+    return (predictions == y[test].bool()).double().mean().item()
+
+
+def test_toy_dataset_layout_balance_and_byte_identical_for_the_same_seed(tmp_path):
+    a = make_toy_dataset(tmp_path / "a", images_per_class=6, image_size=32, seed=3)
+    b = make_toy_dataset(tmp_path / "b", images_per_class=6, image_size=32, seed=3)
+    c = make_toy_dataset(tmp_path / "c", images_per_class=6, image_size=32, seed=4)
+    assert a == tmp_path / "a"
+    for name in CLASS_NAMES:
+        files = sorted((a / name).iterdir())
+        assert len(files) == 6
+        for path in files:
+            with Image.open(path) as image:
+                assert (image.format, image.mode, image.size) == ("PNG", "RGB", (32, 32))
+    assert _all_files(a) == _all_files(b)  # marker and manifest included
+    images_a = {k: v for k, v in _all_files(a).items() if k.endswith(".png")}
+    images_c = {k: v for k, v in _all_files(c).items() if k.endswith(".png")}
+    assert images_a.keys() == images_c.keys()
+    assert all(images_a[k] != images_c[k] for k in images_a)
+    samples, class_names = find_images(a)
+    assert class_names == list(CLASS_NAMES) and len(samples) == 12
+    assert not list(tmp_path.glob(".*partial*")), "temporary build folders must be gone"
+
+
+def test_toy_dataset_is_reused_when_complete_and_rebuilt_when_the_arguments_change(tmp_path):
+    root = make_toy_dataset(tmp_path / "toy", images_per_class=4, image_size=16)
+    first = root / "fake_images" / "fake_00000.png"
+    stamp = first.stat().st_mtime_ns
+    make_toy_dataset(root, images_per_class=4, image_size=16)
+    assert first.stat().st_mtime_ns == stamp, "a complete toy folder must be reused, not rewritten"
+    make_toy_dataset(root, images_per_class=5, image_size=16)
+    assert len(list((root / "real_images").iterdir())) == 5
+    assert json.loads((root / ".complete").read_text())["images_per_class"] == 5
+
+
+def test_toy_dataset_refuses_to_overwrite_a_folder_it_did_not_make(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.txt").write_text("precious")
+    with pytest.raises(ValueError, match="not empty"):
+        make_toy_dataset(tmp_path / "mine", images_per_class=2, image_size=16)
+    assert (tmp_path / "mine" / "thesis.txt").read_text() == "precious"
+
+
+def test_toy_colour_statistics_do_not_separate_the_classes(tmp_path):
+    root = make_toy_dataset(tmp_path / "toy", images_per_class=150, image_size=32, seed=1)
+    samples, _ = find_images(root, check=False)
+    features = []
+    for path, _ in samples:
+        pixels = np.asarray(Image.open(path), dtype=np.float64) / 255.0  # (H, W, 3)
+        features.append(np.concatenate([pixels.mean(axis=(0, 1)), pixels.std(axis=(0, 1))]))
+    x = torch.tensor(np.array(features))  # (300, 6)
+    y = torch.tensor([label for _, label in samples], dtype=torch.float64)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    accuracy = _logistic_regression_accuracy(x, y, order[:200], order[200:])
+    assert accuracy < 0.65, f"per-channel mean/std separate the toy classes ({accuracy:.2f})"
+
+
+def test_toy_fakes_carry_the_generator_fingerprint_and_reals_do_not(tmp_path):
+    root = make_toy_dataset(tmp_path / "toy", images_per_class=30, image_size=32)
+    rows = list(csv.DictReader((root / "manifest.csv").open()))
+    assert {r["generator"] for r in rows if r["label"] == "0"} == set(toy.GENERATORS)
+    assert {r["generator"] for r in rows if r["label"] == "1"} == {"none"}
+
+    def nyquist_share(path: Path) -> float:  # spectral energy of patterns repeating every 2 pixels
+        grey = np.asarray(Image.open(path), dtype=np.float64).mean(axis=2)  # (32, 32)
+        spectrum = np.abs(np.fft.fft2(grey - grey.mean()))
+        return (spectrum[16, :].sum() + spectrum[:, 16].sum()) / spectrum.sum()
+
+    fakes = np.array([nyquist_share(root / r["file"]) for r in rows if r["label"] == "0"])
+    reals = np.array([nyquist_share(root / r["file"]) for r in rows if r["label"] == "1"])
+    assert np.median(fakes) > 2 * np.median(reals)
+    threshold = np.median(np.concatenate([fakes, reals]))
+    assert ((fakes > threshold).mean() + (reals <= threshold).mean()) / 2 > 0.8
+
+
+def test_transposed_conv_upsample_leaves_a_checkerboard_on_a_flat_image():
+    flat = np.ones((4, 4, 1), dtype=np.float32)
+    out = toy._transposed_conv_upsample(flat, (0.3, 1.0, 0.6, 0.1))  # (8, 8, 1)
+    assert out.shape == (8, 8, 1)
+    # even output rows/cols collect taps 1 and 3 (1.1), odd ones taps 0 and 2 (0.9): gains multiply
+    np.testing.assert_allclose(out[::2, ::2, 0], 1.1 * 1.1, rtol=1e-6)
+    np.testing.assert_allclose(out[1::2, 1::2, 0], 0.9 * 0.9, rtol=1e-6)
+    np.testing.assert_allclose(out[::2, 1::2, 0], 1.1 * 0.9, rtol=1e-6)
+    nearest = toy._transposed_conv_upsample(np.arange(4, dtype=np.float32).reshape(2, 2, 1), (1.0, 1.0))
+    np.testing.assert_array_equal(nearest[:, :, 0], [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]])
+
+
+def test_toy_fake_keeps_the_colour_statistics_of_its_source_crop():
+    crop = np.random.default_rng(0).uniform(0.2, 0.8, (16, 16, 3)).astype(np.float32)
+    crop[:, :, 2] *= 0.5  # channels with different statistics
+    for generator in toy.GENERATORS:
+        fake = toy._generate_fake(crop, generator)
+        assert fake.shape == crop.shape and not np.allclose(fake, crop)
+        np.testing.assert_allclose(fake.mean(axis=(0, 1)), crop.mean(axis=(0, 1)), atol=1e-5)
+        np.testing.assert_allclose(fake.std(axis=(0, 1)), crop.std(axis=(0, 1)), rtol=1e-4)
