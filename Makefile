@@ -16,7 +16,7 @@ help:
 	@echo "make run        execute every lesson in small mode -> build/notebooks/, figures/"
 	@echo "make test       ruff, then pytest: unit tests + every notebook (nbval, small mode)"
 	@echo "make figures    regenerate every figure in figures/ (lessons + demo screenshot)"
-	@echo "make lint       ruff only"
+	@echo "make lint       ruff check and ruff format --check, notebook checks"
 	@echo "make set-repo REPO=you/your-fork   point badges and Colab set-up cells at a fork"
 	@echo "make clean-notebooks   strip outputs (keeps only cells nbval checks)"
 	@echo "make clean / distclean   remove build outputs / also the virtual environment"
@@ -36,8 +36,11 @@ run: $(STAMP)
 figures: run
 	$(PY) tools/demo_screenshot.py --out figures/demo.png
 
+LINTED := helpers tests notebooks tools benchmarks app
+
 lint: $(STAMP)
-	$(PY) -m ruff check helpers tests notebooks tools benchmarks app
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
 	$(PY) tools/set_repo.py --check
 	$(PY) tools/clean_notebooks.py --check notebooks/*.ipynb notebooks/solutions/*.ipynb
 
