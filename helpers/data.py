@@ -54,7 +54,10 @@ def get_dataset(name: str, root: str | os.PathLike | None = None, **kwargs: Any)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.data",
+        description="Make the toy dataset, download the Fake or Real dataset, or draw figures of one.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     toy = commands.add_parser("make-toy", help="write the toy dataset (seconds)")
     toy.add_argument("--out", type=Path, default=None, help="folder to write (default: data/toy)")
