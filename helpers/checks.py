@@ -1,0 +1,588 @@
+"""Checks for the your-turn cells of lessons 01-03: run the learner's function, answer ✓ or name the mistake.
+
+Each your-turn cell asks for one function. The check below it calls that function on small, fixed,
+seeded inputs, with the same weights as the course's tested model (``helpers.vit``), and compares the
+numbers. When they differ, it runs known-wrong versions of the same step (the classic mistakes, listed
+in ``HINTS``) on the same inputs; if the learner's numbers equal one of them, the hint names that
+mistake. Nothing here reads the learner's source code: a mistake is recognised by what it computes.
+
+Every check returns what the lesson uses from then on: the learner's function when it is right, else
+the reference, so *Run all* works for a reader who skips a cell. A cell left as shipped (the stub raises
+``NotImplementedError`` or returns ``None`` / ``...``) counts as skipped. A wrong answer prints a hint
+and does not raise, unless ``strict=True`` (the tests use it): then ``CheckFailed`` is raised, with
+the mistake's id (a key of ``HINTS``, or "shape", "values", "error", ...) in its ``hint``.
+
+    lesson  check                the learner writes
+    01      check_patchify       patchify(images, patch_size): (B, C, H, W) -> (B, N, C*P*P)
+    01      check_class_token    add_class_token(tokens, class_token, pos_embedding) -> (B, N+1, D)
+    02      check_attention      attention(q, k, v) -> (output (..., T, d), weights (..., T, T))
+    02      check_heads          split_heads(x, heads) -> (B, h, T, d), merge_heads(x) -> (B, T, D)
+    02      check_encoder_block  block_forward(block, x) -> (B, T, D), block a TransformerEncoderBlock
+    03      check_training_step  training_step(model, images, labels, loss_fn, optimizer, max_norm) -> loss
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers.vit import MultiHeadSelfAttention, PatchEmbedding, TransformerEncoderBlock, ViT, ViTConfig
+
+# A right answer computed in another order (einsum instead of @, unfold instead of reshape) differs
+# from the reference by float32 rounding, about 1e-7; each mistake below differs by 0.03 or more
+# (no_zero_grad; most by more than 0.5), measured on the checks' own inputs by tests/test_checks.py.
+RTOL, ATOL = 1e-4, 1e-5
+
+# What each classic mistake looks like from outside, and what to fix: one hint per mistake.
+HINTS = {
+    # patchify (lesson 01)
+    "channels_last": "Each patch is flattened as (row, column, channel), colour last; the patch Conv2d's "
+    "weights are (channel, row, column): permute to (B, H/P, W/P, C, P, P) before flattening.",
+    "grid_transposed": "Your patches come column by column; number them row by row, like reading a page.",
+    "pixels_transposed": "Inside each patch the pixels are in (column, row) order; flatten each patch as "
+    "(channel, row, column).",
+    "no_permute": "You reshaped without moving the axes, so a 'patch' is not one square of the image: "
+    "permute the grid to (B, H/P, W/P, C, P, P) first, then reshape.",
+    "patches_last": "You returned (B, C*P*P, N), one patch per column, as F.unfold gives it: "
+    "transpose(1, 2) to get one patch per row, (B, N, C*P*P).",
+    # [class] token and positions (lesson 01)
+    "batch_sized": "The [class] token is sized by a fixed batch size: expand the one (1, 1, D) token to "
+    "tokens.shape[0], the batch size of the input.",
+    "class_token_not_expanded": "Your code works for one image but not for a batch: expand the (1, 1, D) "
+    "token to the batch, class_token.expand(B, -1, -1) with B = tokens.shape[0].",
+    "no_positions": "The position embeddings are missing: add the (1, N+1, D) table after the concatenation.",
+    "class_token_last": "The [class] token is at the end; it goes in front, as token 0.",
+    "class_token_no_position": "Only the patches got position embeddings; the [class] token has one "
+    "too. Concatenate first, then add the whole (1, N+1, D) table.",
+    "positions_before_concat": "You added the positions before putting the [class] token in front. "
+    "Concatenate first, then add the (1, N+1, D) table.",
+    "class_token_added": "You added the [class] token to every patch; it is one extra token in front: "
+    "torch.cat([cls, tokens], dim=1) gives N+1 tokens.",
+    # attention (lesson 02)
+    "no_scale": "The scores are not scaled: divide q·kᵀ by sqrt(d) before the softmax, or the softmax "
+    "puts almost all weight on one token.",
+    "scale_by_d": "The scores are divided by d; the scale is 1/sqrt(d), with d = q.shape[-1].",
+    "scale_after_softmax": "You scaled after the softmax, so the weights no longer sum to 1: divide the "
+    "scores by sqrt(d) before the softmax.",
+    "softmax_wrong_axis": "The softmax runs over the wrong axis: each query's weights must sum to 1 over "
+    "the keys, softmax(dim=-1).",
+    "no_softmax": "The softmax is missing: weights = softmax(q·kᵀ / sqrt(d)), positive and summing to 1.",
+    "values_not_used": "You returned the weights as the output; the output is weights @ v, a weighted sum of v.",
+    "not_batched": "Right for one head (B, T, d), wrong for all heads at once (B, h, T, d): transpose "
+    "the last two dimensions, k.transpose(-2, -1), and take the softmax over dim=-1.",
+    # split and merge heads (lesson 02)
+    "split_interleaved": "Your heads take every h-th feature; each head takes d neighbouring features, as "
+    "trained weights expect: x.reshape(B, T, h, d).transpose(1, 2).",
+    "split_no_transpose": "Reshaping (B, T, D) straight to (B, h, T, d) mixes tokens and heads: reshape "
+    "to (B, T, h, d) first, then transpose(1, 2).",
+    "split_missing_transpose": "You stopped at (B, T, h, d); attention needs the heads before the "
+    "tokens: transpose(1, 2).",
+    "merge_no_transpose": "Reshaping (B, h, T, d) straight to (B, T, D) mixes tokens and heads: "
+    "transpose(1, 2) first, then reshape.",
+    "merge_interleaved": "Your merge interleaves the heads' features; put each head's d features side by "
+    "side: x.transpose(1, 2).reshape(B, T, h * d).",
+    "merge_view": ".view() cannot merge the heads after transpose (the tensor is not contiguous in "
+    "memory): use .reshape(B, T, D).",
+    # encoder block (lesson 02)
+    "post_norm": "This is post-norm (LayerNorm after each residual addition, as in the original "
+    "Transformer); ViT normalises before each sub-layer: x = x + attn(norm1(x)).",
+    "no_residual": "Both residual connections are missing: x = x + attn(norm1(x)), "
+    "then x = x + mlp(norm2(x)).",
+    "no_residual_attention": "The residual connection around attention is missing: x = x + attn(norm1(x)).",
+    "no_residual_mlp": "The residual connection around the MLP is missing: x = x + mlp(norm2(x)).",
+    "residual_after_norm": "Your residuals add the normalised input; add x itself: x = x + attn(norm1(x)).",
+    "norms_mixed": "The LayerNorms are mixed up: norm1 goes before attention, norm2 before the MLP.",
+    "no_norm": "The LayerNorms are missing: x = x + attn(norm1(x)), then x = x + mlp(norm2(x)).",
+    "parallel": "Attention and MLP both read the block's input; the MLP reads the output of the "
+    "attention step: x = x + attn(norm1(x)) first, then x = x + mlp(norm2(x)).",
+    # training step (lesson 03)
+    "no_zero_grad": "The first step is right, the second is not: without optimizer.zero_grad() the new "
+    "gradients are added to the old ones. Call it at the start of every step.",
+    "no_step": "The parameters did not change although gradients were computed: call optimizer.step() "
+    "after loss.backward() and the clipping.",
+    "zero_grad_too_late": "The parameters did not change: zero_grad() ran after loss.backward() and wiped "
+    "the gradients. Call it at the start of the step.",
+    "no_clip": "The update used unclipped gradients: call nn.utils.clip_grad_norm_(model.parameters(), "
+    "max_norm) between loss.backward() and optimizer.step().",
+    "clip_after_step": "You clipped after optimizer.step(), when the update was already made: clip "
+    "between loss.backward() and optimizer.step().",
+    "no_return": "The update is right; now return the loss (loss.item()) so that the lesson can plot it.",
+    "backward_detached": "backward() needs the loss tensor autograd built: call it on what loss_fn "
+    "returned, not on loss.item() or loss.detach().",
+    "backward_non_scalar": "backward() needs one number: call it on the loss (the mean over the batch), "
+    "not on the model's outputs or on one loss per image.",
+}
+
+
+class CheckFailed(AssertionError):
+    """Raised by a check called with ``strict=True`` when the answer is wrong; ``hint`` names the mistake."""
+
+    def __init__(self, hint: str, message: str):
+        super().__init__(f"[{hint}] {message}")
+        self.hint = hint
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str  # "ok", "skipped" or "wrong"
+    hint: str = ""  # a key of HINTS, or "shape", "values", "count", "not_tensor", "error"
+    message: str = ""
+
+
+def _wrong(hint: str, message: str | None = None) -> Verdict:
+    return Verdict("wrong", hint, HINTS[hint] if message is None else message)
+
+
+class _Skipped(Exception):
+    """The learner's function is still the stub."""
+
+
+# --- The references: what the lessons use when a cell is skipped or wrong -------------------------
+
+
+def reference_patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, C*P*P): patches row by row, each flattened as (channel, row, column)."""
+    B, C, H, W = images.shape
+    P = patch_size
+    x = images.reshape(B, C, H // P, P, W // P, P)  # (B, C, H/P, P, W/P, P)
+    x = x.permute(0, 2, 4, 1, 3, 5)  # (B, H/P, W/P, C, P, P): grid position first
+    return x.reshape(B, (H // P) * (W // P), C * P * P)  # (B, N, C*P*P)
+
+
+def reference_add_class_token(tokens: torch.Tensor, class_token: torch.Tensor, pos_embedding: torch.Tensor):
+    """(B, N, D) patch tokens -> (B, N+1, D): the [class] token in front, then N+1 positions added."""
+    cls = class_token.expand(tokens.shape[0], -1, -1)  # (B, 1, D), a view of the one (1, 1, D) token
+    return torch.cat([cls, tokens], dim=1) + pos_embedding  # (B, N+1, D)
+
+
+def reference_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One head, or many at once: q, k, v (..., T, d) -> output (..., T, d), weights (..., T, T)."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., T, T): query i against key j
+    weights = scores.softmax(dim=-1)  # each row sums to 1 over the keys
+    return weights @ v, weights
+
+
+def reference_split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, T, D) -> (B, h, T, d): head j takes the features j*d to (j+1)*d - 1 of every token."""
+    B, T, D = x.shape
+    return x.reshape(B, T, heads, D // heads).transpose(1, 2)  # (B, T, h, d) -> (B, h, T, d)
+
+
+def reference_merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, h, T, d) -> (B, T, h*d): the heads side by side again, the inverse of split_heads."""
+    B, h, T, d = x.shape
+    return x.transpose(1, 2).reshape(B, T, h * d)  # reshape copies: a transposed tensor is not contiguous
+
+
+def reference_block_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Eq. 2-3, pre-norm: x + MSA(LN1(x)), then x + MLP(LN2(x)). ``block`` has norm1, attn, norm2, mlp."""
+    x = block.attn(block.norm1(x)) + x  # (B, T, D)
+    return block.mlp(block.norm2(x)) + x  # (B, T, D)
+
+
+def reference_training_step(model, images, labels, loss_fn, optimizer, max_norm: float) -> float:
+    """One update: zero the gradients, forward, loss, backward, clip the gradient norm, step."""
+    optimizer.zero_grad()  # else this step's gradients are added to the last step's
+    loss = loss_fn(model(images), labels)  # one number: the mean loss over the batch
+    loss.backward()  # d(loss)/d(parameter) into every parameter's .grad
+    nn.utils.clip_grad_norm_(model.parameters(), max_norm)  # before the step, which reads .grad
+    optimizer.step()
+    return loss.item()
+
+
+# --- The machinery shared by every check ----------------------------------------------------------
+
+
+def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
+    """Fixed random inputs, without touching the notebook's global random state."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _seeded(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
+    """A module with fixed weights, plus noise on every parameter so that the parts initialised to 0 or 1
+    (class token, LayerNorms, biases, head) matter too. The notebook's random state is left alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = factory()
+        with torch.no_grad():
+            for p in module.parameters():
+                p.add_(torch.randn_like(p) * 0.2)
+    return module.eval()
+
+
+def _call(fn: Callable, *args) -> tuple:
+    """Call the learner's function; a stub raises _Skipped; the result comes back as a tuple."""
+    try:
+        out = fn(*args)
+    except NotImplementedError:
+        raise _Skipped from None
+    if out is None or out is Ellipsis:
+        raise _Skipped
+    return tuple(out) if isinstance(out, tuple | list) else (out,)
+
+
+def _same(seen: Sequence, want: Sequence) -> bool:
+    """Same number of outputs, same shapes, same values to rounding; ``None`` in ``want`` is not compared."""
+    return len(seen) == len(want) and all(
+        b is None
+        or (
+            a.shape == b.shape
+            and torch.allclose(a.detach().cpu().double(), b.double(), RTOL, ATOL, equal_nan=True)
+        )
+        for a, b in zip(seen, want, strict=True)
+    )
+
+
+def _diagnose(probe, fn, want, mistakes=(), errors=(), advice="", loose=None) -> Verdict:
+    """Run ``probe(fn)`` and compare with ``want``; when wrong, find the mistake that computes the same.
+
+    ``mistakes`` are (hint, known-wrong function); ``errors`` are (hint, regex): an error whose text
+    matches gets that hint. ``loose`` keeps the parts of an observation that must match in a second search.
+    """
+    try:
+        seen = probe(fn)
+    except _Skipped:
+        return Verdict("skipped")
+    except Exception as err:  # the learner's code failed: say how, in their terms when we know
+        hint = next((h for h, pattern in errors if re.search(pattern, str(err))), None)
+        return _wrong(hint) if hint else _wrong("error", f"Your code raised {type(err).__name__}: {err}")
+    not_tensors = [type(t).__name__ for t in seen if not isinstance(t, torch.Tensor)]
+    if not_tensors:
+        return _wrong("not_tensor", f"Return torch tensors; got a {not_tensors[0]}.")
+    if _same(seen, want):
+        return Verdict("ok")
+    known = [(hint, probe(wrong_fn)) for hint, wrong_fn in mistakes]
+    for keep in (lambda obs: obs, loose) if loose else (lambda obs: obs,):
+        hint = next((h for h, obs in known if _same(keep(seen), keep(obs))), None)
+        if hint:
+            return _wrong(hint)
+    if len(seen) != len(want):
+        return _wrong(
+            "count", f"Your function returned {len(seen)} value(s); {len(want)} were expected. {advice}"
+        )
+    pairs = [(a, b) for a, b in zip(seen, want, strict=True) if b is not None]
+    for a, b in pairs:
+        if a.shape != b.shape:
+            return _wrong("shape", f"Expected shape {tuple(b.shape)}, got {tuple(a.shape)}. {advice}")
+    gap = max((a.detach().cpu().double() - b.double()).abs().max().item() for a, b in pairs)
+    return _wrong("values", f"The shapes are right but the numbers differ (by up to {gap:.3g}). {advice}")
+
+
+def _report(step: str, verdict: Verdict, learner, reference, ok_text: str, strict: bool):
+    """Print the verdict; return what the lesson uses next: the learner's version or the reference."""
+    if verdict.status == "ok":
+        print(f"✓ {step}: {ok_text} The lesson uses your version from here on.")
+        return learner
+    if verdict.status == "skipped":
+        print(f"- {step}: you skipped this cell (it raises NotImplementedError or returns nothing), so the")
+        print("  lesson goes on with the reference. Fill it in, then run it and this check again.")
+        return reference
+    print(f"✗ {step}: {verdict.message}")
+    print("  The lesson goes on with the reference for now; fix your cell, then run it and this check again.")
+    if strict:
+        raise CheckFailed(verdict.hint, verdict.message)
+    return reference
+
+
+# --- Lesson 01: patches, the [class] token and the positions --------------------------------------
+
+
+def _reordered(order: tuple[int, ...]) -> Callable:
+    """A patchify that permutes the (B, C, H/P, P, W/P, P) grid by ``order`` before reading (B, N, C*P*P)."""
+
+    def patchify(images, P):
+        B, C, H, W = images.shape
+        grid = images.reshape(B, C, H // P, P, W // P, P)
+        return grid.permute(order).reshape(B, (H // P) * (W // P), C * P * P)
+
+    return patchify
+
+
+PATCHIFY_MISTAKES = (
+    ("channels_last", _reordered((0, 2, 4, 3, 5, 1))),  # (B, H/P, W/P, P, P, C)
+    ("grid_transposed", _reordered((0, 4, 2, 1, 3, 5))),  # (B, W/P, H/P, C, P, P)
+    ("pixels_transposed", _reordered((0, 2, 4, 1, 5, 3))),  # (B, H/P, W/P, C, P(col), P(row))
+    ("no_permute", _reordered((0, 1, 2, 3, 4, 5))),  # images.reshape(B, N, C*P*P)
+    ("no_permute", _reordered((0, 1, 2, 4, 3, 5))),  # (B, C, H/P, W/P, P, P) read as (B, N, C*P*P)
+    ("patches_last", lambda images, P: F.unfold(images, P, stride=P)),  # (B, C*P*P, N)
+)
+
+
+def check_patchify(patchify: Callable, *, strict: bool = False) -> Callable:
+    """Lesson 01: ``patchify(images, patch_size)`` must cut (B, C, H, W) images into (B, N, C*P*P) patches,
+    numbered row by row, each flattened in the (channel, row, column) order of the patch Conv2d's weights."""
+    images, P = _randn(2, 3, 12, 12, seed=1), 4  # a 3 x 3 grid of 4 x 4 patches, 48 numbers each
+    # The patches as helpers.vit.PatchEmbedding's Conv2d reads them: a convolution whose weight is the
+    # identity, one output channel per (channel, row, column) of a patch, copies the pixels out in order.
+    reader = torch.eye(3 * P * P).reshape(3 * P * P, 3, P, P)
+    want = F.conv2d(images, reader, stride=P).flatten(2).transpose(1, 2)  # (B, N, C*P*P)
+    advice = "Patches go row by row over the image, each flattened as (channel, row, column)."
+    verdict = _diagnose(lambda f: _call(f, images, P), patchify, (want,), PATCHIFY_MISTAKES, advice=advice)
+    ok = "your patches are the ones the patch Conv2d of helpers.vit.PatchEmbedding reads, in its order."
+    return _report("patchify", verdict, patchify, reference_patchify, ok, strict)
+
+
+CLASS_TOKEN_MISTAKES = (
+    ("no_positions", lambda t, c, p: torch.cat([c.expand(len(t), -1, -1), t], dim=1)),
+    ("class_token_last", lambda t, c, p: torch.cat([t, c.expand(len(t), -1, -1)], dim=1) + p),
+    ("class_token_no_position", lambda t, c, p: torch.cat([c.expand(len(t), -1, -1), t + p[:, 1:]], dim=1)),
+    ("positions_before_concat", lambda t, c, p: torch.cat([c.expand(len(t), -1, -1), t + p[:, :-1]], dim=1)),
+    ("class_token_added", lambda t, c, p: t + c + p[:, 1:]),
+    ("class_token_added", lambda t, c, p: t + c),
+)
+# (B, N, D) tokens + (1, N+1, D) positions, before the concatenation
+CLASS_TOKEN_ERRORS = (
+    ("positions_before_concat", r"must match the size of tensor b .* non-singleton dimension 1"),
+)
+
+
+def check_class_token(add_class_token: Callable, *, strict: bool = False) -> Callable:
+    """Lesson 01: ``add_class_token(tokens, class_token, pos_embedding)`` must put the (1, 1, D) [class]
+    token in front of each image's (B, N, D) patch tokens and add the (1, N+1, D) positions, for any B.
+    The weights are a helpers.vit.PatchEmbedding's, and its output is the answer."""
+    embed = _seeded(lambda: PatchEmbedding(image_size=8, patch_size=4, in_channels=3, dim=12))  # N = 4
+
+    def attempt(batch_size: int) -> Verdict:
+        images = _randn(batch_size, 3, 8, 8, seed=batch_size)
+        with torch.no_grad():
+            tokens = embed.proj(images).flatten(2).transpose(1, 2)  # (B, N, D)
+            cls, pos = embed.class_token.clone(), embed.pos_embedding.clone()  # (1, 1, D), (1, N+1, D)
+            probe = lambda f: _call(f, tokens.clone(), cls, pos)  # noqa: E731
+            return _diagnose(
+                probe, add_class_token, (embed(images),), CLASS_TOKEN_MISTAKES, CLASS_TOKEN_ERRORS
+            )
+
+    verdict = attempt(2)
+    if verdict.status != "skipped":  # a token sized by the batch works for one batch size only
+        works = {b for b in (1, 3, 32) if attempt(b).status == "ok"} | (
+            {2} if verdict.status == "ok" else set()
+        )
+        if works == {1}:
+            verdict = _wrong("class_token_not_expanded")
+        elif works and works != {1, 2, 3, 32}:
+            fails = sorted({1, 2, 3, 32} - works)
+            saw = f"Your code works for a batch of {min(works)} images but not of {fails[0]}. "
+            verdict = _wrong("batch_sized", saw + HINTS["batch_sized"])
+    ok = "same tokens as helpers.vit.PatchEmbedding, for batches of 1, 2, 3 and 32 images."
+    return _report(
+        "[class] token + positions", verdict, add_class_token, reference_add_class_token, ok, strict
+    )
+
+
+# --- Lesson 02: attention, heads and the encoder block --------------------------------------------
+
+
+def _attention_from(weights_of: Callable) -> Callable:
+    """An attention that computes its weights with ``weights_of(q, k)`` and returns (weights @ v, weights)."""
+
+    def attention(q, k, v):
+        weights = weights_of(q, k)
+        return weights @ v, weights
+
+    return attention
+
+
+def _scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return q @ k.transpose(-2, -1)  # (..., T, T), not scaled
+
+
+ATTENTION_MISTAKES = (
+    ("no_scale", _attention_from(lambda q, k: _scores(q, k).softmax(-1))),
+    ("scale_by_d", _attention_from(lambda q, k: (_scores(q, k) / q.shape[-1]).softmax(-1))),
+    ("scale_after_softmax", _attention_from(lambda q, k: _scores(q, k).softmax(-1) / math.sqrt(q.shape[-1]))),
+    (
+        "softmax_wrong_axis",
+        _attention_from(lambda q, k: (_scores(q, k) / math.sqrt(q.shape[-1])).softmax(-2)),
+    ),
+    ("softmax_wrong_axis", _attention_from(lambda q, k: (_scores(q, k) / math.sqrt(q.shape[-1])).softmax(0))),
+    ("no_softmax", _attention_from(lambda q, k: _scores(q, k) / math.sqrt(q.shape[-1]))),
+    ("values_not_used", lambda q, k, v: (reference_attention(q, k, v)[1],) * 2),
+)
+
+
+def check_attention(attention: Callable, *, strict: bool = False) -> Callable:
+    """Lesson 02: ``attention(q, k, v)`` must return (output, weights) of scaled dot-product attention,
+    for one head, (B, T, d), and for all heads at once, (B, h, T, d)."""
+    q, k, v = _randn(3, 2, 5, 8, seed=2).unbind(0)  # (B, T, d) each: 5 tokens, heads of width 8
+    advice = "Return (output, weights): weights = softmax(q @ kᵀ / sqrt(d), dim=-1), output = weights @ v."
+    want = reference_attention(q, k, v)
+    verdict = _diagnose(lambda f: _call(f, q, k, v), attention, want, ATTENTION_MISTAKES, advice=advice)
+    if verdict.status == "ok":  # the multi-head step calls it on (B, h, T, d) tensors
+        q, k, v = _randn(3, 2, 3, 5, 8, seed=3).unbind(0)
+        if _diagnose(lambda f: _call(f, q, k, v), attention, reference_attention(q, k, v)).status != "ok":
+            verdict = _wrong("not_batched")
+    ok = "same output and weights as the reference, for one head and for several at once."
+    return _report("attention", verdict, attention, reference_attention, ok, strict)
+
+
+SPLIT_MISTAKES = (
+    ("split_interleaved", lambda x, h: x.reshape(*x.shape[:2], -1, h).permute(0, 3, 1, 2)),  # (B, T, d, h) ->
+    ("split_no_transpose", lambda x, h: x.reshape(x.shape[0], h, x.shape[1], -1)),
+    ("split_missing_transpose", lambda x, h: x.reshape(*x.shape[:2], h, -1)),  # (B, T, h, d)
+)
+MERGE_MISTAKES = (
+    ("merge_no_transpose", lambda x: x.reshape(x.shape[0], x.shape[2], -1)),
+    (
+        "merge_interleaved",
+        lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1),
+    ),  # (B, T, d, h)
+)
+MERGE_ERRORS = (("merge_view", r"view size is not compatible"),)
+
+
+def _attention_with(split: Callable, merge: Callable, attn: MultiHeadSelfAttention, x: torch.Tensor) -> tuple:
+    """helpers.vit's multi-head attention, computed with the learner's split and merge."""
+    q, k, v = attn.to_qkv(x).chunk(3, dim=-1)  # 3 x (B, T, D): to_qkv's rows are [W_q; W_k; W_v]
+    q, k, v = (_call(split, t, attn.heads)[0] for t in (q, k, v))  # 3 x (B, h, T, d)
+    out = reference_attention(q, k, v)[0]  # (B, h, T, d)
+    return (attn.proj(_call(merge, out)[0]),)  # (B, T, D)
+
+
+def check_heads(
+    split_heads: Callable, merge_heads: Callable, *, strict: bool = False
+) -> tuple[Callable, Callable]:
+    """Lesson 02: ``split_heads(x, heads)``: (B, T, D) -> (B, h, T, d) and ``merge_heads(x)``: back to
+    (B, T, D). Checked alone, then inside helpers.vit's MultiHeadSelfAttention with its weights."""
+    x, h = _randn(2, 5, 12, seed=4), 3  # (B, T, D) with 3 heads of width 4
+    split = reference_split_heads(x, h)  # (B, h, T, d)
+    verdict = _diagnose(lambda f: _call(f, x, h), split_heads, (split,), SPLIT_MISTAKES)
+    if verdict.status == "ok":  # merge gets a contiguous tensor, like the output of weights @ v
+        probe = lambda f: _call(f, split.contiguous())  # noqa: E731
+        verdict = _diagnose(probe, merge_heads, (x,), MERGE_MISTAKES, MERGE_ERRORS)
+    if verdict.status == "ok":
+        attn = _seeded(lambda: MultiHeadSelfAttention(dim=12, heads=h))
+        with torch.no_grad():
+            verdict = _diagnose(lambda f: _attention_with(f, merge_heads, attn, x), split_heads, (attn(x),))
+    ok = "the heads split and merge as in helpers.vit; its attention gives the same output with yours."
+    learner, reference = (split_heads, merge_heads), (reference_split_heads, reference_merge_heads)
+    return _report("split and merge heads", verdict, learner, reference, ok, strict)
+
+
+def _steps(first: Callable, second: Callable) -> Callable:
+    """A block forward as the learner writes it, two lines: x = first(block, x); x = second(block, x)."""
+    return lambda b, x: second(b, first(b, x))
+
+
+_ATTN_STEP = lambda b, x: x + b.attn(b.norm1(x))  # noqa: E731  (the right first line)
+_MLP_STEP = lambda b, x: x + b.mlp(b.norm2(x))  # noqa: E731  (the right second line)
+BLOCK_MISTAKES = (
+    ("post_norm", _steps(lambda b, x: b.norm1(x + b.attn(x)), lambda b, x: b.norm2(x + b.mlp(x)))),
+    ("no_residual", _steps(lambda b, x: b.attn(b.norm1(x)), lambda b, x: b.mlp(b.norm2(x)))),
+    ("no_residual_attention", _steps(lambda b, x: b.attn(b.norm1(x)), _MLP_STEP)),
+    ("no_residual_mlp", _steps(_ATTN_STEP, lambda b, x: b.mlp(b.norm2(x)))),
+    ("residual_after_norm", _steps(lambda b, x: b.norm1(x) + b.attn(b.norm1(x)), _MLP_STEP)),
+    ("residual_after_norm", _steps(_ATTN_STEP, lambda b, x: b.norm2(x) + b.mlp(b.norm2(x)))),
+    ("norms_mixed", _steps(lambda b, x: x + b.attn(b.norm2(x)), lambda b, x: x + b.mlp(b.norm1(x)))),
+    ("norms_mixed", _steps(_ATTN_STEP, lambda b, x: x + b.mlp(b.norm1(x)))),
+    ("norms_mixed", _steps(lambda b, x: x + b.attn(b.norm2(x)), _MLP_STEP)),
+    ("no_norm", _steps(lambda b, x: x + b.attn(x), lambda b, x: x + b.mlp(x))),
+    ("parallel", lambda b, x: x + b.attn(b.norm1(x)) + b.mlp(b.norm2(x))),
+)
+
+
+def check_encoder_block(block_forward: Callable, *, strict: bool = False) -> Callable:
+    """Lesson 02: ``block_forward(block, x)`` must compute a pre-norm encoder block with ``block``'s layers,
+    here a helpers.vit.TransformerEncoderBlock whose LayerNorms have random scales and shifts."""
+    block = _seeded(lambda: TransformerEncoderBlock(dim=12, heads=3, mlp_dim=24))
+    x = _randn(2, 5, 12, seed=5)  # (B, T, D)
+    advice = "Eq. 2-3: x = x + attn(norm1(x)), then x = x + mlp(norm2(x))."
+    with torch.no_grad():
+        probe = lambda f: _call(f, block, x)  # noqa: E731
+        verdict = _diagnose(probe, block_forward, (block(x),), BLOCK_MISTAKES, advice=advice)
+    ok = "same output as helpers.vit.TransformerEncoderBlock with the same weights."
+    return _report("encoder block", verdict, block_forward, reference_block_forward, ok, strict)
+
+
+# --- Lesson 03: one training step -----------------------------------------------------------------
+
+MAX_NORM = 1.0  # as in lesson 03; the gradient norms of the two steps of the check are 2.4 and 3.3
+
+
+def _flat(tensors) -> torch.Tensor:
+    return torch.cat([t.detach().flatten() for t in tensors])
+
+
+def _training_run(step: Callable) -> tuple:
+    """Two calls of ``step`` on a tiny ViT with SGD: (change of the parameters after call 1, after call 2,
+    gradients left behind, losses returned)."""
+    config = ViTConfig(image_size=8, patch_size=4, num_classes=2, dim=12, depth=1, heads=3, mlp_dim=24)
+    model = _seeded(lambda: ViT(config)).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)  # plain SGD: every mistake shows in the weights
+    start, params, losses = _flat(model.parameters()), [], []
+    for i in range(2):
+        images, labels = _randn(4, 3, 8, 8, seed=10 + i), torch.tensor([0, 1, 1, 0]).roll(i)
+        try:
+            loss = step(model, images, labels, nn.CrossEntropyLoss(), optimizer, MAX_NORM)
+        except NotImplementedError:
+            raise _Skipped from None
+        if loss is None or loss is Ellipsis:
+            if i == 0 and torch.equal(_flat(model.parameters()), start):
+                raise _Skipped  # the stub: nothing returned, nothing trained
+            loss = math.nan  # it trained but did not return the loss
+        losses.append(torch.as_tensor(loss).detach().item())
+        params.append(_flat(model.parameters()) - start)
+    grads = _flat(torch.zeros_like(p) if p.grad is None else p.grad for p in model.parameters())
+    return params[0], params[1], grads, torch.tensor(losses)
+
+
+def _step_variant(zero: str = "start", clip: str = "before_step", step: bool = True, returns: bool = True):
+    """A training step with one thing moved or left out: ``zero`` is "start", "after_backward" or "never",
+    ``clip`` is "before_step", "after_step" or "never"."""
+
+    def training_step(model, images, labels, loss_fn, optimizer, max_norm):
+        if zero == "start":
+            optimizer.zero_grad()
+        loss = loss_fn(model(images), labels)
+        loss.backward()
+        if zero == "after_backward":
+            optimizer.zero_grad()
+        if clip == "before_step":
+            nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        if step:
+            optimizer.step()
+        if clip == "after_step":
+            nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        return loss.item() if returns else None
+
+    return training_step
+
+
+TRAINING_MISTAKES = (  # no_step before zero_grad_too_late: in the loose search, unmoved weights mean no_step
+    ("no_zero_grad", _step_variant(zero="never")),
+    ("no_step", _step_variant(step=False)),
+    ("zero_grad_too_late", _step_variant(zero="after_backward")),
+    ("no_clip", _step_variant(clip="never")),
+    ("clip_after_step", _step_variant(clip="after_step")),
+    ("no_return", _step_variant(returns=False)),
+)
+TRAINING_ERRORS = (
+    ("backward_detached", r"does not require grad|has no attribute 'backward'"),
+    ("backward_non_scalar", r"only for scalar outputs"),
+)
+
+
+def check_training_step(training_step: Callable, *, strict: bool = False) -> Callable:
+    """Lesson 03: ``training_step(model, images, labels, loss_fn, optimizer, max_norm)`` must zero the
+    gradients, compute the loss, backpropagate, clip the gradient norm to ``max_norm``, step the optimizer
+    and return the loss as a number. Two calls on a tiny helpers.vit.ViT are compared with the reference's."""
+    p1, p2, _, losses = _training_run(reference_training_step)
+    verdict = _diagnose(
+        _training_run,
+        training_step,
+        (p1, p2, None, losses),  # the gradients left behind may differ (zero_grad at the end is fine)
+        TRAINING_MISTAKES,
+        TRAINING_ERRORS,
+        advice="The order: zero_grad, loss_fn(model(images), labels), backward, clip, step, return the loss.",
+        loose=lambda obs: (obs[0], obs[1], obs[3]),
+    )
+    ok = "same weights and losses as the reference after two steps."
+    return _report("training step", verdict, training_step, reference_training_step, ok, strict)

@@ -1,0 +1,449 @@
+"""Tests for helpers/checks.py, the checks of the your-turn cells (issue 14).
+
+Every check must accept right answers written in several ways, reject each mistake it claims to catch
+with that mistake's hint, and treat a stub as skipped. The wrong answers below are written as a learner
+would write them, not taken from the known-wrong versions inside helpers.checks: a mistake must be
+recognised by what it computes, whatever the code looks like.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers import checks
+from helpers.vit import MultiHeadSelfAttention, PatchEmbedding, TransformerEncoderBlock
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _unfolded(images, P):
+    return images.unfold(2, P, P).unfold(3, P, P)  # (B, C, H/P, W/P, P, P), lesson 01's way
+
+
+def _flat_patches(x, images, P):
+    return x.reshape(images.shape[0], -1, images.shape[1] * P * P)
+
+
+# --- lesson 01: patchify ----------------------------------------------------------------------
+
+PATCHIFY_RIGHT = [
+    checks.reference_patchify,
+    lambda im, P: F.unfold(im, kernel_size=P, stride=P).transpose(1, 2),
+    lambda im, P: nn.Unfold(P, stride=P)(im).mT,
+    lambda im, P: _flat_patches(_unfolded(im, P).permute(0, 2, 3, 1, 4, 5), im, P),
+]
+PATCHIFY_WRONG = [
+    ("channels_last", lambda im, P: _flat_patches(_unfolded(im, P).permute(0, 2, 3, 4, 5, 1), im, P)),
+    ("grid_transposed", lambda im, P: _flat_patches(_unfolded(im, P).permute(0, 3, 2, 1, 4, 5), im, P)),
+    ("pixels_transposed", lambda im, P: _flat_patches(_unfolded(im, P).permute(0, 2, 3, 1, 5, 4), im, P)),
+    (
+        "pixels_transposed",
+        lambda im, P: _flat_patches(im.unfold(3, P, P).unfold(2, P, P).permute(0, 2, 3, 1, 4, 5), im, P),
+    ),
+    ("no_permute", lambda im, P: _flat_patches(im, im, P)),
+    ("no_permute", lambda im, P: _flat_patches(_unfolded(im, P), im, P)),
+    ("patches_last", lambda im, P: F.unfold(im, kernel_size=P, stride=P)),
+    ("shape", lambda im, P: _unfolded(im, P).permute(0, 2, 3, 1, 4, 5).flatten(3)),  # (B, H/P, W/P, C*P*P)
+    ("error", lambda im, P: _flat_patches(_unfolded(im, 16), im, 16)),  # patch size 16 hard-coded
+]
+
+# --- lesson 01: [class] token and positions -----------------------------------------------------
+
+
+def class_token_repeat(tokens, class_token, pos_embedding):
+    cls = class_token.repeat(tokens.size(0), 1, 1)  # a copy instead of a view: also right
+    return torch.cat((cls, tokens), dim=-2).add(pos_embedding)
+
+
+CLASS_TOKEN_RIGHT = [checks.reference_add_class_token, class_token_repeat]
+CLASS_TOKEN_WRONG = [
+    ("batch_sized", lambda t, c, p: torch.cat([c.expand(32, -1, -1), t], dim=1) + p),  # the tutorial's 32
+    ("batch_sized", lambda t, c, p: torch.cat([c.expand(3, -1, -1), t], dim=1) + p),  # lesson 01's B = 3
+    ("batch_sized", lambda t, c, p: torch.cat([c.repeat(2, 1, 1), t], dim=1) + p),  # right for B = 2 only
+    ("class_token_not_expanded", lambda t, c, p: torch.cat([c, t], dim=1) + p),
+    ("no_positions", lambda t, c, p: torch.cat([c.repeat(len(t), 1, 1), t], dim=1)),
+    ("class_token_last", lambda t, c, p: torch.cat([t, c.repeat(len(t), 1, 1)], dim=1) + p),
+    ("class_token_no_position", lambda t, c, p: torch.cat([c.repeat(len(t), 1, 1), t + p[:, 1:]], dim=1)),
+    (
+        "positions_before_concat",
+        lambda t, c, p: torch.cat([c.repeat(len(t), 1, 1), t + p[:, : t.shape[1]]], 1),
+    ),
+    ("positions_before_concat", lambda t, c, p: torch.cat([c.repeat(len(t), 1, 1), t + p], dim=1)),  # raises
+    ("class_token_added", lambda t, c, p: t + c + p[:, 1:]),
+]
+
+# --- lesson 02: attention -----------------------------------------------------------------------
+
+
+def attention_einsum(q, k, v):
+    weights = torch.einsum("...id,...jd->...ij", q, k).div(math.sqrt(q.shape[-1])).softmax(dim=-1)
+    return torch.einsum("...ij,...jd->...id", weights, v), weights
+
+
+def attention_fused(q, k, v):
+    weights = torch.softmax(q @ k.mT * q.size(-1) ** -0.5, dim=-1)
+    return F.scaled_dot_product_attention(q, k, v), weights
+
+
+def _scores(q, k):  # q·kᵀ for one head, written with the batch dimension
+    return torch.bmm(q, k.transpose(1, 2))
+
+
+def _with_values(weights, v):
+    return weights @ v, weights
+
+
+ATTENTION_RIGHT = [checks.reference_attention, attention_einsum, attention_fused]
+ATTENTION_WRONG = [
+    ("no_scale", lambda q, k, v: _with_values(_scores(q, k).softmax(dim=-1), v)),
+    ("scale_by_d", lambda q, k, v: _with_values((_scores(q, k) / q.shape[-1]).softmax(dim=-1), v)),
+    ("scale_after_softmax", lambda q, k, v: _with_values(_scores(q, k).softmax(-1) / q.shape[-1] ** 0.5, v)),
+    (
+        "softmax_wrong_axis",
+        lambda q, k, v: _with_values((_scores(q, k) / q.shape[-1] ** 0.5).softmax(dim=1), v),
+    ),
+    (
+        "softmax_wrong_axis",
+        lambda q, k, v: _with_values(F.softmax(_scores(q, k) / q.shape[-1] ** 0.5, dim=0), v),
+    ),
+    ("no_softmax", lambda q, k, v: _with_values(_scores(q, k) / q.shape[-1] ** 0.5, v)),
+    ("values_not_used", lambda q, k, v: ((w := (_scores(q, k) / q.shape[-1] ** 0.5).softmax(-1)), w)),
+    (
+        "not_batched",
+        lambda q, k, v: _with_values((q @ k.transpose(1, 2) / q.shape[-1] ** 0.5).softmax(-1), v),
+    ),
+    ("not_batched", lambda q, k, v: _with_values((q @ k.mT / q.shape[-1] ** 0.5).softmax(dim=2), v)),
+    ("count", lambda q, k, v: checks.reference_attention(q, k, v)[0]),  # the output only
+]
+
+# --- lesson 02: split and merge heads -------------------------------------------------------------
+
+
+def split_view(x, heads):
+    B, T, D = x.shape
+    return x.view(B, T, heads, D // heads).permute(0, 2, 1, 3)
+
+
+def merge_contiguous_view(x):
+    B, h, T, d = x.shape
+    return x.permute(0, 2, 1, 3).contiguous().view(B, T, h * d)
+
+
+HEADS_RIGHT = [
+    (checks.reference_split_heads, checks.reference_merge_heads),
+    (split_view, merge_contiguous_view),
+    (lambda x, h: x.unflatten(-1, (h, -1)).transpose(1, 2), lambda x: x.transpose(1, 2).flatten(2)),
+]
+merge = checks.reference_merge_heads
+HEADS_WRONG = [
+    ("split_interleaved", (lambda x, h: x.view(*x.shape[:2], -1, h).permute(0, 3, 1, 2), merge)),
+    # interleaved both ways: the pair undoes itself, but the heads still see the wrong features
+    (
+        "split_interleaved",
+        (
+            lambda x, h: x.unflatten(-1, (-1, h)).permute(0, 3, 1, 2),
+            lambda x: x.permute(0, 2, 3, 1).flatten(2),
+        ),
+    ),
+    ("split_no_transpose", (lambda x, h: x.view(x.shape[0], h, x.shape[1], -1), merge)),
+    ("split_missing_transpose", (lambda x, h: x.view(*x.shape[:2], h, -1), merge)),
+    ("merge_no_transpose", (split_view, lambda x: x.reshape(x.shape[0], x.shape[2], -1))),
+    ("merge_interleaved", (split_view, lambda x: x.permute(0, 2, 3, 1).flatten(2))),
+    ("merge_view", (split_view, lambda x: x.transpose(1, 2).view(x.shape[0], x.shape[2], -1))),
+]
+
+# --- lesson 02: encoder block -------------------------------------------------------------------
+
+
+def block_two_steps(self, x):
+    h = self.norm1(x)
+    x = torch.add(x, self.attn(h))
+    h = self.norm2(x)
+    return torch.add(x, self.mlp(h))
+
+
+def block_post_norm(self, x):
+    x = self.norm1(x + self.attn(x))
+    return self.norm2(x + self.mlp(x))
+
+
+def block_residual_of_normed(self, x):
+    x = self.norm1(x)
+    x = x + self.attn(x)
+    return x + self.mlp(self.norm2(x))
+
+
+def block_norms_swapped(self, x):
+    x = x + self.attn(self.norm2(x))
+    return x + self.mlp(self.norm1(x))
+
+
+BLOCK_RIGHT = [checks.reference_block_forward, block_two_steps, lambda b, x: b(x)]
+BLOCK_WRONG = [
+    ("post_norm", block_post_norm),
+    ("no_residual", lambda b, x: b.mlp(b.norm2(b.attn(b.norm1(x))))),
+    ("no_residual_attention", lambda b, x: (a := b.attn(b.norm1(x))) + b.mlp(b.norm2(a))),
+    ("no_residual_mlp", lambda b, x: b.mlp(b.norm2(x + b.attn(b.norm1(x))))),
+    ("residual_after_norm", block_residual_of_normed),
+    ("norms_mixed", block_norms_swapped),
+    ("norms_mixed", lambda b, x: (y := x + b.attn(b.norm1(x))) + b.mlp(b.norm1(y))),  # norm1 twice
+    ("no_norm", lambda b, x: (y := x + b.attn(x)) + b.mlp(y)),
+    ("parallel", lambda b, x: x + b.attn(b.norm1(x)) + b.mlp(b.norm2(x))),
+    ("shape", lambda b, x: block_two_steps(b, x)[:, 0]),  # the [class] token only
+]
+
+# --- lesson 03: one training step ---------------------------------------------------------------
+
+
+def step_zero_grad_at_end(model, images, labels, loss_fn, optimizer, max_norm):
+    loss = loss_fn(model(images), labels)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=max_norm)
+    optimizer.step()
+    model.zero_grad()  # at the end instead of the start: also right
+    return loss  # a tensor instead of a float: also right
+
+
+def step_zeros_not_none(model, images, labels, loss_fn, optimizer, max_norm):
+    optimizer.zero_grad(set_to_none=False)
+    logits = model(images)
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    return loss.item()
+
+
+def make_step(order: list[str]):
+    """A training step that runs the named actions in the given order, as a learner might write them."""
+
+    def step(model, images, labels, loss_fn, optimizer, max_norm):
+        result = None
+        for action in order:
+            if action == "zero":
+                optimizer.zero_grad()
+            elif action == "forward":
+                loss = loss_fn(model(images), labels)
+                result = loss.item()
+            elif action == "backward":
+                loss.backward()
+            elif action == "detached_backward":
+                loss.detach().backward()
+            elif action == "item_backward":
+                loss.item().backward()
+            elif action == "per_image_backward":
+                F.cross_entropy(model(images), labels, reduction="none").backward()
+            elif action == "logits_backward":
+                model(images).backward()
+            elif action == "clip":
+                nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            elif action == "step":
+                optimizer.step()
+            elif action == "forget_result":
+                result = None
+        return result
+
+    return step
+
+
+TRAINING_RIGHT = [
+    checks.reference_training_step,
+    step_zero_grad_at_end,
+    step_zeros_not_none,
+    make_step(["forward", "zero", "backward", "clip", "step"]),  # zero_grad after the forward: right
+]
+TRAINING_WRONG = [
+    ("no_zero_grad", make_step(["forward", "backward", "clip", "step"])),
+    ("no_step", make_step(["zero", "forward", "backward", "clip"])),
+    ("no_step", make_step(["zero", "forward", "step", "backward", "clip"])),  # step before backward
+    ("zero_grad_too_late", make_step(["forward", "backward", "zero", "clip", "step"])),
+    ("no_clip", make_step(["zero", "forward", "backward", "step"])),
+    ("no_clip", make_step(["zero", "clip", "forward", "backward", "step"])),  # clipped before backward
+    ("clip_after_step", make_step(["zero", "forward", "backward", "step", "clip"])),
+    ("no_return", make_step(["zero", "forward", "backward", "clip", "step", "forget_result"])),
+    ("backward_detached", make_step(["zero", "forward", "detached_backward", "clip", "step"])),
+    ("backward_detached", make_step(["zero", "forward", "item_backward", "clip", "step"])),
+    ("backward_non_scalar", make_step(["zero", "forward", "per_image_backward", "clip", "step"])),
+    ("backward_non_scalar", make_step(["zero", "forward", "logits_backward", "clip", "step"])),
+]
+
+# --- the tests ----------------------------------------------------------------------------------
+
+REFERENCES = {
+    "patchify": checks.reference_patchify,
+    "class_token": checks.reference_add_class_token,
+    "attention": checks.reference_attention,
+    "heads": (checks.reference_split_heads, checks.reference_merge_heads),
+    "encoder_block": checks.reference_block_forward,
+    "training_step": checks.reference_training_step,
+}
+CASES = {  # check name -> (check, right answers, (hint, wrong answer) pairs)
+    "patchify": (checks.check_patchify, PATCHIFY_RIGHT, PATCHIFY_WRONG),
+    "class_token": (checks.check_class_token, CLASS_TOKEN_RIGHT, CLASS_TOKEN_WRONG),
+    "attention": (checks.check_attention, ATTENTION_RIGHT, ATTENTION_WRONG),
+    "heads": (lambda pair, **kw: checks.check_heads(*pair, **kw), HEADS_RIGHT, HEADS_WRONG),
+    "encoder_block": (checks.check_encoder_block, BLOCK_RIGHT, BLOCK_WRONG),
+    "training_step": (checks.check_training_step, TRAINING_RIGHT, TRAINING_WRONG),
+}
+RIGHT = [
+    pytest.param(name, i, id=f"{name}-{i}")
+    for name, (_, right, _) in CASES.items()
+    for i in range(len(right))
+]
+WRONG = [
+    pytest.param(name, i, id=f"{name}-{hint}-{i}")
+    for name, (_, _, wrong) in CASES.items()
+    for i, (hint, _) in enumerate(wrong)
+]
+
+
+@pytest.mark.parametrize(("name", "index"), RIGHT)
+def test_check_accepts_a_right_answer_and_returns_it(name, index, capsys):
+    check, right, _ = CASES[name]
+    answer = right[index]
+    assert check(answer, strict=True) == answer  # the same function (for heads: the same pair)
+    assert capsys.readouterr().out.startswith("✓")
+
+
+@pytest.mark.parametrize(("name", "index"), WRONG)
+def test_check_names_the_mistake(name, index):
+    check, _, wrong = CASES[name]
+    hint, answer = wrong[index]
+    with pytest.raises(checks.CheckFailed) as failure:
+        check(answer, strict=True)
+    assert failure.value.hint == hint, failure.value.message
+    if hint in checks.HINTS:
+        assert checks.HINTS[hint] in failure.value.message
+
+
+def test_every_hint_is_tested():
+    tested = {hint for _, _, wrong in CASES.values() for hint, _ in wrong}
+    assert set(checks.HINTS) <= tested, f"hints without a test: {sorted(set(checks.HINTS) - tested)}"
+
+
+def _raises(*args):
+    raise NotImplementedError("your turn")
+
+
+def _ellipsis(*args): ...
+
+
+STUBS = {"raises": _raises, "ellipsis": _ellipsis, "returns_none": lambda *args: None}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("stub", list(STUBS))
+def test_a_stub_is_skipped_and_the_reference_used(name, stub, capsys):
+    check = CASES[name][0]
+    answer = (STUBS[stub], STUBS[stub]) if name == "heads" else STUBS[stub]
+    used = check(answer, strict=True)  # a skipped cell is not an error, even when strict
+    assert used == REFERENCES[name]
+    out = capsys.readouterr().out
+    assert out.startswith("- ") and "skipped" in out and "reference" in out
+
+
+def test_a_wrong_answer_does_not_raise_by_default(capsys):
+    hint, answer = ATTENTION_WRONG[0]
+    assert checks.check_attention(answer) is checks.reference_attention
+    out = capsys.readouterr().out
+    assert out.startswith("✗ attention: " + checks.HINTS[hint]) and "goes on with the reference" in out
+
+
+def test_an_error_in_the_learner_code_is_reported_not_raised(capsys):
+    _, answer = PATCHIFY_WRONG[-1]  # patch size 16 hard-coded: the reshape fails
+    assert checks.check_patchify(answer) is checks.reference_patchify
+    assert "Your code raised RuntimeError" in capsys.readouterr().out
+
+
+def test_a_shape_mistake_says_expected_and_got():
+    _, answer = PATCHIFY_WRONG[-2]
+    with pytest.raises(checks.CheckFailed, match=r"Expected shape \(2, 9, 48\), got \(2, 3, 3, 48\)"):
+        checks.check_patchify(answer, strict=True)
+
+
+def test_checks_leave_the_global_random_state_alone():
+    torch.manual_seed(1234)  # a state no check could leave behind by seeding the global generator itself
+    state = torch.get_rng_state()
+    for check, right, _ in CASES.values():
+        check(right[0])
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_every_known_mistake_is_far_from_the_tolerance(monkeypatch):
+    """The checks compare to 1e-4 relative, 1e-5 absolute; each known mistake must be far outside that."""
+    gaps = {}
+    diagnose = checks._diagnose
+
+    def measure(probe, fn, want, mistakes=(), *args, **kwargs):
+        for hint, wrong in mistakes:
+            seen = probe(wrong)
+            gap = math.inf if len(seen) != len(want) else 0.0
+            for a, b in zip(seen, want, strict=False):
+                if b is not None:
+                    same_shape = a.shape == b.shape
+                    diff = (a.double() - b.double()).abs().nan_to_num(nan=math.inf) if same_shape else None
+                    gap = max(gap, diff.max().item() if same_shape else math.inf)
+            gaps[hint] = min(gaps.get(hint, math.inf), gap)
+        return diagnose(probe, fn, want, mistakes, *args, **kwargs)
+
+    monkeypatch.setattr(checks, "_diagnose", measure)
+    for check, right, _ in CASES.values():
+        check(right[0])
+    catalogues = ("PATCHIFY", "CLASS_TOKEN", "ATTENTION", "SPLIT", "MERGE", "BLOCK", "TRAINING")
+    assert set(gaps) == {hint for c in catalogues for hint, _ in getattr(checks, f"{c}_MISTAKES")}
+    assert min(gaps.values()) > 0.03, gaps
+
+
+# --- the references agree with helpers.vit and PyTorch ------------------------------------------
+
+
+def test_reference_patchify_is_what_the_patch_convolution_sees():
+    embed = PatchEmbedding(image_size=16, patch_size=4, in_channels=3, dim=10)
+    images = torch.randn(3, 3, 16, 16)
+    patches = checks.reference_patchify(images, 4)  # (B, N, C*P*P)
+    tokens = patches @ embed.proj.weight.flatten(1).T + embed.proj.bias  # flattened patch @ E + b
+    torch.testing.assert_close(tokens, embed.proj(images).flatten(2).transpose(1, 2))
+
+
+def test_reference_class_token_is_patch_embedding():
+    embed = PatchEmbedding(image_size=16, patch_size=4, in_channels=3, dim=10)
+    nn.init.normal_(embed.class_token)  # not zero, so that it matters
+    images = torch.randn(3, 3, 16, 16)
+    tokens = embed.proj(images).flatten(2).transpose(1, 2)
+    out = checks.reference_add_class_token(tokens, embed.class_token, embed.pos_embedding)
+    torch.testing.assert_close(out, embed(images))
+
+
+def test_reference_attention_heads_and_block_are_helpers_vit():
+    attn = MultiHeadSelfAttention(dim=12, heads=3).eval()
+    x = torch.randn(2, 7, 12)
+    q, k, v = (checks.reference_split_heads(t, 3) for t in attn.to_qkv(x).chunk(3, dim=-1))
+    out, weights = checks.reference_attention(q, k, v)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v))
+    want, want_weights = attn(x, return_attention=True)
+    torch.testing.assert_close(weights, want_weights)
+    torch.testing.assert_close(attn.proj(checks.reference_merge_heads(out)), want)
+
+    block = TransformerEncoderBlock(dim=12, heads=3, mlp_dim=24).eval()
+    torch.testing.assert_close(checks.reference_block_forward(block, x), block(x))
+
+
+def test_reference_training_step_is_one_clipped_sgd_update():
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3)
+    images, labels = torch.randn(8, 6), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = nn.CrossEntropyLoss()(model(images), labels)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    norm = torch.cat([g.flatten() for g in grads]).norm()
+    assert norm > 0.1  # so that clipping to 0.1 changes the update
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    returned = checks.reference_training_step(model, images, labels, nn.CrossEntropyLoss(), optimizer, 0.1)
+    assert returned == pytest.approx(loss.item())
+    for p, p0, g in zip(model.parameters(), before, grads, strict=True):
+        torch.testing.assert_close(p.detach(), p0 - 0.5 * g * (0.1 / norm), rtol=1e-5, atol=1e-6)
