@@ -73,7 +73,8 @@ HINTS = {
     "softmax_wrong_axis": "The softmax runs over the wrong axis: each query's weights must sum to 1 over "
     "the keys, softmax(dim=-1).",
     "no_softmax": "The softmax is missing: weights = softmax(q·kᵀ / sqrt(d)), positive and summing to 1.",
-    "values_not_used": "You returned the weights as the output; the output is weights @ v, a weighted sum of v.",
+    "values_not_used": "You returned the weights as the output; the output is weights @ v, "
+    "a weighted sum of v.",
     "not_batched": "Right for one head (B, T, d), wrong for all heads at once (B, h, T, d): transpose "
     "the last two dimensions, k.transpose(-2, -1), and take the softmax over dim=-1.",
     # split and merge heads (lesson 02)
