@@ -10,12 +10,13 @@ STAMP := $(VENV)/.setup-done
 # Notebook figures go to figures/ for `make run`; tests write theirs to build/ so the tree stays clean.
 TEST_ENV := FAKEVIT_MODE=small FAKEVIT_FIGURES=$(CURDIR)/build/test-figures MPLBACKEND=Agg
 
-.PHONY: help setup run test lint figures clean distclean set-repo clean-notebooks
+.PHONY: help setup run test lint figures clean distclean set-repo clean-notebooks rehearse
 
 help:
 	@echo "make run        execute every lesson in small mode -> build/notebooks/, figures/"
 	@echo "make test       ruff, then pytest: unit tests + every notebook (nbval, small mode)"
 	@echo "make figures    regenerate every figure in figures/ (lessons + demo screenshot)"
+	@echo "make rehearse   every lesson in full mode, offline, each in a fresh folder, against stand-ins"
 	@echo "make lint       ruff check and ruff format --check, notebook checks"
 	@echo "make set-repo REPO=you/your-fork   point badges and Colab set-up cells at a fork"
 	@echo "make clean-notebooks   strip outputs (keeps only cells nbval checks)"
@@ -35,6 +36,10 @@ run: $(STAMP)
 
 figures: run
 	$(PY) tools/demo_screenshot.py --out figures/demo.png
+
+# Full mode as in fresh Colab runtimes: local Hub, stand-in train.zip and weights -> build/rehearsal/
+rehearse: $(STAMP)
+	$(PY) tools/rehearse.py
 
 LINTED := helpers tests notebooks tools benchmarks app
 
