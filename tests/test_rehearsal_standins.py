@@ -20,7 +20,7 @@ from huggingface_hub import constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 from PIL import Image, ImageOps
 
-from helpers import data, pretrained
+from helpers import datasets, fake_or_real, pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -149,19 +149,20 @@ def test_standin_zip_bytes_depend_only_on_the_arguments(standin_zip, tmp_path):
 
 
 def test_download_fake_or_real_fetches_and_extracts_the_standin_from_the_hub(hub, standin_zip, tmp_path):
-    served = hub.root / data.FAKE_OR_REAL_REPO / data.FAKE_OR_REAL_FILE
+    served = hub.root / fake_or_real.REPO_ID / fake_or_real.ZIP_FILE
     served.parent.mkdir(parents=True)
     served.write_bytes(standin_zip.read_bytes())
 
-    folder = data.download_fake_or_real(tmp_path / "fake_or_real", expected_count=FAKES + PHOTOS)
-    samples, class_names = data.find_images(folder)
-    assert class_names == list(data.CLASS_NAMES)
+    folder = fake_or_real.download_fake_or_real(tmp_path / "fake_or_real", expected_count=FAKES + PHOTOS)
+    samples, class_names = datasets.find_images(folder)
+    assert class_names == list(datasets.CLASS_NAMES)
     assert np.bincount([label for _, label in samples]).tolist() == [FAKES, PHOTOS]
     assert not list(folder.rglob("._*")) and not (tmp_path / "fake_or_real" / "__MACOSX").exists()
-    assert len(hub.downloads(data.FAKE_OR_REAL_FILE)) == 1
+    assert len(hub.downloads(fake_or_real.ZIP_FILE)) == 1
 
-    assert data.download_fake_or_real(tmp_path / "fake_or_real", expected_count=FAKES + PHOTOS) == folder
-    assert len(hub.downloads(data.FAKE_OR_REAL_FILE)) == 1  # prepared once: no second download
+    again = fake_or_real.download_fake_or_real(tmp_path / "fake_or_real", expected_count=FAKES + PHOTOS)
+    assert again == folder
+    assert len(hub.downloads(fake_or_real.ZIP_FILE)) == 1  # prepared once: no second download
 
 
 # --------------------------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ class Setup:
 
 
 def install_helpers(site: Path, scratch: Path) -> None:
-    """Build a wheel of the working tree (tracked and untracked files, not ignored ones) and install it to ``site``."""
+    """Build a wheel of the working tree (tracked and untracked files, not ignored ones) into ``site``."""
     source = scratch / "source"  # a clean copy: an in-tree build could pick up stale files from build/
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
@@ -141,7 +141,7 @@ def install_helpers(site: Path, scratch: Path) -> None:
 
 
 def runtime_env(runtime: Path, home: Path, setup: Setup) -> dict[str, str]:
-    """The environment of a fresh runtime: its own caches, helpers from the wheel, the stand-in Hub and weights."""
+    """A fresh runtime's environment: its own caches, helpers from the wheel, the stand-in Hub and weights."""
     checkpoints = runtime / "torch" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / setup.weights.name).symlink_to(setup.weights)  # as if downloaded in this runtime
@@ -176,7 +176,7 @@ def check_parameters(notebook: Path, parameters: dict) -> None:
 
 
 def first_error(executed: Path) -> str | None:
-    """``"cell N (`first line`): Name: message"`` for the first cell that raised, N counted in the lesson as committed."""
+    """``"cell N (`first line`): Name: message"`` for the first cell that raised (N as committed)."""
     try:
         cells = json.loads(executed.read_text(encoding="utf-8"))["cells"]
     except (OSError, ValueError):
@@ -194,7 +194,7 @@ def first_error(executed: Path) -> str | None:
 
 
 def execute(notebook: Path, out: Path, parameters: dict, cwd: Path, env: dict, timeout: int) -> str | None:
-    """Run ``notebook`` with papermill in its own process; None if every cell ran, else where and why it stopped."""
+    """Run ``notebook`` with papermill in its own process; None if every cell ran, else where and why not."""
     params_file = out.with_suffix(".parameters.yaml")
     params_file.write_text(json.dumps(parameters), encoding="utf-8")  # JSON is YAML
     command = [sys.executable, "-m", "papermill", notebook, out, "-f", params_file, "--cwd", cwd]
@@ -246,7 +246,8 @@ def rehearse_one(run: Run, runtime: Path, home: Path, out_dir: Path, setup: Setu
 
     if downloads and home_has_zip:
         run.problems.append(
-            f"downloaded {ZIP_NAME} again ({run.zip_megabytes:.1f} MB) after an earlier runtime with this home had"
+            f"downloaded {ZIP_NAME} again ({run.zip_megabytes:.1f} MB) after an earlier runtime with this "
+            "home had"
         )
     if downloads and run.failure and run.scenario == "empty":  # should stop before fetching anything
         run.problems.append(f"downloaded {ZIP_NAME} ({run.zip_megabytes:.1f} MB) and then stopped")
@@ -258,7 +259,7 @@ def rehearse_one(run: Run, runtime: Path, home: Path, out_dir: Path, setup: Setu
 
 
 def smoke(scratch: Path, setup: Setup) -> Path:
-    """Run a one-cell notebook in a fresh runtime; return where its kernel imported helpers from (must be SITE)."""
+    """Run a one-cell notebook in a fresh runtime; return where its kernel imported helpers from (SITE)."""
     runtime = scratch / "smoke"
     (runtime / "work").mkdir(parents=True)
     code = "import helpers\nprint('HELPERS_FILE=' + helpers.__file__)"
@@ -341,8 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         weights = write_standin_vit_b16_weights(scratch / "standin-torch")
         print(
             f"stand-ins: {zip_path.name} with {args.fakes} fakes + {args.photos} photos "
-            f"({zip_path.stat().st_size / 1e6:.1f} MB); {weights.name} with sha256 {sha256_prefix(weights)}..., "
-            f"not the published {PUBLISHED_PREFIX}... (set-up with the wheel: {time.perf_counter() - start:.0f} s)"
+            f"({zip_path.stat().st_size / 1e6:.1f} MB); {weights.name} with sha256 "
+            f"{sha256_prefix(weights)}..., not the published {PUBLISHED_PREFIX}... "
+            f"(set-up with the wheel: {time.perf_counter() - start:.0f} s)"
         )
         with FakeHub(scratch / "hub") as hub:
             setup = Setup(scratch / "site", hub, weights, args.timeout)
@@ -361,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     failed = [run for run in runs if not run.ok]
     print(
-        f"\n{len(runs) - len(failed)} of {len(runs)} runs passed in {total:.0f} s; executed notebooks in {args.out}"
+        f"\n{len(runs) - len(failed)} of {len(runs)} runs passed in {total:.0f} s; "
+        f"executed notebooks in {args.out}"
     )
     return 1 if failed else 0
 

@@ -1,4 +1,4 @@
-"""Stand-ins for the two things full mode downloads: the dataset's ``train.zip`` and ImageNet ViT-B/16 weights.
+"""Stand-ins for what full mode downloads: the dataset's ``train.zip`` and ImageNet ViT-B/16 weights.
 
 - :func:`write_standin_zip`: a zip with the layout of the real ``train.zip``
   (``mncai/Fake_or_Real_Competition_Dataset``) as a macOS "Compress" makes it::
@@ -37,17 +37,11 @@ import torch
 import torchvision
 from PIL import Image
 
-# The toy set's recipe, imported rather than copied: helpers.data makes the "fakes" of the toy
-# dataset with these (issue 10 moves them into their own helpers module).
-from helpers.data import (
-    CLASS_NAMES,
-    FAKE_OR_REAL_FILE,
-    FAKE_OR_REAL_REPO,
-    TOY_GENERATORS,
-    _random_crop,
-    _toy_fake,
-    _toy_sources,
-)
+# The toy set's recipe, imported rather than copied: helpers.toy makes the toy set's "fakes" with these.
+from helpers.datasets import CLASS_NAMES
+from helpers.fake_or_real import REPO_ID, ZIP_FILE
+from helpers.toy import GENERATORS, _generate_fake, _random_crop
+from helpers.toy import _sources as _toy_sources
 
 PHOTO_SIZES = ((2000, 1500), (1500, 2000), (2048, 1536))  # (width, height): 3.0, 3.0 and 3.1 megapixels
 FAKE_SIZE = 512  # side of the square PNG "fakes"
@@ -67,12 +61,12 @@ def standin_fake(index: int, seed: int = 0) -> np.ndarray:
     """A (512, 512, 3) uint8 "fake": a photo crop passed through one of the toy set's stand-in generators."""
     rng = np.random.default_rng([seed, 0, index])
     crop = _random_crop(rng, list(_sources()), FAKE_SIZE)  # (512, 512, 3) floats in [0, 1]
-    generator = sorted(TOY_GENERATORS)[index % len(TOY_GENERATORS)]
-    return np.clip(np.round(_toy_fake(crop, generator) * 255.0), 0, 255).astype(np.uint8)
+    generator = sorted(GENERATORS)[index % len(GENERATORS)]
+    return np.clip(np.round(_generate_fake(crop, generator) * 255.0), 0, 255).astype(np.uint8)
 
 
 def standin_photo(index: int, seed: int = 0) -> bytes:
-    """JPEG bytes of a multi-megapixel "photo": a crop of a scikit-image photograph, enlarged, with sensor-like noise."""
+    """JPEG bytes of a multi-megapixel "photo": a scikit-image photograph cropped, enlarged, with noise."""
     rng = np.random.default_rng([seed, 1, index])
     colour = [s for s in _sources() if np.ptp(s.astype(np.int16).mean(axis=(0, 1))) > 0]  # not grey
     source = colour[index % len(colour)]
@@ -88,7 +82,7 @@ def standin_photo(index: int, seed: int = 0) -> bytes:
     photo = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     exif = Image.Exif()
     if index == EXIF_ROTATED_PHOTO:
-        # Stored sideways, as a phone held upright stores it: EXIF Orientation 6 = rotate 90 degrees clockwise to show.
+        # Stored sideways, as a phone held upright stores it: EXIF Orientation 6 = turn 90 degrees clockwise.
         photo = photo.transpose(Image.Transpose.ROTATE_90)
         exif[0x0112] = 6
     buffer = io.BytesIO()
@@ -97,7 +91,7 @@ def standin_photo(index: int, seed: int = 0) -> bytes:
 
 
 def apple_double(name: str) -> bytes:
-    """The AppleDouble file ``._name`` that macOS adds to a zip for ``name``: a header and 32 bytes of Finder info."""
+    """The AppleDouble ``._name`` that macOS adds to a zip for ``name``: a header, 32 bytes of Finder info."""
     header = struct.pack(
         ">II16sH", 0x00051607, 0x00020000, b"Mac OS X        ", 1
     )  # magic, version, filler, entries
@@ -146,8 +140,8 @@ def write_standin_zip(path: str | os.PathLike, fakes: int = 16, photos: int = 16
 
 
 def publish_standin_dataset(hub_root: str | os.PathLike, **zip_kwargs) -> Path:
-    """Write the stand-in zip where :class:`~rehearsal.fake_hub.FakeHub` serves it as the course's dataset file."""
-    return write_standin_zip(Path(hub_root) / FAKE_OR_REAL_REPO / FAKE_OR_REAL_FILE, **zip_kwargs)
+    """Write the stand-in zip where :class:`~rehearsal.fake_hub.FakeHub` serves it as the dataset file."""
+    return write_standin_zip(Path(hub_root) / REPO_ID / ZIP_FILE, **zip_kwargs)
 
 
 def write_standin_vit_b16_weights(torch_home: str | os.PathLike, seed: int = 0) -> Path:
