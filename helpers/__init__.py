@@ -3,7 +3,7 @@
 Where each lesson meets the package (as d2l's helpers say where they are defined):
 
     lesson  module          what it holds
-    all     course          small/full mode (MODE), project paths, the device
+    all     course          small/full mode (MODE), the course home (Drive in Colab), expect(), device
     01, 02  vit             the Vision Transformer block by block; loads torchvision's weights
     01-03   checks          the your-turn checks: your code against the reference, with hints
     03      images          safe decoding of any image file to RGB; the pixel-limit check
