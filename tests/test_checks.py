@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import checks
+from helpers import checks, mistakes
 from helpers.vit import MultiHeadSelfAttention, PatchEmbedding, TransformerEncoderBlock
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -395,7 +395,7 @@ def test_every_known_mistake_is_far_from_the_tolerance(monkeypatch):
     for check, right, _ in CASES.values():
         check(right[0])
     catalogues = ("PATCHIFY", "CLASS_TOKEN", "ATTENTION", "SPLIT", "MERGE", "BLOCK", "TRAINING")
-    assert set(gaps) == {hint for c in catalogues for hint, _ in getattr(checks, f"{c}_MISTAKES")}
+    assert set(gaps) == {hint for c in catalogues for hint, _ in getattr(mistakes, f"{c}_MISTAKES")}
     assert min(gaps.values()) > 0.03, gaps
 
 
