@@ -5,7 +5,9 @@ Where each lesson meets the package (as d2l's helpers say where they are defined
     lesson  module          what it holds
     all     course          small/full mode (MODE), the course home (Drive in Colab), expect(), device
     01, 02  vit             the Vision Transformer block by block; loads torchvision's weights
+    01, 02  vit_figure      the architecture figure: Figure 1 and Eq. 1-4 with the names in vit
     01-03   checks          the your-turn checks: your code against the reference, with hints
+    01-03   mistakes        the classic mistakes the checks recognise, and the hint for each
     03      images          safe decoding of any image file to RGB; the pixel-limit check
     03      datasets        indexing a folder, the Dataset, the stratified split, DataLoaders
     03      toy             the toy fake-versus-real dataset (small mode)
