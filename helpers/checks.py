@@ -217,8 +217,8 @@ def _report(step: str, verdict: Verdict, learner, reference, ok_text: str, stric
         print(f"✓ {step}: {ok_text} The lesson uses your version from here on.")
         return learner
     if verdict.status == "skipped":
-        print(f"- {step}: you skipped this cell (it raises NotImplementedError or returns nothing), so the")
-        print("  lesson goes on with the reference. Fill it in, then run it and this check again.")
+        print(f"- {step}: skipped (your cell raises NotImplementedError or returns nothing).")
+        print("  The lesson goes on with the reference; fill the cell in, then run it and this check again.")
         return reference
     print(f"✗ {step}: {verdict.message}")
     print("  The lesson goes on with the reference for now; fix your cell, then run it and this check again.")
