@@ -170,13 +170,14 @@ def test_download_fake_or_real_fetches_and_extracts_the_standin_from_the_hub(hub
 # --------------------------------------------------------------------------------------------------
 
 
-def test_standin_weights_load_through_torchvisions_cache(tmp_path, monkeypatch):
+def test_standin_weights_load_through_torchvisions_cache_and_are_announced(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     path = standins.write_standin_vit_b16_weights(tmp_path / "torch")
     assert path == pretrained.weights_cache_path()  # the name and folder torchvision looks in
-    assert standins.sha256_prefix(path) != standins.PUBLISHED_PREFIX == "c867db91"
+    assert pretrained.sha256_prefix(path) != standins.PUBLISHED_PREFIX == "c867db91"
 
     model = pretrained.load_pretrained_vit_b16(num_classes=None, image_size=32, timeout=0.1)
+    assert "NOT THE PUBLISHED WEIGHTS" in capsys.readouterr().out
     saved = torch.load(path, weights_only=True)
     assert saved["heads.head.weight"].std() > 0.01  # a head that tells the 1000 classes apart
     torch.testing.assert_close(model.head.weight, saved["heads.head.weight"])
