@@ -19,6 +19,7 @@ help:
 	@echo "make rehearse   every lesson in full mode, offline, each in a fresh folder, against stand-ins"
 	@echo "make lint       ruff check and ruff format --check, notebook checks"
 	@echo "make set-repo REPO=you/your-fork   point badges and Colab set-up cells at a fork"
+	@echo "make set-repo REF=v1.0   make them open and install a tag (a release) or commit"
 	@echo "make clean-notebooks   strip outputs (keeps only cells nbval checks)"
 	@echo "make clean / distclean   remove build outputs / also the virtual environment"
 
@@ -53,7 +54,7 @@ test: lint
 	$(TEST_ENV) $(PY) -m pytest tests notebooks
 
 set-repo: $(STAMP)
-	$(PY) tools/set_repo.py $(if $(REPO),--repo $(REPO))
+	$(PY) tools/set_repo.py $(if $(REPO),--repo $(REPO)) $(if $(REF),--ref $(REF))
 
 clean-notebooks: $(STAMP)
 	$(PY) tools/clean_notebooks.py notebooks/*.ipynb notebooks/solutions/*.ipynb
