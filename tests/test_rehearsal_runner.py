@@ -1,0 +1,183 @@
+"""The full-mode rehearsal's runner: the fresh runtime it builds (tools/rehearsal/runtime.py), the
+checks it makes after each notebook (tools/rehearsal/checks.py), and tools/rehearse.py as a program.
+
+The rehearsal itself runs in `make test` (tools/rehearse.py); these tests try its parts on made-up
+notebooks and observations, in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import course
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from rehearsal import checks, runtime  # noqa: E402
+from rehearsal.checks import Run  # noqa: E402
+
+
+def code_cell(source, tags=(), outputs=()):
+    return {"cell_type": "code", "metadata": {"tags": list(tags)}, "source": source, "outputs": list(outputs)}
+
+
+ERROR = {"output_type": "error", "ename": "ZeroDivisionError", "evalue": "division by zero", "traceback": []}
+
+
+def write_notebook(path: Path, cells: list[dict]) -> Path:
+    path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# The runtime
+# --------------------------------------------------------------------------------------------------
+
+
+def test_the_failing_cell_is_numbered_as_in_the_lesson(tmp_path):
+    cells = [
+        code_cell("papermill's banner", tags=["papermill-error-cell-tag"]),
+        code_cell("MODE = 'auto'", tags=["parameters"]),
+        code_cell("MODE = 'full'", tags=["injected-parameters"]),
+        code_cell("\n# divide\nx = 1 / 0", outputs=[ERROR]),
+    ]
+    path = write_notebook(tmp_path / "executed.ipynb", cells)
+    assert runtime.first_error(path) == "cell 1 (`# divide`): ZeroDivisionError: division by zero"
+    cells[-1]["outputs"] = []
+    assert runtime.first_error(write_notebook(path, cells)) is None
+
+
+def test_output_text_collects_what_the_notebook_printed(tmp_path):
+    stream = {"output_type": "stream", "name": "stdout", "text": ["NOT THE PUBLISHED ", "WEIGHTS\n"]}
+    result = {"output_type": "execute_result", "data": {"text/plain": "42"}, "metadata": {}}
+    path = write_notebook(
+        tmp_path / "x.ipynb", [code_cell("a", outputs=[stream]), code_cell("b", outputs=[result, ERROR])]
+    )
+    text = runtime.output_text(path)
+    assert (
+        "NOT THE PUBLISHED WEIGHTS" in text and "42" in text and "ZeroDivisionError: division by zero" in text
+    )
+
+
+def test_a_sizes_table_must_name_parameters_the_lesson_has():
+    lesson = ROOT / "notebooks" / "01_patch_embeddings.ipynb"
+    runtime.check_parameters(lesson, {"MODE": "full", "IMAGE_SIZE": 224})
+    with pytest.raises(SystemExit, match="NO_SUCH_SIZE"):
+        runtime.check_parameters(lesson, {"NO_SUCH_SIZE": 1})
+
+
+def test_the_runtime_environment_is_fresh_and_points_at_the_standins(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKEVIT_MODE", "small")  # the caller's settings must not leak into the runtime
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    weights = tmp_path / "vit_b_16-c867db91.pth"
+    weights.write_bytes(b"w")
+    env = runtime.runtime_env(
+        tmp_path / "rt",
+        home=tmp_path / "home",
+        python_path=[tmp_path / "site"],
+        hub_url="http://h",
+        weights=weights,
+    )
+    assert "FAKEVIT_MODE" not in env and "HF_HUB_OFFLINE" not in env
+    assert env["FAKEVIT_HOME"] == str(tmp_path / "home") and env["PYTHONPATH"] == str(tmp_path / "site")
+    assert env["HF_ENDPOINT"] == "http://h" and env["HF_HOME"] == str(tmp_path / "rt" / "hf")
+    cached = tmp_path / "rt" / "torch" / "hub" / "checkpoints" / weights.name
+    assert cached.read_bytes() == b"w"
+
+
+def test_the_detector_folder_in_a_home_is_where_helpers_puts_it(tmp_path, monkeypatch):
+    monkeypatch.setenv(course.HOME_ENV, str(tmp_path))
+    assert course.detector_dir() == tmp_path / runtime.DETECTOR_IN_HOME
+
+
+def test_toy_markers_and_digests(tmp_path):
+    (tmp_path / "a" / "detector").mkdir(parents=True)
+    (tmp_path / "a" / "detector" / "config.json").write_text('{"dataset": "toy", "model": "vit_tiny"}')
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "config.json").write_text('{"dataset": "fake_or_real"}')
+    (tmp_path / "b" / "broken" / "config.json").parent.mkdir()
+    (tmp_path / "b" / "broken" / "config.json").write_text("[not json")
+    assert runtime.marked_as_toy("config.json", tmp_path / "a", tmp_path / "b", tmp_path / "none") == [
+        tmp_path / "a" / "detector" / "config.json"
+    ]
+    before = runtime.digest(tmp_path / "a")
+    assert list(before) == ["detector/config.json"]
+    (tmp_path / "a" / "detector" / "config.json").write_text("{}")
+    assert runtime.digest(tmp_path / "a") != before
+    assert runtime.digest(tmp_path / "none") == {}
+
+
+# --------------------------------------------------------------------------------------------------
+# The checks
+# --------------------------------------------------------------------------------------------------
+
+
+def test_a_second_download_into_a_home_that_has_the_data_is_a_problem():
+    run = Run("fresh", "05_evaluation_and_interpretation", zip_downloads=1, zip_megabytes=13.2)
+    assert checks.no_second_download(run, home_had_zip=False) == []
+    assert "again (13.2 MB)" in checks.no_second_download(run, home_had_zip=True)[0]
+
+
+@pytest.mark.parametrize(
+    ("failure", "downloads", "designed"),
+    [
+        (None, 0, False),  # ran through (made a quick detector): fine, not a stop
+        ("cell 4 (`detector = ...`): FileNotFoundError: no detector: run notebook 04 first", 0, True),
+        ("cell 4 (`x`): FileNotFoundError: no detector: run notebook 04 first", 1, False),  # fetched first
+        ("cell 9 (`# lesson 04 saved it`): KeyError: 'accuracy'", 0, False),  # "04" only in the code
+    ],
+)
+def test_an_empty_home_may_stop_only_at_once_and_pointing_to_lesson_04(failure, downloads, designed):
+    run = Run("empty", "05_evaluation_and_interpretation", failure=failure, zip_downloads=downloads)
+    problems = checks.empty_home_stop(run)
+    run.problems += problems
+    assert run.stopped_as_designed is designed
+    assert run.ok is (failure is None or designed)
+    if failure and not designed:
+        assert problems and run.status == "FAILED"
+
+
+def test_a_toy_detector_a_silent_standin_and_a_replaced_detector_are_problems(tmp_path):
+    assert checks.no_toy_detector([]) == []
+    assert "toy set" in checks.no_toy_detector([tmp_path / "config.json"])[0]
+    assert checks.standin_weights_announced("... NOT THE PUBLISHED WEIGHTS: ...") == []
+    assert checks.standin_weights_announced("loaded ViT-B/16") != []
+    same = {"model.safetensors": "aa", "config.json": "bb"}
+    assert checks.detector_reused(same, dict(same)) == []
+    assert "model.safetensors" in checks.detector_reused(same, same | {"model.safetensors": "cc"})[0]
+    assert checks.detector_reused({}, {}) != []
+
+
+def test_a_run_that_failed_is_not_ok():
+    assert Run("fresh", "01", failure="cell 1 (`x`): E: y").status == "FAILED"
+    assert Run("fresh", "01").status == "ok"
+    assert Run("fresh", "01", problems=["p"]).status == "CHECK FAILED"
+
+
+# --------------------------------------------------------------------------------------------------
+# tools/rehearse.py, as a program
+# --------------------------------------------------------------------------------------------------
+
+
+def test_the_rehearsals_sizes_table_matches_every_lessons_parameters():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "rehearse.py"), "--check-sizes"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "matches the parameters of 6 lessons" in done.stdout
+
+
+def test_make_test_runs_the_rehearsal_so_ci_does():
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert "tools/rehearse.py" in recipe
+    assert "rehearse:" in makefile
