@@ -8,8 +8,10 @@ notebooks and observations, in seconds.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -181,3 +183,60 @@ def test_make_test_runs_the_rehearsal_so_ci_does():
     recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
     assert "tools/rehearse.py" in recipe
     assert "rehearse:" in makefile
+
+
+# --------------------------------------------------------------------------------------------------
+# What tools/gpu_rehearsal.py measures (rehearsal/gpu.py), tried on a CPU
+# --------------------------------------------------------------------------------------------------
+
+
+def test_the_measure_cell_reports_the_lessons_precision_as_json(tmp_path, capsys):
+    from rehearsal import gpu
+
+    lesson = write_notebook(tmp_path / "lesson.ipynb", [code_cell("PRECISION = 'bf16'")])
+    copy = gpu.with_measure_cell(lesson, tmp_path / "copy.ipynb")
+    cells = json.loads(copy.read_text())["cells"]
+    assert [c["source"] for c in cells[:-1]] == ["PRECISION = 'bf16'"], "the lesson itself is unchanged"
+    namespace = {"PRECISION": "bf16", "DEVICE": "cpu"}
+    exec(compile("".join(cells[-1]["source"]), "measure", "exec"), namespace)
+    printed = capsys.readouterr().out
+    stream = {"output_type": "stream", "name": "stdout", "text": printed}
+    executed = write_notebook(tmp_path / "executed.ipynb", [*cells[:-1], code_cell("m", outputs=[stream])])
+    measured = gpu.read_measurements(executed)
+    assert measured["precision"] == "bf16" and measured["device"] == "cpu"
+    assert "max_memory_allocated_mib" in measured and measured["torch"]
+    assert gpu.read_measurements(lesson) is None, "a lesson that stopped early has no measurements"
+
+
+def test_the_slowest_cells_come_from_papermills_durations(tmp_path):
+    from rehearsal import gpu
+
+    cells = [code_cell(f"# cell {i}\nx = {i}") for i in range(3)]
+    for cell, seconds in zip(cells, (0.5, 7.25, 2.0), strict=True):
+        cell["metadata"]["papermill"] = {"duration": seconds}
+    executed = write_notebook(tmp_path / "x.ipynb", cells)
+    slowest = gpu.slowest_cells(executed, count=2)
+    assert slowest == [
+        {"cell": 1, "seconds": 7.25, "first_line": "# cell 1"},
+        {"cell": 2, "seconds": 2.0, "first_line": "# cell 2"},
+    ]
+
+
+def test_the_gpu_memory_poller_keeps_the_peak_and_needs_no_gpu(tmp_path, monkeypatch):
+    from rehearsal import gpu
+
+    readings = tmp_path / "readings"
+    readings.write_text("300\n5120\n900\n")
+    fake = tmp_path / "bin" / "nvidia-smi"  # prints the next reading each time it is called
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nhead -n 1 "{readings}"\nsed -i 1d "{readings}"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    with gpu.GpuMemoryPoller(interval=0.01) as poller:
+        deadline = time.monotonic() + 10
+        while readings.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert poller.peak_mib == 5120.0
+    with gpu.GpuMemoryPoller(command="no-such-nvidia-smi") as absent:
+        pass
+    assert absent.peak_mib is None

@@ -107,6 +107,8 @@ def rehearse_one(run: Run, folder: Path, home: Path, out_dir: Path, setup: Setup
     notebook = NOTEBOOKS / f"{run.notebook}.ipynb"
     executed = out_dir / notebook.name
     detector_before = runtime.digest(home / runtime.DETECTOR_IN_HOME)
+    toy_before = modified_times(runtime.marked_as_toy("config.json", home))
+    toy_data_before = runtime.marked_as_toy(".complete", home)
     downloads_before = len(setup.hub.downloads(ZIP_NAME))
     env = runtime.runtime_env(
         folder, home=home, python_path=[setup.site], hub_url=setup.hub.url, weights=setup.weights
@@ -114,6 +116,8 @@ def rehearse_one(run: Run, folder: Path, home: Path, out_dir: Path, setup: Setup
     start = time.perf_counter()
     parameters = {"MODE": "full", **SIZES[run.notebook]}
     run.failure = runtime.execute(notebook, executed, parameters, work, env, setup.timeout)
+    if run.failure:
+        run.failure = run.failure.replace(str(folder.parent.parent), "$REHEARSAL")  # shorter paths
     run.seconds = time.perf_counter() - start
     downloads = setup.hub.downloads(ZIP_NAME)[downloads_before:]
     run.zip_downloads = len(downloads)
@@ -122,7 +126,9 @@ def rehearse_one(run: Run, folder: Path, home: Path, out_dir: Path, setup: Setup
     run.problems += checks.no_second_download(run, home_had_zip)
     if run.scenario == "empty":
         run.problems += checks.empty_home_stop(run)
-    run.problems += checks.no_toy_detector(runtime.marked_as_toy("config.json", work, home))
+    toy_after = modified_times(runtime.marked_as_toy("config.json", work, home))
+    made_now = [path for path, when in toy_after.items() if toy_before.get(path) != when]
+    run.problems += checks.no_toy_detector(made_now)
     if run.notebook in LOADS_IMAGENET_WEIGHTS and run.failure is None:
         run.problems += checks.standin_weights_announced(runtime.output_text(executed))
     if run.notebook in USES_THE_DETECTOR and run.scenario != "empty":
@@ -132,8 +138,13 @@ def rehearse_one(run: Run, folder: Path, home: Path, out_dir: Path, setup: Setup
         else:
             run.notes.append("lesson 04 left no detector in the home, so its reuse was not checked")
     for marker in runtime.marked_as_toy(".complete", work, home):
-        run.notes.append(f"made the toy dataset in full mode: {marker.parent}")
+        if marker not in toy_data_before:
+            run.notes.append(f"made the toy dataset in full mode: {marker.parent}")
     return run
+
+
+def modified_times(paths: list[Path]) -> dict[Path, int]:
+    return {path: path.stat().st_mtime_ns for path in paths}
 
 
 def smoke(scratch: Path, setup: Setup) -> Path:
