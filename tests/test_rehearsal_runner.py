@@ -199,11 +199,13 @@ def test_the_measure_cell_reports_the_lessons_precision_as_json(tmp_path, capsys
     assert [c["source"] for c in cells[:-1]] == ["PRECISION = 'bf16'"], "the lesson itself is unchanged"
     namespace = {"PRECISION": "bf16", "DEVICE": "cpu"}
     exec(compile("".join(cells[-1]["source"]), "measure", "exec"), namespace)
+    exec(compile("".join(cells[-1]["source"]), "measure", "exec"), {})  # a lesson without PRECISION
     printed = capsys.readouterr().out
     stream = {"output_type": "stream", "name": "stdout", "text": printed}
     executed = write_notebook(tmp_path / "executed.ipynb", [*cells[:-1], code_cell("m", outputs=[stream])])
     measured = gpu.read_measurements(executed)
     assert measured["precision"] == "bf16" and measured["device"] == "cpu"
+    assert json.loads(printed.splitlines()[1].split(gpu.REPORT_MARK)[1])["precision"] is None
     assert "max_memory_allocated_mib" in measured and measured["torch"]
     assert gpu.read_measurements(lesson) is None, "a lesson that stopped early has no measurements"
 
@@ -214,7 +216,9 @@ def test_the_slowest_cells_come_from_papermills_durations(tmp_path):
     cells = [code_cell(f"# cell {i}\nx = {i}") for i in range(3)]
     for cell, seconds in zip(cells, (0.5, 7.25, 2.0), strict=True):
         cell["metadata"]["papermill"] = {"duration": seconds}
-    executed = write_notebook(tmp_path / "x.ipynb", cells)
+    injected = code_cell("MODE = 'full'", tags=["injected-parameters"])
+    injected["metadata"]["papermill"] = {"duration": 9.0}
+    executed = write_notebook(tmp_path / "x.ipynb", [cells[0], injected, *cells[1:]])
     slowest = gpu.slowest_cells(executed, count=2)
     assert slowest == [
         {"cell": 1, "seconds": 7.25, "first_line": "# cell 1"},

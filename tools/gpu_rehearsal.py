@@ -194,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
                     report["lessons"].append({"notebook": name, "skipped": f"deadline of {args.deadline} s"})
                     continue
                 parameters = {"MODE": "full", **sizes[name]}
+                before = len(hub.downloads(zip_path.name))
                 result = run_lesson(name, parameters, scratch, scratch / "home", out, env_args, args.timeout)
-                result["zip_downloads"] = len(hub.downloads(zip_path.name))
+                result["zip_downloads"] = len(hub.downloads(zip_path.name)) - before
                 report["lessons"].append(result)
                 print(
                     json.dumps({k: result[k] for k in ("notebook", "seconds", "precision", "failure")}),

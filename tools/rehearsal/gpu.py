@@ -19,10 +19,15 @@ MEASURE_CELL = f"""\
 import json as _json
 
 import torch as _torch
+from helpers import engine as _engine
 
 _cuda = _torch.cuda.is_available()
+_precision = globals().get("PRECISION")  # what the lesson trained with; "auto" is resolved as it would be
+_resolve = getattr(_engine, "resolve_precision", None)
+if _precision == "auto" and _resolve is not None:
+    _precision = _resolve("auto", globals().get("DEVICE") or ("cuda" if _cuda else "cpu"))
 print("{REPORT_MARK}" + _json.dumps({{
-    "precision": str(globals().get("PRECISION")),
+    "precision": None if _precision is None else str(_precision),
     "device": str(globals().get("DEVICE")),
     "gpu": _torch.cuda.get_device_name() if _cuda else None,
     "bf16_supported": _torch.cuda.is_bf16_supported() if _cuda else None,
@@ -65,17 +70,22 @@ def read_measurements(executed: Path) -> dict | None:
 
 
 def slowest_cells(executed: Path, count: int = 5) -> list[dict]:
-    """The ``count`` cells that took longest (papermill records each cell's duration), slowest first."""
+    """The ``count`` cells that took longest (papermill records each cell's duration), slowest first,
+    numbered as in the committed lesson (papermill's injected cells are not counted)."""
     try:
         cells = json.loads(executed.read_text(encoding="utf-8"))["cells"]
     except (OSError, ValueError, KeyError):
         return []
-    timed = []
+    timed, added = [], 0
     for index, cell in enumerate(cells):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags or "papermill-error-cell-tag" in tags:
+            added += 1
+            continue
         seconds = cell.get("metadata", {}).get("papermill", {}).get("duration")
         if cell.get("cell_type") == "code" and seconds is not None:
             line = next((s.strip() for s in "".join(cell["source"]).splitlines() if s.strip()), "")
-            timed.append({"cell": index, "seconds": round(seconds, 2), "first_line": line[:80]})
+            timed.append({"cell": index - added, "seconds": round(seconds, 2), "first_line": line[:80]})
     return sorted(timed, key=lambda c: -c["seconds"])[:count]
 
 
