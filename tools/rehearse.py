@@ -100,7 +100,10 @@ class Setup:
 
 
 def rehearse_one(run: Run, folder: Path, home: Path, out_dir: Path, setup: Setup, home_had_zip: bool) -> Run:
-    """Execute ``run.notebook`` in the fresh runtime ``folder`` with the course home ``home``, then check."""
+    """Execute ``run.notebook`` in the fresh runtime ``folder`` with the course home ``home``, then check.
+
+    ``home_had_zip``: an earlier lesson in this home downloaded train.zip and ran through.
+    """
     work = folder / "work"
     work.mkdir(parents=True)
     home.mkdir(parents=True, exist_ok=True)
@@ -195,7 +198,8 @@ def rehearse_scenario(
     for number, notebook in enumerate(notebooks, start=1):
         folder = scratch / name / f"{number}-{notebook}"
         home = folder / "home" if name == "empty" else shared_home
-        home_had_zip = home == shared_home and any(run.zip_downloads for run in runs)
+        # The home has the data once a lesson that downloaded it ran through (and so prepared it there).
+        home_had_zip = home == shared_home and any(run.zip_downloads and run.failure is None for run in runs)
         runs.append(rehearse_one(Run(name, notebook), folder, home, out_dir / name, setup, home_had_zip))
         print_run(runs[-1])
     return runs
