@@ -1,6 +1,6 @@
 # FaKe-ViT course. On a fresh machine with Python 3.11, two commands:
 #   make run    execute every lesson headless in small mode (sets itself up first)
-#   make test   lint, then pytest: unit tests and every notebook through nbval (sets itself up first)
+#   make test   lint, pytest (unit tests, every notebook through nbval), then the full-mode rehearsal
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -14,11 +14,12 @@ TEST_ENV := FAKEVIT_MODE=small FAKEVIT_FIGURES=$(CURDIR)/build/test-figures MPLB
 
 help:
 	@echo "make run        execute every lesson in small mode -> build/notebooks/, figures/"
-	@echo "make test       ruff, then pytest: unit tests + every notebook (nbval, small mode)"
+	@echo "make test       ruff, pytest (unit tests + every notebook, small mode), make rehearse"
 	@echo "make figures    regenerate every figure in figures/ (lessons + demo screenshot)"
 	@echo "make rehearse   every lesson in full mode, offline, each in a fresh folder, against stand-ins"
 	@echo "make lint       ruff check and ruff format --check, notebook checks"
 	@echo "make set-repo REPO=you/your-fork   point badges and Colab set-up cells at a fork"
+	@echo "make set-repo REF=v1.0   make them open and install a tag (a release) or commit"
 	@echo "make clean-notebooks   strip outputs (keeps only cells nbval checks)"
 	@echo "make clean / distclean   remove build outputs / also the virtual environment"
 
@@ -51,9 +52,10 @@ lint: $(STAMP)
 
 test: lint
 	$(TEST_ENV) $(PY) -m pytest tests notebooks
+	$(PY) tools/rehearse.py
 
 set-repo: $(STAMP)
-	$(PY) tools/set_repo.py $(if $(REPO),--repo $(REPO))
+	$(PY) tools/set_repo.py $(if $(REPO),--repo $(REPO)) $(if $(REF),--ref $(REF))
 
 clean-notebooks: $(STAMP)
 	$(PY) tools/clean_notebooks.py notebooks/*.ipynb notebooks/solutions/*.ipynb

@@ -151,7 +151,7 @@ def setup_colab(use_drive: bool = True) -> Path:
         try:
             drive.mount(str(DRIVE_MOUNT))
         except Exception as error:  # refused permission, timeout: the lesson still runs, without Drive
-            _announce(
+            announce(
                 f"Google Drive could not be mounted ({type(error).__name__}: {error}).\n"
                 f"Files go to {home()} and are LOST when this runtime ends.\n"
                 "To keep them, run this cell again and allow access; to stop asking, set USE_DRIVE = False."
@@ -165,8 +165,11 @@ def setup_colab(use_drive: bool = True) -> Path:
     return home()
 
 
-def _announce(message: str) -> None:
-    """Print ``message`` between two rows of ``!`` so it stands out in a notebook's output."""
+def announce(message: str) -> None:
+    """Print ``message`` between two rows of ``!`` so it stands out in a notebook's output.
+
+    What the course says loudly: random or stand-in weights, Drive not mounted, a result not met.
+    """
     print("!" * 80 + "\n" + message + "\n" + "!" * 80, flush=True)
 
 
@@ -190,7 +193,7 @@ def expect(condition: bool, message: str, *, mode: str) -> bool:
         raise AssertionError(message)
     if message not in _warned:
         _warned.add(message)
-        _announce(
+        announce(
             f"NOT AS EXPECTED (full mode): {message}\n"
             "The lesson goes on; its text describes what was expected. Your numbers differ: a shorter run, "
             "other data, or another GPU can do that. Look at the figures and metrics above."

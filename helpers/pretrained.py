@@ -16,10 +16,17 @@ on ImageNet), which stores them in the torch hub cache as ``vit_b_16-c867db91.pt
 with ``weights_only=True`` (plain tensors, no code). Without internet access, put that file into
 ``torch.hub.get_dir()/checkpoints`` yourself, or pass ``allow_random=True`` (small mode) to go on
 with a randomly initialised ViT-B/16.
+
+torchvision names its weight files after the first hex digits of their sha256 (``c867db91``). A
+download is checked against them; a file already in the cache is checked here once per process
+(:func:`check_published_weights`), and any other file under that name is announced loudly as NOT
+THE PUBLISHED WEIGHTS (the course's full-mode rehearsal puts random stand-in weights there).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import urllib.error
 import urllib.request
 import warnings
@@ -28,12 +35,14 @@ from pathlib import Path
 import torch
 from torchvision.models import ViT_B_16_Weights
 
+from helpers import course
 from helpers.recipes import Recipe
 from helpers.vit import ViT, get_config
 
 WEIGHTS = ViT_B_16_Weights.IMAGENET1K_V1
 VIT_B16_WEIGHTS_FILE = "vit_b_16-c867db91.pth"
 VIT_B16_URL = WEIGHTS.url  # https://download.pytorch.org/models/vit_b_16-c867db91.pth
+HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's convention: name-<sha256 prefix>.ext
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
@@ -46,6 +55,46 @@ def weights_cache_path() -> Path:
     Lesson 04.
     """
     return Path(torch.hub.get_dir()) / "checkpoints" / VIT_B16_WEIGHTS_FILE
+
+
+def sha256_prefix(path: str | Path, length: int = 8) -> str:
+    """The first ``length`` hex digits of the file's sha256 (about a second for the 330 MB weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]
+
+
+_checked: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime) -> matches; each file hashed once
+
+
+def check_published_weights(path: str | Path | None = None) -> bool:
+    """True when a weights file's sha256 starts with the hex digits in its name, as torchvision's
+    published files do; otherwise a loud announcement, NOT THE PUBLISHED WEIGHTS, once per file.
+
+    ``path`` defaults to the ViT-B/16 file in the torch hub cache (:func:`weights_cache_path`). Call it
+    after ``torchvision.models.vit_b_16(weights=...)`` (lesson 02); :func:`load_vit_b16_state_dict`
+    calls it itself (lessons 04, 05). Raises ``FileNotFoundError`` when there is no such file.
+    """
+    path = Path(path) if path is not None else weights_cache_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file {path} to check; load the weights first")
+    named = HASH_IN_NAME.search(path.name)
+    if named is None:
+        raise ValueError(f"{path.name} has no sha256 prefix in its name (name-<hex>.pth), nothing to check")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _checked:
+        actual = sha256_prefix(path, len(named[1]))
+        _checked[key] = actual == named[1]
+        if not _checked[key]:
+            course.announce(
+                f"NOT THE PUBLISHED WEIGHTS: {path}\nhas sha256 {actual}..., but its name promises "
+                f"{named[1]}...: other weights under the published name (a stand-in, or a damaged file).\n"
+                f"Results will not be the lesson's. Delete the file to download the published {path.name}."
+            )
+    return _checked[key]
 
 
 def _check_reachable(url: str, timeout: float) -> None:
@@ -79,8 +128,11 @@ def load_vit_b16_state_dict(download: bool = True, timeout: float = 10.0) -> dic
                 "In small mode you may instead go on with RANDOM weights (allow_random=True, or "
                 "--allow-random-weights on the command line); the numbers then mean little."
             )
-    # The weights API checks the cache first and downloads only when the file is missing.
-    return WEIGHTS.get_state_dict(progress=True, weights_only=True)
+    # The weights API checks the cache first and downloads only when the file is missing; check_hash
+    # makes it verify a download against the sha256 prefix in the file name.
+    state_dict = WEIGHTS.get_state_dict(progress=True, weights_only=True, check_hash=True)
+    check_published_weights(path)
+    return state_dict
 
 
 def load_pretrained_vit_b16(
@@ -102,7 +154,7 @@ def load_pretrained_vit_b16(
             f"RANDOM WEIGHTS: {VIT_B16_WEIGHTS_FILE} is not in {weights_cache_path().parent} and could "
             "not be downloaded, so this ViT-B/16 starts from random weights: expect chance-level results."
         )
-        print("!" * 80 + "\n" + message + "\n" + "!" * 80, flush=True)
+        course.announce(message)
         warnings.warn(message, stacklevel=2)
         model = ViT(get_config("vit_b16", image_size=image_size, num_classes=num_classes or 1000))
     if num_classes is not None:

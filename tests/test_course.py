@@ -18,9 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def no_home(monkeypatch):
-    """No $FAKEVIT_HOME or $FAKEVIT_FIGURES, whatever the caller's environment says."""
-    monkeypatch.delenv(course.HOME_ENV, raising=False)
-    monkeypatch.delenv(course.FIGURES_ENV, raising=False)
+    """No $FAKEVIT_HOME or $FAKEVIT_FIGURES, whatever the caller's environment says; whatever a test
+    (or setup_colab) sets them to is undone afterwards."""
+    for name in (course.HOME_ENV, course.FIGURES_ENV):
+        monkeypatch.setenv(name, "")  # records the value to restore, even when there was none
+        monkeypatch.delenv(name)
 
 
 def test_home_is_the_checkout_when_no_home_is_set(no_home, monkeypatch):

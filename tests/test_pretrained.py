@@ -59,3 +59,60 @@ def test_weights_in_the_hub_cache_load_offline_and_match_torchvision(empty_hub):
         torch.testing.assert_close(model.forward_features(x), reference(x), atol=1e-4, rtol=1e-4)
         assert torch.count_nonzero(model(x)) == 0  # a new zero-initialised 2-class head
     assert model.head.out_features == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# Integrity: the sha256 prefix in the file name
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_checks(monkeypatch):
+    """Forget which files were already checked in this process."""
+    monkeypatch.setattr(pretrained, "_checked", {})
+
+
+def test_a_file_whose_sha256_matches_its_name_passes_quietly(tmp_path, fresh_checks, capsys):
+    payload = b"weights" * 1000
+    probe = tmp_path / "probe.pth"
+    probe.write_bytes(payload)
+    named = tmp_path / f"vit_b_16-{pretrained.sha256_prefix(probe)}.pth"
+    probe.rename(named)
+    assert pretrained.check_published_weights(named) is True
+    assert capsys.readouterr().out == ""
+
+
+def test_other_weights_under_the_published_name_are_announced_once(empty_hub, fresh_checks, capsys):
+    empty_hub.parent.mkdir(parents=True)
+    empty_hub.write_bytes(b"not the published weights")
+    assert pretrained.check_published_weights() is False  # the default: the cached ViT-B/16 file
+    out = capsys.readouterr().out
+    assert "NOT THE PUBLISHED WEIGHTS" in out and str(empty_hub) in out
+    assert f"has sha256 {pretrained.sha256_prefix(empty_hub)}" in out and "c867db91" in out
+    assert pretrained.check_published_weights() is False
+    assert capsys.readouterr().out == "", "announced once per file"
+
+
+def test_check_published_weights_needs_a_file_with_a_hash_in_its_name(empty_hub, tmp_path):
+    with pytest.raises(FileNotFoundError, match="vit_b_16-c867db91.pth"):
+        pretrained.check_published_weights()
+    (tmp_path / "plain.pth").write_bytes(b"x")
+    with pytest.raises(ValueError, match="plain.pth has no sha256 prefix"):
+        pretrained.check_published_weights(tmp_path / "plain.pth")
+
+
+def test_a_download_is_checked_against_the_hash_and_the_result_announced(
+    empty_hub, fresh_checks, monkeypatch, capsys
+):
+    asked = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        asked.append((url, hash_prefix))
+        torch.save({"w": torch.zeros(2)}, dst)  # a "download" that is not the published file
+
+    monkeypatch.setattr(pretrained, "_check_reachable", lambda url, timeout: None)  # online
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    state_dict = pretrained.load_vit_b16_state_dict()
+    assert asked == [(pretrained.VIT_B16_URL, "c867db91")], "torch.hub verifies what it downloads"
+    assert list(state_dict) == ["w"]
+    assert "NOT THE PUBLISHED WEIGHTS" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The full-mode rehearsal's stand-ins (tools/rehearsal/) and how tools/rehearse.py reports a failure.
+"""The full-mode rehearsal's stand-ins (tools/rehearsal/): the local Hub, train.zip and the weights.
 
 The stand-ins must exercise the real code: the local Hub must satisfy the installed huggingface_hub
 client, the stand-in zip must look like the real train.zip, and the stand-in weights must load through
@@ -8,7 +8,6 @@ torchvision's weights API. These tests run that real code against them.
 from __future__ import annotations
 
 import io
-import json
 import sys
 import zipfile
 from pathlib import Path
@@ -25,7 +24,6 @@ from helpers import datasets, fake_or_real, pretrained
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-import rehearse  # noqa: E402
 from rehearsal import standins  # noqa: E402
 from rehearsal.fake_hub import FakeHub  # noqa: E402
 
@@ -170,13 +168,14 @@ def test_download_fake_or_real_fetches_and_extracts_the_standin_from_the_hub(hub
 # --------------------------------------------------------------------------------------------------
 
 
-def test_standin_weights_load_through_torchvisions_cache(tmp_path, monkeypatch):
+def test_standin_weights_load_through_torchvisions_cache_and_are_announced(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     path = standins.write_standin_vit_b16_weights(tmp_path / "torch")
     assert path == pretrained.weights_cache_path()  # the name and folder torchvision looks in
-    assert standins.sha256_prefix(path) != standins.PUBLISHED_PREFIX == "c867db91"
+    assert pretrained.sha256_prefix(path) != standins.PUBLISHED_PREFIX == "c867db91"
 
     model = pretrained.load_pretrained_vit_b16(num_classes=None, image_size=32, timeout=0.1)
+    assert "NOT THE PUBLISHED WEIGHTS" in capsys.readouterr().out
     saved = torch.load(path, weights_only=True)
     assert saved["heads.head.weight"].std() > 0.01  # a head that tells the 1000 classes apart
     torch.testing.assert_close(model.head.weight, saved["heads.head.weight"])
@@ -184,47 +183,3 @@ def test_standin_weights_load_through_torchvisions_cache(tmp_path, monkeypatch):
         model.blocks[0].attn.to_qkv.weight,
         saved["encoder.layers.encoder_layer_0.self_attention.in_proj_weight"],
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# The runner
-# --------------------------------------------------------------------------------------------------
-
-
-def test_every_size_in_the_runners_table_is_a_parameter_of_its_lesson():
-    assert sorted(rehearse.LESSONS) == sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    for name, sizes in rehearse.SIZES.items():
-        rehearse.check_parameters(ROOT / "notebooks" / f"{name}.ipynb", {"MODE": "full", **sizes})
-    with pytest.raises(SystemExit, match="NO_SUCH_SIZE"):
-        rehearse.check_parameters(ROOT / "notebooks" / "01_patch_embeddings.ipynb", {"NO_SUCH_SIZE": 1})
-
-
-def test_the_runner_names_the_failing_cell_as_numbered_in_the_lesson(tmp_path):
-    def cell(source, tags=(), outputs=()):
-        return {
-            "cell_type": "code",
-            "metadata": {"tags": list(tags)},
-            "source": source,
-            "outputs": list(outputs),
-        }
-
-    error = {
-        "output_type": "error",
-        "ename": "ZeroDivisionError",
-        "evalue": "division by zero",
-        "traceback": [],
-    }
-    executed = {
-        "cells": [
-            cell("papermill's banner", tags=["papermill-error-cell-tag"]),
-            cell("MODE = 'auto'", tags=["parameters"]),
-            cell("MODE = 'full'", tags=["injected-parameters"]),
-            cell("\n# divide\nx = 1 / 0", outputs=[error]),
-        ]
-    }
-    path = tmp_path / "executed.ipynb"
-    path.write_text(json.dumps(executed))
-    assert rehearse.first_error(path) == "cell 1 (`# divide`): ZeroDivisionError: division by zero"
-    executed["cells"][-1]["outputs"] = []
-    path.write_text(json.dumps(executed))
-    assert rehearse.first_error(path) is None

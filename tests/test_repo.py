@@ -148,7 +148,7 @@ def test_set_repo_rewrites_a_notebook_for_a_fork(tmp_path):
     (tmp_path / "tools").mkdir()
     (tmp_path / "tools" / "set_repo.py").write_text((ROOT / "tools" / "set_repo.py").read_text())
     (tmp_path / "pyproject.toml").write_text(
-        '[tool.fakevit]\nrepo = "fake-vit/fake-vit-course"\nbranch = "dev"\n'
+        '[tool.fakevit]\nrepo = "fake-vit/fake-vit-course"\nref = "dev"\n'
     )
     (tmp_path / "notebooks").mkdir()
     nb = nbformat.v4.new_notebook()

@@ -1,60 +1,57 @@
 """Rehearse full mode as a learner meets it in Colab, offline and on a CPU, in a few minutes.
 
 Every lesson runs headless with ``-p MODE full`` in a FRESH, EMPTY working folder outside the checkout,
-with fresh Hugging Face and torch caches, as in a new Colab runtime. What it gets:
+with its own Hugging Face and torch caches, as in a new Colab runtime (``rehearsal/runtime.py``):
 
 - ``helpers`` installed the way the Colab set-up cell installs it: not editable, from a wheel of this
-  working tree (``pip wheel --no-deps``, then ``pip install --no-deps --target SITE``), found by the
-  kernel through ``PYTHONPATH=SITE``; a smoke notebook first checks that the kernel imports it from SITE;
+  working tree, found by the kernel through ``PYTHONPATH``; a smoke notebook first checks that the kernel
+  imports it from there and not from the checkout;
 - ``HF_ENDPOINT``: a local Hugging Face Hub on 127.0.0.1 (``rehearsal/fake_hub.py``) serving a stand-in
   ``train.zip`` with the real layout (``rehearsal/standins.py``), so ``hf_hub_download`` really downloads;
 - ``TORCH_HOME``: random ViT-B/16 weights under the published file name (``rehearsal/standins.py``);
-- ``FAKEVIT_HOME``: the course home, shared by the runtimes of one scenario.
+- ``FAKEVIT_HOME``: the course home, shared by the runtimes of one scenario (Google Drive in Colab).
 
 Sizes shrink only through papermill parameters (``SIZES`` below); no code path exists for the rehearsal.
 
-Scenarios (``--scenario``, default all):
-  fresh   every lesson in its own runtime, one shared home
+Scenarios (``--scenario``; the first two by default):
+  fresh   every lesson, each in its own runtime, one shared home, in the order 01 02 04 05 06 03:
+          04 is the first to fetch the data, 05 and 06 must use 04's detector and data, 03 the data
   empty   05 and 06, each in its own runtime with an empty home (no detector yet)
-  chain   04, then 05, then 06, one shared home
+  chain   04 -> 05 -> 06 with one shared home (already part of fresh; for a quick look)
 
-Checks besides "every cell ran": once a runtime has fetched train.zip into a shared home, later runtimes
-must not download it again; with an empty home, a notebook that stops must stop before downloading it;
-full mode never makes a detector trained on the toy set.
+After each notebook the runner checks what ``rehearsal/checks.py`` lists (no second download, a quick
+and clear stop with an empty home, no toy detector in full mode, stand-in weights announced, 04's
+detector reused), then prints its wall time, downloads and, for a failure, the cell and the error.
+At the end it prints a to-do list (also build/rehearsal/todo.md) and exits 1 if anything failed.
 
-    python tools/rehearse.py                     # what `make rehearse` runs
-    python tools/rehearse.py --scenario chain    # one scenario
-    python tools/rehearse.py --keep              # keep the temporary runtimes and homes
-
-Executed notebooks, papermill's logs and summary.json go to build/rehearsal/. Prints each run's wall time,
-downloads and failure (cell and error); exits 1 if a notebook failed or a check did not hold.
+    python tools/rehearse.py                       # what `make rehearse` and `make test` run
+    python tools/rehearse.py --scenario chain      # one scenario
+    python tools/rehearse.py --notebook 02_vit_blocks --scenario fresh   # one lesson
+    python tools/rehearse.py --keep                # keep the temporary runtimes and homes
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import papermill
+from rehearsal import checks, runtime
+from rehearsal.checks import Run
 from rehearsal.fake_hub import FakeHub
-from rehearsal.standins import (
-    PUBLISHED_PREFIX,
-    publish_standin_dataset,
-    sha256_prefix,
-    write_standin_vit_b16_weights,
-)
+from rehearsal.standins import PUBLISHED_PREFIX, publish_standin_dataset, write_standin_vit_b16_weights
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.pretrained import sha256_prefix
+
+ROOT = runtime.ROOT
 NOTEBOOKS = ROOT / "notebooks"
 ZIP_NAME = "train.zip"
+BUDGET_SECONDS = 8 * 60  # issue 11: the whole rehearsal on 2 CPU cores
 
 # papermill parameters per lesson, on top of MODE=full: the smallest sizes that still run every cell.
 SIZES: dict[str, dict] = {
@@ -78,34 +75,18 @@ SIZES: dict[str, dict] = {
     "06_deployment": {"BATCH_SIZES": [1, 4], "LATENCY_REPEATS": 2},
 }
 LESSONS = list(SIZES)
+LOADS_IMAGENET_WEIGHTS = {"02_vit_blocks", "04_fine_tuning", "05_evaluation_and_interpretation"}
+USES_THE_DETECTOR = {"05_evaluation_and_interpretation", "06_deployment"}  # lesson 04's
 SCENARIOS = {
-    "fresh": ("every lesson in its own runtime, one shared home", LESSONS),
-    "empty": ("05 and 06 in runtimes with an empty home", LESSONS[4:]),
-    "chain": ("04 -> 05 -> 06 with one shared home", LESSONS[3:]),
+    "fresh": (
+        "every lesson in its own runtime, one shared home; 04 fetches the data, 05, 06 and 03 reuse it",
+        ["01_patch_embeddings", "02_vit_blocks", "04_fine_tuning", *sorted(USES_THE_DETECTOR)]
+        + ["03_training_from_scratch"],
+    ),
+    "empty": ("05 and 06, each in a runtime with an empty home (no detector yet)", sorted(USES_THE_DETECTOR)),
+    "chain": ("04 -> 05 -> 06 with one shared home", ["04_fine_tuning", *sorted(USES_THE_DETECTOR)]),
 }
-
-
-@dataclass
-class Run:
-    """What one notebook did in one fresh runtime."""
-
-    scenario: str
-    notebook: str
-    seconds: float = 0.0
-    failure: str | None = None  # where and why the notebook stopped
-    zip_downloads: int = 0  # GET requests for train.zip that sent bytes
-    zip_megabytes: float = 0.0
-    problems: list[str] = field(default_factory=list)  # checks of the rehearsal that did not hold
-    notes: list[str] = field(default_factory=list)  # worth knowing, not a failure
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None and not self.problems
-
-
-# --------------------------------------------------------------------------------------------------
-# Set-up: helpers as Colab installs them, and the stand-ins
-# --------------------------------------------------------------------------------------------------
+DEFAULT_SCENARIOS = ["fresh", "empty"]
 
 
 @dataclass
@@ -118,179 +99,83 @@ class Setup:
     timeout: int  # seconds per notebook
 
 
-def install_helpers(site: Path, scratch: Path) -> None:
-    """Build a wheel of the working tree (tracked and untracked files, not ignored ones) into ``site``."""
-    source = scratch / "source"  # a clean copy: an in-tree build could pick up stale files from build/
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        if (ROOT / name).is_file():  # a deleted but still tracked file is skipped
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    # --no-build-isolation: build with this environment's setuptools, so no package index is needed.
-    wheel_dir = scratch / "wheel"
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheel_dir, source], check=True)
-    (wheel,) = wheel_dir.glob("*.whl")
-    subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], check=True)
+def rehearse_one(run: Run, folder: Path, home: Path, out_dir: Path, setup: Setup, home_had_zip: bool) -> Run:
+    """Execute ``run.notebook`` in the fresh runtime ``folder`` with the course home ``home``, then check.
 
-
-def runtime_env(runtime: Path, home: Path, setup: Setup) -> dict[str, str]:
-    """A fresh runtime's environment: its own caches, helpers from the wheel, the stand-in Hub and weights."""
-    checkpoints = runtime / "torch" / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    (checkpoints / setup.weights.name).symlink_to(setup.weights)  # as if downloaded in this runtime
-    inherited = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("FAKEVIT_", "HF_", "HUGGINGFACE_", "GRADIO_"))
-        and key not in ("PYTHONPATH", "TORCH_HOME")
-    }
-    return inherited | {
-        "PYTHONPATH": str(setup.site),
-        "HF_ENDPOINT": setup.hub.url,
-        "HF_HOME": str(runtime / "hf"),
-        "TORCH_HOME": str(runtime / "torch"),
-        "FAKEVIT_HOME": str(home),
-        "GRADIO_TEMP_DIR": str(runtime / "gradio"),
-        "GRADIO_ANALYTICS_ENABLED": "False",  # the demo makes no calls to the internet
-        "MPLBACKEND": "Agg",
-    }
-
-
-# --------------------------------------------------------------------------------------------------
-# Running one notebook in one runtime
-# --------------------------------------------------------------------------------------------------
-
-
-def check_parameters(notebook: Path, parameters: dict) -> None:
-    """Stop at once if the table names a parameter the notebook does not have (papermill would only warn)."""
-    unknown = set(parameters) - set(papermill.inspect_notebook(str(notebook)))
-    if unknown:
-        raise SystemExit(f"{notebook.name} has no parameter(s) {sorted(unknown)}: update SIZES in {__file__}")
-
-
-def first_error(executed: Path) -> str | None:
-    """``"cell N (`first line`): Name: message"`` for the first cell that raised (N as committed)."""
-    try:
-        cells = json.loads(executed.read_text(encoding="utf-8"))["cells"]
-    except (OSError, ValueError):
-        return None
-    added = 0  # cells that papermill added: the injected parameters and its red error banners
-    for index, cell in enumerate(cells):
-        tags = cell.get("metadata", {}).get("tags", [])
-        if "injected-parameters" in tags or "papermill-error-cell-tag" in tags:
-            added += 1
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error":
-                line = next((s.strip() for s in "".join(cell["source"]).splitlines() if s.strip()), "")
-                return f"cell {index - added} (`{line[:70]}`): {output['ename']}: {output['evalue']}"
-    return None
-
-
-def execute(notebook: Path, out: Path, parameters: dict, cwd: Path, env: dict, timeout: int) -> str | None:
-    """Run ``notebook`` with papermill in its own process; None if every cell ran, else where and why not."""
-    params_file = out.with_suffix(".parameters.yaml")
-    params_file.write_text(json.dumps(parameters), encoding="utf-8")  # JSON is YAML
-    command = [sys.executable, "-m", "papermill", notebook, out, "-f", params_file, "--cwd", cwd]
-    command += ["--kernel", "python3", "--no-progress-bar", "--execution-timeout", str(timeout)]  # per cell
-    log = out.with_suffix(".log")
-    try:
-        with open(log, "w", encoding="utf-8") as stream:
-            done = subprocess.run(command, env=env, stdout=stream, stderr=subprocess.STDOUT, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return f"timed out after {timeout} s (see {log})"
-    if done.returncode == 0:
-        return None
-    last = log.read_text(encoding="utf-8").strip().splitlines()[-1:] or ["no output"]
-    return first_error(out) or f"papermill exited with {done.returncode}: {last[0]} (see {log})"
-
-
-def files_made_from_toy(name: str, *folders: Path) -> list[Path]:
-    """Files called ``name`` (JSON) under ``folders`` that say ``"dataset": "toy"``: checkpoint configs
-    (``config.json``) of detectors trained on the toy set, or toy dataset markers (``.complete``)."""
-    found = []
-    for folder in folders:
-        for path in folder.rglob(name):
-            try:
-                if json.loads(path.read_text(encoding="utf-8")).get("dataset") == "toy":
-                    found.append(path)
-            except (OSError, ValueError, AttributeError):
-                continue
-    return found
-
-
-def rehearse_one(run: Run, runtime: Path, home: Path, out_dir: Path, setup: Setup, home_has_zip: bool) -> Run:
-    """Execute ``run.notebook`` in the fresh runtime folder ``runtime`` with course home ``home``, then check.
-
-    ``home_has_zip``: an earlier runtime with this home already downloaded train.zip.
+    ``home_had_zip``: an earlier lesson in this home downloaded train.zip and ran through.
     """
-    work = runtime / "work"
+    work = folder / "work"
     work.mkdir(parents=True)
     home.mkdir(parents=True, exist_ok=True)
     notebook = NOTEBOOKS / f"{run.notebook}.ipynb"
-    before = len(setup.hub.downloads(ZIP_NAME))
+    executed = out_dir / notebook.name
+    detector_before = runtime.digest(home / runtime.DETECTOR_IN_HOME)
+    toy_before = modified_times(runtime.marked_as_toy("config.json", home))
+    toy_data_before = runtime.marked_as_toy(".complete", home)
+    downloads_before = len(setup.hub.downloads(ZIP_NAME))
+    env = runtime.runtime_env(
+        folder, home=home, python_path=[setup.site], hub_url=setup.hub.url, weights=setup.weights
+    )
     start = time.perf_counter()
     parameters = {"MODE": "full", **SIZES[run.notebook]}
-    env = runtime_env(runtime, home, setup)
-    run.failure = execute(notebook, out_dir / notebook.name, parameters, work, env, setup.timeout)
+    run.failure = runtime.execute(notebook, executed, parameters, work, env, setup.timeout)
+    if run.failure:
+        run.failure = run.failure.replace(str(folder.parent.parent), "$REHEARSAL")  # shorter paths
     run.seconds = time.perf_counter() - start
-    downloads = setup.hub.downloads(ZIP_NAME)[before:]
+    downloads = setup.hub.downloads(ZIP_NAME)[downloads_before:]
     run.zip_downloads = len(downloads)
     run.zip_megabytes = sum(r.body_bytes for r in downloads) / 1e6
 
-    if downloads and home_has_zip:
-        run.problems.append(
-            f"downloaded {ZIP_NAME} again ({run.zip_megabytes:.1f} MB) after an earlier runtime with this "
-            "home had"
-        )
-    if downloads and run.failure and run.scenario == "empty":  # should stop before fetching anything
-        run.problems.append(f"downloaded {ZIP_NAME} ({run.zip_megabytes:.1f} MB) and then stopped")
-    for config in files_made_from_toy("config.json", work, home):
-        run.problems.append(f"full mode made a detector trained on the toy set: {config}")
-    for marker in files_made_from_toy(".complete", work, home):
-        run.notes.append(f"made the toy dataset in full mode: {marker.parent}")
+    run.problems += checks.no_second_download(run, home_had_zip)
+    if run.scenario == "empty":
+        run.problems += checks.empty_home_stop(run)
+    toy_after = modified_times(runtime.marked_as_toy("config.json", work, home))
+    made_now = [path for path, when in toy_after.items() if toy_before.get(path) != when]
+    run.problems += checks.no_toy_detector(made_now)
+    if run.notebook in LOADS_IMAGENET_WEIGHTS and run.failure is None:
+        run.problems += checks.standin_weights_announced(runtime.output_text(executed))
+    if run.notebook in USES_THE_DETECTOR and run.scenario != "empty":
+        if detector_before:
+            after = runtime.digest(home / runtime.DETECTOR_IN_HOME)
+            run.problems += checks.detector_reused(detector_before, after)
+        else:
+            run.notes.append("lesson 04 left no detector in the home, so its reuse was not checked")
+    for marker in runtime.marked_as_toy(".complete", work, home):
+        if marker not in toy_data_before:
+            run.notes.append(f"made the toy dataset in full mode: {marker.parent}")
     return run
 
 
+def modified_times(paths: list[Path]) -> dict[Path, int]:
+    return {path: path.stat().st_mtime_ns for path in paths}
+
+
 def smoke(scratch: Path, setup: Setup) -> Path:
-    """Run a one-cell notebook in a fresh runtime; return where its kernel imported helpers from (SITE)."""
-    runtime = scratch / "smoke"
-    (runtime / "work").mkdir(parents=True)
+    """Run a one-cell notebook in a fresh runtime; return where its kernel imported helpers from."""
+    folder = scratch / "smoke"
+    (folder / "work").mkdir(parents=True)
     code = "import helpers\nprint('HELPERS_FILE=' + helpers.__file__)"
     cell = {"cell_type": "code", "metadata": {}, "source": code, "outputs": [], "execution_count": None}
     notebook = {"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
-    (runtime / "smoke.ipynb").write_text(json.dumps(notebook), encoding="utf-8")
-    env = runtime_env(runtime, runtime / "home", setup)
-    failure = execute(
-        runtime / "smoke.ipynb", runtime / "out.ipynb", {}, runtime / "work", env, setup.timeout
+    (folder / "smoke.ipynb").write_text(json.dumps(notebook), encoding="utf-8")
+    env = runtime.runtime_env(
+        folder, home=folder / "home", python_path=[setup.site], hub_url=setup.hub.url, weights=None
     )
+    failure = runtime.execute(folder / "smoke.ipynb", folder / "out.ipynb", {}, folder / "work", env, 300)
     if failure:
         raise SystemExit(f"smoke notebook failed: {failure}")
-    output = json.loads((runtime / "out.ipynb").read_text(encoding="utf-8"))["cells"][0]["outputs"][0]
-    imported = Path("".join(output["text"]).split("HELPERS_FILE=", 1)[1].strip())
+    printed = runtime.output_text(folder / "out.ipynb")
+    imported = Path(printed.split("HELPERS_FILE=", 1)[1].strip())
     if not imported.is_relative_to(setup.site):
         raise SystemExit(f"the kernel imported helpers from {imported}, not from the wheel in {setup.site}")
     return imported
 
 
-# --------------------------------------------------------------------------------------------------
-# The whole rehearsal
-# --------------------------------------------------------------------------------------------------
-
-
 def print_run(run: Run) -> None:
-    status = "ok" if run.ok else "FAILED" if run.failure else "CHECK FAILED"
-    print(
-        f"  {run.notebook:34s} {status:12s} {run.seconds:6.1f} s   {ZIP_NAME} downloads: {run.zip_downloads}"
-    )
+    downloads = f"{ZIP_NAME} downloads: {run.zip_downloads}"
+    print(f"  {run.notebook:34s} {run.status:12s} {run.seconds:6.1f} s   {downloads}")
     if run.failure:
-        print(f"      stopped at {run.failure[:600]}")
+        print(f"      stopped at {shorten(run.failure)}")
     for line in run.problems:
         print(f"      check: {line}")
     for line in run.notes:
@@ -298,34 +183,64 @@ def print_run(run: Run) -> None:
     sys.stdout.flush()
 
 
-def rehearse_scenario(name: str, scratch: Path, out_dir: Path, setup: Setup) -> list[Run]:
-    """Every notebook of scenario ``name``, in order, each in a fresh runtime under ``scratch/name``."""
+def shorten(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[: limit - 5] + " ..."
+
+
+def rehearse_scenario(
+    name: str, scratch: Path, out_dir: Path, setup: Setup, only: list[str] | None
+) -> list[Run]:
+    """The notebooks of scenario ``name``, in order, each in a fresh runtime under ``scratch/name``."""
     description, notebooks = SCENARIOS[name]
+    notebooks = [n for n in notebooks if not only or n in only]
     print(f"\n[{name}] {description}", flush=True)
-    out_dir.mkdir(parents=True)
     runs, shared_home = [], scratch / name / "home"
     for number, notebook in enumerate(notebooks, start=1):
-        runtime = scratch / name / f"{number}-{notebook}"
-        home = runtime / "home" if name == "empty" else shared_home
-        home_has_zip = home == shared_home and any(run.zip_downloads for run in runs)
-        runs.append(rehearse_one(Run(name, notebook), runtime, home, out_dir, setup, home_has_zip))
+        folder = scratch / name / f"{number}-{notebook}"
+        home = folder / "home" if name == "empty" else shared_home
+        # The home has the data once a lesson that downloaded it ran through (and so prepared it there).
+        home_had_zip = home == shared_home and any(run.zip_downloads and run.failure is None for run in runs)
+        runs.append(rehearse_one(Run(name, notebook), folder, home, out_dir / name, setup, home_had_zip))
         print_run(runs[-1])
     return runs
+
+
+def todo(runs: list[Run]) -> str:
+    """The to-do list in markdown: per failed run, where it stopped and which checks did not hold."""
+    lines = []
+    for run in runs:
+        if run.ok:
+            continue
+        lines.append(f"- [{run.scenario}] **{run.notebook}**: {run.status}")
+        if run.failure and not run.stopped_as_designed:
+            lines.append(f"  - stopped at {shorten(run.failure, 600)}")
+        lines += [f"  - check: {line}" for line in run.problems]
+    return "\n".join(lines) + "\n" if lines else "Nothing: every run passed.\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="default: all of them")
+    parser.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="default: fresh, empty")
+    parser.add_argument("--notebook", action="append", choices=LESSONS, help="only these (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "rehearsal", help="executed notebooks")
     parser.add_argument("--timeout", type=int, default=600, help="seconds allowed per notebook")
     parser.add_argument("--fakes", type=int, default=16, help="PNG fakes in the stand-in train.zip")
     parser.add_argument("--photos", type=int, default=16, help="JPEG photos in the stand-in train.zip")
     parser.add_argument("--keep", action="store_true", help="keep the temporary runtimes and homes")
+    parser.add_argument(
+        "--check-sizes", action="store_true", help="only check that SIZES names real parameters, then exit"
+    )
     args = parser.parse_args(argv)
     for name in LESSONS:
-        check_parameters(NOTEBOOKS / f"{name}.ipynb", {"MODE": "full", **SIZES[name]})
+        runtime.check_parameters(NOTEBOOKS / f"{name}.ipynb", {"MODE": "full", **SIZES[name]})
+    missing = {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")} - set(LESSONS)
+    if missing:
+        raise SystemExit(f"lessons without sizes in {__file__}: {sorted(missing)}")
+    if args.check_sizes:
+        print(f"SIZES matches the parameters of {len(LESSONS)} lessons")
+        return 0
 
     scratch = Path(tempfile.mkdtemp(prefix="fakevit-rehearsal-")).resolve()
     if scratch.is_relative_to(ROOT):
@@ -337,20 +252,20 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     try:
         print(f"rehearsal folder: {scratch}")
-        install_helpers(scratch / "site", scratch)
+        site = runtime.install_wheel(runtime.build_wheel(scratch / "wheel", scratch), scratch / "site")
         zip_path = publish_standin_dataset(scratch / "hub", fakes=args.fakes, photos=args.photos)
         weights = write_standin_vit_b16_weights(scratch / "standin-torch")
         print(
-            f"stand-ins: {zip_path.name} with {args.fakes} fakes + {args.photos} photos "
-            f"({zip_path.stat().st_size / 1e6:.1f} MB); {weights.name} with sha256 "
-            f"{sha256_prefix(weights)}..., not the published {PUBLISHED_PREFIX}... "
-            f"(set-up with the wheel: {time.perf_counter() - start:.0f} s)"
+            f"STAND-INS, not the real downloads: {zip_path.name} with {args.fakes} fakes + {args.photos} "
+            f"photos ({zip_path.stat().st_size / 1e6:.1f} MB, the real one: 6,750 images, ~9 GB); random "
+            f"{weights.name}, sha256 {sha256_prefix(weights)}... instead of {PUBLISHED_PREFIX}... "
+            f"(set-up: {time.perf_counter() - start:.0f} s)"
         )
         with FakeHub(scratch / "hub") as hub:
-            setup = Setup(scratch / "site", hub, weights, args.timeout)
+            setup = Setup(site, hub, weights, args.timeout)
             print(f"stand-in Hub: {hub.url}\nsmoke: the kernel imports {smoke(scratch, setup)}")
-            for name in args.scenario or list(SCENARIOS):
-                runs += rehearse_scenario(name, scratch, args.out / name, setup)
+            for name in args.scenario or DEFAULT_SCENARIOS:
+                runs += rehearse_scenario(name, scratch, args.out, setup, args.notebook)
     finally:
         if args.keep:
             print(f"\nkept {scratch}")
@@ -359,13 +274,15 @@ def main(argv: list[str] | None = None) -> int:
 
     total = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
-    summary = {"seconds": total, "runs": [asdict(run) for run in runs]}
+    summary = {"seconds": total, "runs": [asdict(run) | {"ok": run.ok} for run in runs]}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    (args.out / "todo.md").write_text(todo(runs), encoding="utf-8")
     failed = [run for run in runs if not run.ok]
     print(
-        f"\n{len(runs) - len(failed)} of {len(runs)} runs passed in {total:.0f} s; "
-        f"executed notebooks in {args.out}"
+        f"\n{len(runs) - len(failed)} of {len(runs)} runs passed in {total:.0f} s (budget {BUDGET_SECONDS} s)"
     )
+    if failed:
+        print(f"\nTO-DO (also in {args.out / 'todo.md'}):\n{todo(runs)}")
     return 1 if failed else 0
 
 

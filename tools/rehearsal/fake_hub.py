@@ -66,7 +66,9 @@ class FakeHub:
     ):
         self.root = Path(root).resolve()
         self.echo = echo  # print each request to stderr as it is answered
-        self.requests: list[Request] = []
+        self._requests: list[Request] = []
+        self._in_flight = 0  # requests being answered: the client may have its answer before they are logged
+        self._idle = threading.Condition()
         self._interrupt_after = interrupt_first_download_after
         self._lock = threading.Lock()
         self._hashes: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256
@@ -100,22 +102,35 @@ class FakeHub:
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
+    @property
+    def requests(self) -> list[Request]:
+        """Every request answered so far, in order; waits (10 s at most) for those still being answered."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=10)
+            return list(self._requests)
+
     def downloads(self, filename: str | None = None) -> list[Request]:
         """The GET requests that sent file bytes (status 200 or 206), of ``filename`` only if given."""
-        with self._lock:
-            return [
-                r
-                for r in self.requests
-                if r.method == "GET"
-                and r.status in (200, 206)
-                and (filename is None or r.path.endswith("/" + filename))
-            ]
+        return [
+            r
+            for r in self.requests
+            if r.method == "GET"
+            and r.status in (200, 206)
+            and (filename is None or r.path.endswith("/" + filename))
+        ]
 
     # What the handler needs -----------------------------------------------------------------------
 
+    def _begin(self) -> None:
+        with self._idle:
+            self._in_flight += 1
+
     def _log(self, request: Request) -> None:
-        with self._lock:
-            self.requests.append(request)
+        """Record an answered request (called once per :meth:`_begin`)."""
+        with self._idle:
+            self._requests.append(request)
+            self._in_flight -= 1
+            self._idle.notify_all()
         if self.echo:
             print(
                 f"{request.method} {request.path} -> {request.status} ({request.body_bytes:,} bytes)",
@@ -164,10 +179,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, send_body: bool) -> None:
         hub: FakeHub = self.server.hub
+        hub._begin()  # before any answer goes out, so a client never sees an answer the log lacks
         path = unquote(urlsplit(self.path).path)
         range_header = self.headers.get("Range")
-        status, sent = self._serve(hub, path, range_header, send_body)
-        hub._log(Request(self.command, path, status, range_header, sent))
+        status, sent = 500, 0  # logged as such if answering fails half-way
+        try:
+            status, sent = self._serve(hub, path, range_header, send_body)
+        finally:
+            hub._log(Request(self.command, path, status, range_header, sent))
 
     def _not_found(self, code: str | None, message: str) -> tuple[int, int]:
         body = message.encode()

@@ -13,7 +13,7 @@
 - :func:`write_standin_vit_b16_weights`: a randomly initialised torchvision ``vit_b_16`` state dict
   saved where torchvision's weights API looks first (``$TORCH_HOME/hub/checkpoints/vit_b_16-c867db91.pth``).
   Its sha256 does not start with ``c867db91``, the prefix torchvision put in the published file's name,
-  which is how real code can tell these weights from the published ones (:func:`sha256_prefix`).
+  which is how ``helpers.pretrained.check_published_weights`` tells them from the published ones.
 
 Command line (stand-ins for the rehearsal, or for trying full mode by hand)::
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import io
 import os
 import struct
@@ -40,6 +39,7 @@ from PIL import Image
 # The toy set's recipe, imported rather than copied: helpers.toy makes the toy set's "fakes" with these.
 from helpers.datasets import CLASS_NAMES
 from helpers.fake_or_real import REPO_ID, ZIP_FILE
+from helpers.pretrained import sha256_prefix
 from helpers.toy import GENERATORS, _generate_fake, _random_crop
 from helpers.toy import _sources as _toy_sources
 
@@ -160,15 +160,6 @@ def write_standin_vit_b16_weights(torch_home: str | os.PathLike, seed: int = 0) 
     torch.save(model.state_dict(), partial)
     os.replace(partial, target)
     return target
-
-
-def sha256_prefix(path: str | os.PathLike, length: int = 8) -> str:
-    """The first ``length`` hex digits of the file's sha256, as torchvision puts them in weight file names."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
 
 
 def main(argv: list[str] | None = None) -> int:
