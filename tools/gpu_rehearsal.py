@@ -178,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         from rehearsal.standins import publish_standin_dataset, write_standin_vit_b16_weights
 
         made = time.perf_counter()
-        zip_path = publish_standin_dataset(scratch / "hub", fakes=fakes, photos=photos)
+        zip_path = publish_standin_dataset(
+            scratch / "hub", fakes=fakes, photos=photos, workers=os.cpu_count() or 1
+        )
         weights = write_standin_vit_b16_weights(scratch / "standin-torch")
         report["stand_ins_seconds"] = round(time.perf_counter() - made, 1)
         report["zip_megabytes"] = round(zip_path.stat().st_size / 1e6, 1)
