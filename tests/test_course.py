@@ -138,3 +138,9 @@ def test_expect_warns_loudly_once_in_full_mode_and_goes_on(monkeypatch, capsys):
 def test_expect_needs_a_resolved_mode():
     with pytest.raises(ValueError, match="resolve_mode"):
         course.expect(True, "x", mode="auto")
+
+
+def test_the_readme_names_the_drive_folder_and_parameter_the_code_uses():
+    readme = (ROOT / "README.md").read_text()
+    assert course.DRIVE_HOME.parts[-2:] == ("MyDrive", "fake-vit")
+    assert "My Drive/fake-vit" in readme and "course.setup_colab(USE_DRIVE)" in readme

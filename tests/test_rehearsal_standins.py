@@ -141,6 +141,8 @@ def test_standin_zip_has_the_real_layout_and_macos_junk(standin_zip):
 def test_standin_zip_bytes_depend_only_on_the_arguments(standin_zip, tmp_path):
     again = standins.write_standin_zip(tmp_path / "train.zip", fakes=FAKES, photos=PHOTOS)
     assert again.read_bytes() == standin_zip.read_bytes()
+    in_parallel = standins.write_standin_zip(tmp_path / "parallel.zip", fakes=FAKES, photos=PHOTOS, workers=2)
+    assert in_parallel.read_bytes() == standin_zip.read_bytes()
     other_seed = standins.write_standin_zip(tmp_path / "other.zip", fakes=1, photos=1, seed=1)
     with zipfile.ZipFile(standin_zip) as a, zipfile.ZipFile(other_seed) as b:
         assert a.read("train/fake_images/fake_0000.png") != b.read("train/fake_images/fake_0000.png")

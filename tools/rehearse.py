@@ -119,8 +119,6 @@ def rehearse_one(run: Run, folder: Path, home: Path, out_dir: Path, setup: Setup
     start = time.perf_counter()
     parameters = {"MODE": "full", **SIZES[run.notebook]}
     run.failure = runtime.execute(notebook, executed, parameters, work, env, setup.timeout)
-    if run.failure:
-        run.failure = run.failure.replace(str(folder.parent.parent), "$REHEARSAL")  # shorter paths
     run.seconds = time.perf_counter() - start
     downloads = setup.hub.downloads(ZIP_NAME)[downloads_before:]
     run.zip_downloads = len(downloads)
@@ -143,6 +141,10 @@ def rehearse_one(run: Run, folder: Path, home: Path, out_dir: Path, setup: Setup
     for marker in runtime.marked_as_toy(".complete", work, home):
         if marker not in toy_data_before:
             run.notes.append(f"made the toy dataset in full mode: {marker.parent}")
+    scratch = str(folder.parent.parent)  # shorter paths in what is printed
+    run.failure = run.failure and run.failure.replace(scratch, "$REHEARSAL")
+    run.problems = [line.replace(scratch, "$REHEARSAL") for line in run.problems]
+    run.notes = [line.replace(scratch, "$REHEARSAL") for line in run.notes]
     return run
 
 

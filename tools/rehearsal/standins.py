@@ -23,12 +23,14 @@ Command line (stand-ins for the rehearsal, or for trying full mode by hand)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import io
 import os
 import struct
 import sys
 import zipfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -107,23 +109,33 @@ def _member(name: str, is_dir: bool = False) -> zipfile.ZipInfo:
     return info
 
 
-def write_standin_zip(path: str | os.PathLike, fakes: int = 16, photos: int = 16, seed: int = 0) -> Path:
+def standin_fake_png(index: int, seed: int = 0) -> bytes:
+    """PNG bytes of :func:`standin_fake`."""
+    buffer = io.BytesIO()
+    Image.fromarray(standin_fake(index, seed)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def write_standin_zip(
+    path: str | os.PathLike, fakes: int = 16, photos: int = 16, seed: int = 0, workers: int = 1
+) -> Path:
     """Write a stand-in ``train.zip`` with ``fakes`` PNGs and ``photos`` JPEGs (see the module docstring).
 
-    The same arguments give a byte-identical file. Returns ``path``.
+    ``workers`` processes make the images (a few hundred take a while alone). The same arguments give a
+    byte-identical file, whatever ``workers`` is. Returns ``path``.
     """
     if fakes < 1 or photos < 1:
         raise ValueError(f"need at least one image per class, got fakes={fakes}, photos={photos}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fake_dir, real_dir = (f"train/{name}" for name in CLASS_NAMES)  # fake_images, real_images
-    files: list[tuple[str, bytes]] = []
-    for i in range(fakes):
-        buffer = io.BytesIO()
-        Image.fromarray(standin_fake(i, seed)).save(buffer, format="PNG", compress_level=1)
-        files.append((f"{fake_dir}/fake_{i:04d}.png", buffer.getvalue()))
-    for i in range(photos):
-        files.append((f"{real_dir}/real_{i:04d}.jpg", standin_photo(i, seed)))
+    _sources()  # decoded once here, so that forked workers inherit them
+    with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        make = pool.map if pool is not None else map
+        fake_bytes = make(standin_fake_png, range(fakes), [seed] * fakes)
+        photo_bytes = make(standin_photo, range(photos), [seed] * photos)
+        files = [(f"{fake_dir}/fake_{i:04d}.png", data) for i, data in enumerate(fake_bytes)]
+        files += [(f"{real_dir}/real_{i:04d}.jpg", data) for i, data in enumerate(photo_bytes)]
 
     partial = path.with_name(path.name + ".partial")
     with zipfile.ZipFile(partial, "w") as archive:
