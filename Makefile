@@ -7,14 +7,20 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
+# The Jupyter kernel `make setup` registers in .venv: this environment's Python, under the course's name.
+KERNEL := fake-vit
+KERNEL_DISPLAY_NAME := FaKe-ViT course (.venv)
+# Extra options for `make lab`, e.g. LAB_ARGS="--no-browser --port 8899"
+LAB_ARGS ?=
 # Notebook figures go to figures/ for `make run`; tests write theirs to build/ so the tree stays clean.
 TEST_ENV := FAKEVIT_MODE=small FAKEVIT_FIGURES=$(CURDIR)/build/test-figures MPLBACKEND=Agg
 
-.PHONY: help setup run test lint figures clean distclean set-repo clean-notebooks rehearse
+.PHONY: help setup run test lint figures clean distclean set-repo clean-notebooks rehearse lab
 
 help:
 	@echo "make run        execute every lesson in small mode -> build/notebooks/, figures/"
 	@echo "make test       ruff, pytest (unit tests + every notebook, small mode), make rehearse"
+	@echo "make lab        open the course in JupyterLab, on the course's kernel"
 	@echo "make figures    regenerate every figure in figures/ (lessons + demo screenshot)"
 	@echo "make rehearse   every lesson in full mode, offline, each in a fresh folder, against stand-ins"
 	@echo "make lint       ruff check and ruff format --check, notebook checks"
@@ -30,6 +36,7 @@ $(STAMP): pyproject.toml tools/install_system_deps.sh
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev,demo]"
 	bash tools/install_system_deps.sh
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "$(KERNEL_DISPLAY_NAME)"
 	touch $@
 
 run: $(STAMP)
@@ -37,6 +44,13 @@ run: $(STAMP)
 
 figures: run
 	$(PY) tools/demo_screenshot.py --out figures/demo.png
+
+# JupyterLab on the checkout, opened at notebooks/. It offers only the course's kernel, so every notebook
+# (their metadata says "python3", which Colab expects) opens on this environment's Python.
+lab: $(STAMP)
+	$(PY) -m jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
+		--KernelSpecManager.allowed_kernelspecs=$(KERNEL) --MultiKernelManager.default_kernel_name=$(KERNEL) \
+		$(LAB_ARGS)
 
 # Full mode as in fresh Colab runtimes: local Hub, stand-in train.zip and weights -> build/rehearsal/
 rehearse: $(STAMP)

@@ -2,7 +2,8 @@
 
 A code cell whose source contains ``# NBVAL_CHECK_OUTPUT`` (or that is tagged ``nbval-check-output``)
 keeps its outputs: nbval compares them when `make test` runs the notebook. Every other output, every
-execution count and papermill's run metadata are removed.
+execution count and papermill's run metadata are removed, and the kernel is named "python3" again (the
+name Colab knows; `make lab` opens such notebooks on the course's kernel).
 
     python tools/clean_notebooks.py notebooks/*.ipynb            # strip in place
     python tools/clean_notebooks.py --from-executed build/notebooks notebooks/*.ipynb
@@ -19,6 +20,9 @@ from pathlib import Path
 
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
 CHECK_TAG = "nbval-check-output"
+# The kernel a committed notebook names. `make lab` runs the course's kernel ("fake-vit") and JupyterLab
+# writes its name into a notebook it saves; Colab would greet that name with "Unrecognized runtime".
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 
 
 def is_checked(cell: dict) -> bool:
@@ -56,6 +60,7 @@ def cleaned(notebook: dict, executed: dict | None = None) -> dict:
             output.get("metadata", {}).clear()
     notebook["metadata"].pop("papermill", None)
     notebook["metadata"].pop("widgets", None)
+    notebook["metadata"]["kernelspec"] = dict(KERNELSPEC)
     return notebook
 
 
