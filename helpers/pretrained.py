@@ -29,7 +29,6 @@ import hashlib
 import re
 import urllib.error
 import urllib.request
-import warnings
 from pathlib import Path
 
 import torch
@@ -154,8 +153,9 @@ def load_pretrained_vit_b16(
             f"RANDOM WEIGHTS: {VIT_B16_WEIGHTS_FILE} is not in {weights_cache_path().parent} and could "
             "not be downloaded, so this ViT-B/16 starts from random weights: expect chance-level results."
         )
+        # Printed once: not a warnings.warn too, which a notebook would show a second time, in red,
+        # with the path of the cell's temporary file.
         course.announce(message)
-        warnings.warn(message, stacklevel=2)
         model = ViT(get_config("vit_b16", image_size=image_size, num_classes=num_classes or 1000))
     if num_classes is not None:
         model.reset_head(num_classes)
