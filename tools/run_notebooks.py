@@ -5,7 +5,9 @@
     python tools/run_notebooks.py notebooks/01_*.ipynb  # just these
 
 Executed copies go to build/notebooks/, figures to figures/. Prints the wall time of each notebook and
-exits non-zero if any notebook raises.
+exits non-zero if any notebook raises. It also lists what a notebook wrote to stderr beyond the course's
+allow-list (tools/notebook_stderr.py; `make test` fails on it), and signs each executed copy as trusted,
+as JupyterLab does for a notebook you run there, so that `make lab` shows its widget progress bars.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
 import papermill
+from nbformat.sign import NotebookNotary
+from notebook_stderr import stray_stderr
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +38,11 @@ def run(notebook: Path, out_dir: Path, mode: str, timeout: int) -> float:
         execution_timeout=timeout,
         progress_bar=False,
     )
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    # Outputs you made yourself: trusted, or JupyterLab would show widgets as their plain-text stand-ins
+    # (a finished progress bar as "0%|          | 0/2").
+    NotebookNotary().sign(nbformat.read(out_dir / notebook.name, as_version=4))
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         try:
             times[notebook.name] = run(notebook.resolve(), args.out, args.mode, args.timeout)
+            for message in stray_stderr(args.out / notebook.name):
+                print(f"unexpected stderr: {message}", flush=True)
         except papermill.PapermillExecutionError as err:
             times[notebook.name] = time.perf_counter() - start
             failed.append(notebook.name)
