@@ -56,7 +56,7 @@ lab: $(STAMP)
 rehearse: $(STAMP)
 	$(PY) tools/rehearse.py
 
-LINTED := helpers tests notebooks tools benchmarks app
+LINTED := helpers tests notebooks tools benchmarks app conftest.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check $(LINTED)
