@@ -41,6 +41,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from notebook_stderr import stray_stderr
 from rehearsal import checks, runtime
 from rehearsal.checks import Run
 from rehearsal.fake_hub import FakeHub
@@ -138,6 +139,8 @@ def rehearse_one(run: Run, folder: Path, home: Path, out_dir: Path, setup: Setup
             run.problems += checks.detector_reused(detector_before, after)
         else:
             run.notes.append("lesson 04 left no detector in the home, so its reuse was not checked")
+    if executed.is_file():  # full mode writes nothing to stderr that the course did not mean to say
+        run.problems += stray_stderr(executed)
     for marker in runtime.marked_as_toy(".complete", work, home):
         if marker not in toy_data_before:
             run.notes.append(f"made the toy dataset in full mode: {marker.parent}")
