@@ -3,11 +3,13 @@
 Used wherever the course reads an image file: the datasets (lesson 03), the predictor and the demo
 (lesson 06). A file that cannot be decoded raises :class:`ImageLoadError` naming it, never a
 confusing error deep inside a DataLoader; :func:`check_pixel_limit` refuses a decompression bomb
-(a small file that would take gigabytes once decoded) before any pixel is decoded.
+(a small file that would take gigabytes once decoded) and :func:`check_resized_size` an image too
+elongated to resize, both before any pixel is decoded.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from pathlib import Path
@@ -17,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+MAX_RESIZED_PIXELS = 16_000_000  # 48 MB as RGB; see check_resized_size
 
 
 class ImageLoadError(ValueError):
@@ -112,6 +115,24 @@ def check_pixel_limit(path: str | os.PathLike) -> None:
         raise ImageLoadError(
             f"{width}x{height} pixels ({width * height / 1e6:.0f} M) is above PIL's decompression-bomb "
             f"limit of {limit / 1e6:.0f} M pixels (PIL.Image.MAX_IMAGE_PIXELS)"
+        )
+
+
+def check_resized_size(path: str | os.PathLike, resize: int) -> None:
+    """Refuse an image so elongated that the eval transform's first step would make it huge (lesson 06).
+
+    The eval transform scales the *shorter* side to ``resize`` pixels and only then crops, so a
+    5000 x 1 strip (a PNG of a few hundred bytes) becomes 256 x 1,280,000 pixels on the way: 2 s and
+    1.3 GB more memory with ViT-B/16's transform (measured). Refused above
+    :data:`MAX_RESIZED_PIXELS`, which any photo or panorama stays far below. Reads the header only.
+    """
+    with Image.open(path) as header:  # reads the header only
+        shorter, longer = sorted(header.size)
+    pixels = resize * math.ceil(longer * resize / max(shorter, 1))
+    if pixels > MAX_RESIZED_PIXELS:
+        raise ImageLoadError(
+            f"it is {longer}x{shorter} pixels, too elongated: scaled to {resize} px on its shorter side "
+            f"it would have {pixels / 1e6:.0f} M pixels (the limit is {MAX_RESIZED_PIXELS / 1e6:.0f} M)"
         )
 
 
