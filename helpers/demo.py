@@ -3,27 +3,45 @@
 The page is built with Gradio (an optional extra: ``pip install -e ".[demo]"``), so ``gradio`` is
 imported inside :func:`build_demo` and nowhere else in ``helpers``. What happens to an upload:
 
-1. Gradio saves the uploaded file to its cache folder and calls :func:`classify` with its path.
+1. Gradio saves the uploaded file to its upload folder; the ``/predict`` endpoint checks that the
+   path it is given is such an upload (:func:`uploaded_file`) and calls :func:`classify` with it.
 2. :func:`helpers.images.load_image_rgb` decodes it (any mode PIL reads: RGBA, greyscale, palette,
    CMYK, 16-bit, the first frame of a GIF) and converts it to RGB.
 3. The :class:`~helpers.inference.Predictor` applies the *same eval transform* that was recorded in
    ``config.json`` at training time (resize, centre crop, normalise) and runs the ViT.
 4. The page shows the softmax probability of each class.
 
-An upload that is not an image, or one larger than PIL's decompression-bomb limit, gets a message
-on the page; the server keeps serving. Run it with ``python app/app.py --detector DIR``.
+An upload that is not an image, one larger than PIL's decompression-bomb limit, or one too
+elongated to resize (:func:`helpers.images.check_resized_size`) gets a message on the page and one
+line in the server's log; the server keeps serving. Run it with ``python app/app.py --detector DIR``.
+
+What a stranger can and cannot do (see :func:`uploaded_file` and :func:`build_demo`):
+
+- The ``/predict`` endpoint classifies only regular files inside Gradio's upload folder. Any other
+  path a caller names (``/etc/passwd``, a FIFO, a folder, a symlink out of the folder) gets the
+  same refusal, :data:`NOT_AN_UPLOAD`, and is never opened.
+- An upload is at most :data:`MAX_UPLOAD_BYTES`; it is deleted as soon as it has been classified,
+  and any upload nobody classified is deleted after 15 minutes.
+- :data:`CONCURRENCY` predictions run at once; at most :data:`QUEUE_SIZE` more wait in the queue,
+  later ones are told that the queue is full.
 """
 
 from __future__ import annotations
 
 import argparse
+import html
+import logging
+import math
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from PIL import Image
+
 from helpers import course
-from helpers.images import ImageLoadError, check_pixel_limit
+from helpers.images import ImageLoadError, check_pixel_limit, check_resized_size
 from helpers.inference import DetectorError, Predictor, load_predictor
 from helpers.toy import make_toy_dataset
 from helpers.vit import count_parameters
@@ -31,7 +49,25 @@ from helpers.vit import count_parameters
 if TYPE_CHECKING:  # only for type hints; gradio is imported when a demo is built
     import gradio as gr
 
+log = logging.getLogger(__name__)
+
 DETECTOR_ENV = "FAKEVIT_DETECTOR"
+# Gradio refuses larger uploads (HTTP 413) before they reach the disk. 20 MB holds any ordinary photo
+# or screenshot (the model looks at a 224 px crop of it anyway) and bounds what one request can store.
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+# One prediction at a time. On 2 cores, 2 at once gave no better p95 in benchmarks/demo_load.py (see
+# app/README.md) and would double the peak memory of heavy uploads (2 GB to decode one 88 M pixel
+# 16-bit PNG); PyTorch already spreads one prediction over all the cores.
+CONCURRENCY = 1
+# Requests waiting beyond this get "queue is full" at once instead of a wait of minutes.
+QUEUE_SIZE = 64
+DELETE_UNCLASSIFIED = (300, 900)  # every 5 min, delete uploads older than 15 min (gr.Blocks delete_cache)
+NAME_SHOWN = 60  # characters of the uploader's file name shown in messages
+NO_IMAGE_YET = "No image yet: upload one (or click an example), then click Classify."
+NOT_AN_UPLOAD = (
+    "This is not an image uploaded to this page, or it was deleted after it was classified: "
+    "upload the image again."
+)
 EXAMPLES_PER_CLASS = 2
 HOW_TO_MAKE_A_DETECTOR = (
     "Make one with `make run` (the fine-tuning notebook writes build/detector), or train the small "
@@ -54,7 +90,7 @@ def upload_path(upload: str | Path | Mapping[str, Any] | None) -> tuple[Path, st
     *we* decode the image and can explain what is wrong with a bad upload. A plain path works too.
     """
     if upload is None:
-        raise ImageLoadError("No image yet: upload one (or click an example), then click Classify.")
+        raise ImageLoadError(NO_IMAGE_YET)
     if isinstance(upload, Mapping):
         path = Path(upload["path"])
         return path, str(upload.get("orig_name") or path.name)
@@ -62,15 +98,49 @@ def upload_path(upload: str | Path | Mapping[str, Any] | None) -> tuple[Path, st
     return path, path.name
 
 
+def uploaded_file(upload: str | Mapping[str, Any], upload_folder: str | Path) -> tuple[Path, str]:
+    """``(path on disk, name the user gave the file)`` when ``upload`` names a regular file in
+    ``upload_folder``.
+
+    The ``/predict`` endpoint takes a file record ``{"path": ..., "orig_name": ...}`` that any API
+    caller can write, with any path in it. Anything but a regular file inside Gradio's upload
+    folder (after following symlinks) raises :class:`~helpers.images.ImageLoadError` with the same
+    text, :data:`NOT_AN_UPLOAD`, whatever is really there, so the answer tells nothing about the
+    server's files. Nothing is opened: ``os.path.realpath`` reads only links and ``os.stat`` only
+    the file's metadata, so a FIFO or ``/dev/stdin`` cannot block the server.
+    """
+    text = upload.get("path") if isinstance(upload, Mapping) else upload
+    try:
+        folder = Path(os.path.realpath(upload_folder))
+        path = Path(os.path.realpath(text))  # TypeError for a path that is not text
+        regular = path.parent.is_relative_to(folder) and stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, TypeError, ValueError):  # missing, unreadable, too long, a NUL byte, not text
+        regular = False
+    if not regular:
+        raise ImageLoadError(NOT_AN_UPLOAD)
+    name = upload.get("orig_name") if isinstance(upload, Mapping) else None
+    return path, shorten(name if isinstance(name, str) and name else path.name)
+
+
+def shorten(name: str, limit: int = NAME_SHOWN) -> str:
+    """``name`` cut to ``limit`` characters (with "..." in the middle) for messages and the log."""
+    if len(name) <= limit:
+        return name
+    half = (limit - 3) // 2
+    return name[:half] + "..." + name[-half:]
+
+
 def classify(predictor: Predictor, upload: str | Path | Mapping[str, Any] | None) -> dict[str, float]:
     """``{display name: probability}`` for one uploaded file; the probabilities sum to 1.
 
     Raises :class:`~helpers.images.ImageLoadError`, naming the file as the user called it, when it is
-    not an image PIL can decode or when it is too large (see :func:`helpers.images.check_pixel_limit`).
+    not an image PIL can decode or when it is too large (see :func:`helpers.images.check_pixel_limit`)
+    or too elongated (see :func:`helpers.images.check_resized_size`).
     """
     path, name = upload_path(upload)
     try:
         check_pixel_limit(path)
+        check_resized_size(path, int(predictor.config["transform"]["resize"]))
         # load_image_rgb (RGB, first frame of an animation), the eval transform from config.json,
         # the ViT and a softmax.
         probs = predictor.predict(path)
@@ -112,29 +182,66 @@ def model_summary(predictor: Predictor) -> str:
     )
 
 
+def check_predictor_answers(predictor: Predictor, detector_dir: str | Path) -> None:
+    """Classify one generated image; raise DetectorError unless every probability is a finite number.
+
+    Weights can be finite and still give NaN or infinite outputs (overflow); then every answer the
+    demo gave would be meaningless, so it refuses to start instead.
+    """
+    side = int(predictor.config["transform"]["resize"])
+    image = Image.radial_gradient("L").resize((side + 5, side + 2)).convert("RGB")  # resized, then cropped
+    probs = predictor.predict(image)
+    if not all(math.isfinite(p) for p in probs.values()):
+        raise DetectorError(
+            f"the detector in {detector_dir} answers {probs} for a test image (not finite numbers); "
+            "its weights are broken. Export the detector from a good epoch again."
+        )
+
+
 def build_demo(detector_dir: str | Path, examples: list[str | Path] | None = None) -> gr.Blocks:
     """The Gradio page for the detector in ``detector_dir``; call ``.launch()`` on it to serve it.
 
     Raises :class:`~helpers.inference.DetectorError` naming the file when the detector is
-    missing or its weights do not fit its ``config.json``. ``examples``: image files shown under
+    missing, its weights do not fit its ``config.json``, or its first prediction (on a generated
+    image, see :func:`check_predictor_answers`) is not finite. ``examples``: image files shown under
     the upload box (each one's folder name is its class).
+
+    The queue runs :data:`CONCURRENCY` predictions at once and holds at most :data:`QUEUE_SIZE`.
+    Launch it with ``max_file_size=MAX_UPLOAD_BYTES`` (as :func:`main` does) to cap uploads.
     """
     import gradio as gr
+    from gradio.utils import get_upload_folder  # $GRADIO_TEMP_DIR, else <temp dir>/gradio
 
     predictor = load_predictor(detector_dir, device="cpu")
+    check_predictor_answers(predictor, detector_dir)
+    upload_folder = get_upload_folder()
 
     def predict(upload: Mapping[str, Any] | None) -> dict[str, float]:
-        """The ``/predict`` endpoint: an image file in, ``{class: probability}`` out."""
+        """The ``/predict`` endpoint: an uploaded image file in, ``{class: probability}`` out."""
+        if upload is None:  # Classify clicked before any upload
+            raise gr.Error(NO_IMAGE_YET, title="Cannot classify this upload", print_exception=False)
+        given = upload.get("path") if isinstance(upload, Mapping) else upload
         try:
-            return classify(predictor, upload)
+            path, name = uploaded_file(upload, upload_folder)
         except ImageLoadError as err:
-            raise gr.Error(str(err), title="Cannot classify this upload") from err
+            log.warning("refused a request naming %s: not an upload", shorten(repr(given)))
+            raise gr.Error(str(err), title="Cannot classify this upload", print_exception=False) from None
+        try:
+            return classify(predictor, {"path": str(path), "orig_name": name})
+        except ImageLoadError as err:
+            log.warning("refused upload %r: %s", name, " ".join(str(err).split()))
+            # gr.Error's message is shown as HTML: escape <, > and & in the uploader's file name.
+            message = html.escape(str(err), quote=False)
+            raise gr.Error(message, title="Cannot classify this upload", print_exception=False) from None
+        finally:
+            # Only files that Gradio's upload route stored (not the examples, which stay).
+            if given in getattr(demo, "upload_file_set", ()):
+                path.unlink(missing_ok=True)
 
-    # delete_cache: uploads are removed from Gradio's cache folder after an hour.
     with gr.Blocks(
         title="Fake or real? A Vision Transformer detector",
         analytics_enabled=False,
-        delete_cache=(3600, 3600),
+        delete_cache=DELETE_UNCLASSIFIED,
     ) as demo:
         gr.Markdown(
             "# Fake or real?\n"
@@ -169,7 +276,15 @@ def build_demo(detector_dir: str | Path, examples: list[str | Path] | None = Non
             )
         # preprocess=False: Gradio hands `predict` the uploaded file's record instead of opening it
         # first, so a bad upload reaches `classify`, which explains what is wrong.
-        button.click(predict, inputs=image, outputs=label, api_name="predict", preprocess=False)
+        button.click(
+            predict,
+            inputs=image,
+            outputs=label,
+            api_name="predict",
+            preprocess=False,
+            concurrency_limit=CONCURRENCY,
+        )
+    demo.queue(max_size=QUEUE_SIZE)
     return demo
 
 
@@ -211,4 +326,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     # A gr.Error's message always reaches the page; other errors show only "Error" there (their
     # traceback goes to this terminal), so strangers never see the server's paths.
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        ssr_mode=False,
+        max_file_size=MAX_UPLOAD_BYTES,
+    )

@@ -19,23 +19,28 @@ resuming a training run reads the training state instead (:mod:`helpers.training
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from helpers.files import atomic_write, write_json
 from helpers.images import load_image_rgb
 from helpers.transforms import build_eval_transform
-from helpers.vit import ViT, ViTConfig
+from helpers.vit import MAX_IMAGE_SIZE, ViT, ViTConfig
 
 FORMAT = "fake-vit/1"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 DETECTOR_DIR = "detector"  # inside a training run's folder (python -m helpers.train --out OUT)
+# safetensors dtypes a float32 model can load (load_state_dict converts them); integers are refused.
+FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 
 
 class DetectorError(ValueError):
@@ -102,12 +107,98 @@ class Predictor:
         return {name: float(p) for name, p in zip(self.class_names, probs, strict=True)}
 
 
+def check_transform_spec(spec: Any, image_size: int) -> None:
+    """Raise ValueError, naming the field, unless ``spec`` is an eval transform that a ViT at
+    ``image_size`` can use. Lesson 06.
+
+    ``resize`` and ``crop`` are whole numbers from 1 to ``MAX_IMAGE_SIZE`` with ``crop <= resize`` and
+    ``crop == image_size`` (the model takes no other size); ``mean`` and ``std`` hold 3 finite numbers
+    (R, G, B), every ``std`` above 0 (normalising divides by it).
+    """
+    if not isinstance(spec, dict):
+        raise ValueError(f"'transform' must be an object with resize, crop, mean and std, not {spec!r}")
+    for key in ("resize", "crop"):
+        value = spec.get(key)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"transform {key}={value!r} must be a whole number of pixels")
+        if not 1 <= value <= MAX_IMAGE_SIZE:
+            raise ValueError(f"transform {key}={value} must be from 1 to {MAX_IMAGE_SIZE} pixels")
+    if spec["crop"] > spec["resize"]:
+        raise ValueError(f"transform crop={spec['crop']} is larger than resize={spec['resize']}")
+    if spec["crop"] != image_size:
+        raise ValueError(
+            f"transform crop={spec['crop']} but the model takes {image_size}x{image_size} images"
+        )
+    for key in ("mean", "std"):
+        values = spec.get(key)
+        if (
+            not isinstance(values, list | tuple)
+            or len(values) != 3
+            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+            or not all(math.isfinite(v) for v in values)
+        ):
+            raise ValueError(f"transform {key}={values!r} must be 3 finite numbers, one per colour (R, G, B)")
+    if not all(v > 0 for v in spec["std"]):
+        raise ValueError(f"transform std={spec['std']!r}: every value must be above 0")
+
+
+def check_weights_header(weights_path: Path, vit_config: ViTConfig) -> None:
+    """Compare the names, shapes and dtypes in a safetensors file's header with the model that
+    ``vit_config`` builds. Lesson 06.
+
+    Reads the header only (``safe_open`` maps the file without reading the tensors) and builds the
+    model on the "meta" device (shapes, no memory), so a config.json that does not fit its weights is
+    refused before anything large is allocated. Raises :class:`DetectorError` naming the file.
+    """
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in ViT(vit_config).state_dict().items()}
+    try:
+        with safe_open(weights_path, framework="pt") as weights:
+            found = {name: weights.get_slice(name) for name in weights.keys()}
+            shapes = {name: tuple(found[name].get_shape()) for name in found}
+            dtypes = {name: found[name].get_dtype() for name in found}
+    except Exception as err:  # safetensors raises its own SafetensorError; name the file either way
+        raise DetectorError(
+            f"{weights_path} is not a readable safetensors file ({err}); export the detector again."
+        ) from err
+    problems = [f"missing {name!r}" for name in expected if name not in shapes]
+    problems += [f"unexpected {name!r}" for name in shapes if name not in expected]
+    problems += [
+        f"{name!r} is {shapes[name]}, the config needs {shape}"
+        for name, shape in expected.items()
+        if name in shapes and shapes[name] != shape
+    ]
+    problems += [
+        f"{name!r} holds {dtype}, not floats" for name, dtype in dtypes.items() if dtype not in FLOAT_DTYPES
+    ]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise DetectorError(
+            f"{weights_path} does not fit the model described in {weights_path.parent / CONFIG_FILE}: "
+            f"{shown}. "
+            "Keep the two files of one export together, or export the detector again."
+        )
+
+
+def check_finite(state_dict: dict[str, torch.Tensor], weights_path: Path) -> None:
+    """Raise :class:`DetectorError` naming the file and the tensor when a weight is NaN or infinite."""
+    for name, tensor in state_dict.items():
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise DetectorError(
+                f"{weights_path}: {name!r} holds {bad} NaN or infinite values of {tensor.numel()}; the "
+                "training run diverged or the file is damaged. Export the detector from a good epoch again."
+            )
+
+
 def load_predictor(detector_dir: str | Path, device: str | torch.device = "cpu") -> Predictor:
     """Rebuild the model and eval transform saved by :func:`save_detector`. Lessons 04 to 06.
 
     ``detector_dir`` is a detector folder, or a training run's folder with one in ``detector/``.
-    Raises :class:`DetectorError` naming the file when a file is missing, unreadable, or does not
-    match the other (for example weights of another architecture).
+    Raises :class:`DetectorError` naming the file when a file is missing or unreadable, when
+    ``config.json`` holds an invalid field (see :class:`~helpers.vit.ViTConfig` and
+    :func:`check_transform_spec`), when the weights' header does not match the config (checked
+    before allocating, by :func:`check_weights_header`), or when a weight is NaN or infinite.
     """
     folder = Path(detector_dir)
     if not (folder / CONFIG_FILE).is_file() and (folder / DETECTOR_DIR / CONFIG_FILE).is_file():
@@ -124,9 +215,16 @@ def load_predictor(detector_dir: str | Path, device: str | torch.device = "cpu")
         config = json.loads(config_path.read_text(encoding="utf-8"))
         vit_config = ViTConfig.from_dict(config["vit_config"])
         class_names = list(config["class_names"])
+        if not all(isinstance(name, str) and name for name in class_names):
+            raise ValueError(f"class_names={class_names!r} must all be non-empty strings")
+        check_transform_spec(config["transform"], vit_config.image_size)
+        if vit_config.in_channels != 3:
+            raise ValueError(f"in_channels={vit_config.in_channels}, but images are loaded as RGB (3)")
         transform = build_eval_transform(config["transform"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise DetectorError(f"{config_path} is not a valid {FORMAT} config: {err!r}") from err
+        raise DetectorError(
+            f"{config_path} is not a valid {FORMAT} config: {err!r}. Fix it, or export the detector again."
+        ) from err
     if config.get("format") != FORMAT:
         raise DetectorError(f"{config_path} has format {config.get('format')!r}, expected {FORMAT!r}")
     if len(class_names) != vit_config.num_classes:
@@ -135,6 +233,7 @@ def load_predictor(detector_dir: str | Path, device: str | torch.device = "cpu")
             f"but the model has {vit_config.num_classes} outputs"
         )
 
+    check_weights_header(weights_path, vit_config)  # before anything large is allocated
     model = ViT(vit_config)
     try:
         state_dict = load_file(weights_path)
@@ -143,6 +242,7 @@ def load_predictor(detector_dir: str | Path, device: str | torch.device = "cpu")
         raise DetectorError(
             f"{weights_path} does not fit the model described in {config_path}: {err}"
         ) from err
+    check_finite(state_dict, weights_path)
     device = torch.device(device)
     model.to(device).eval()
     return Predictor(model=model, transform=transform, class_names=class_names, config=config, device=device)

@@ -24,6 +24,7 @@ D model width ("dim"), h heads, d = D / h width of one head.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -33,10 +34,28 @@ from torch import nn
 
 LAYER_NORM_EPS = 1e-6  # torchvision (and the original JAX code) use 1e-6, not PyTorch's default 1e-5
 
+# Upper bounds that ViTConfig enforces, so that a config.json from elsewhere can never make the
+# model ask for an absurd amount of memory. Each is far above every published ViT: the largest,
+# ViT-22B (Dehghani et al., 2023), has width 6144, 48 blocks and MLP size 24576.
+MAX_IMAGE_SIZE = 4096  # pixels per side; published ViTs use 224 to 896
+MAX_PATCHES = 16_384  # N, attention costs N^2; ViT-B/16 has 196 at 224 px, 16,384 at 2048 px
+MAX_IN_CHANNELS = 64  # RGB is 3; multispectral satellite images have about a dozen bands
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,843 classes
+MAX_DIM = 8192  # D
+MAX_MLP_DIM = 4 * MAX_DIM  # the MLP is usually 4 x D wide
+MAX_DEPTH = 128  # encoder blocks
+MAX_PARAMETERS = 2_000_000_000  # 8 GB as float32; ViT-G/14 (Zhai et al., 2022) has 1.8 B
+
 
 @dataclass
 class ViTConfig:
-    """Sizes of a Vision Transformer. The defaults are ViT-B/16 (Table 1 of the paper). Lesson 02."""
+    """Sizes of a Vision Transformer. The defaults are ViT-B/16 (Table 1 of the paper). Lesson 02.
+
+    Every field is checked when a config is made (also from a ``config.json``): whole numbers from 1
+    up to the ``MAX_*`` bounds above, dropouts in [0, 1), whole patches, ``dim`` divisible by
+    ``heads``, at most ``MAX_PATCHES`` patches and ``MAX_PARAMETERS`` parameters. A bad value raises
+    a ValueError naming the field and the value.
+    """
 
     image_size: int = 224  # side of the square input image, in pixels
     patch_size: int = 16  # side of one square patch, in pixels ("/16" in ViT-B/16)
@@ -50,6 +69,21 @@ class ViTConfig:
     attention_dropout: float = 0.0  # dropout on the attention weights
 
     def __post_init__(self) -> None:
+        """Check every field, so that a bad config fails here, naming the field, not deep inside torch."""
+        upper = {
+            "image_size": MAX_IMAGE_SIZE,
+            "patch_size": MAX_IMAGE_SIZE,
+            "in_channels": MAX_IN_CHANNELS,
+            "num_classes": MAX_CLASSES,
+            "dim": MAX_DIM,
+            "depth": MAX_DEPTH,
+            "heads": MAX_DIM,
+            "mlp_dim": MAX_MLP_DIM,
+        }
+        for name, most in upper.items():
+            setattr(self, name, _whole_number(name, getattr(self, name), most))
+        for name in ("dropout", "attention_dropout"):
+            setattr(self, name, _probability(name, getattr(self, name)))
         if self.image_size % self.patch_size != 0:
             raise ValueError(
                 f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}; "
@@ -57,8 +91,29 @@ class ViTConfig:
             )
         if self.dim % self.heads != 0:
             raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads}.")
-        if self.depth < 1:
-            raise ValueError(f"depth={self.depth}: a ViT needs at least one encoder block.")
+        if self.num_patches > MAX_PATCHES:
+            raise ValueError(
+                f"image_size={self.image_size} in patches of patch_size={self.patch_size} makes "
+                f"{self.num_patches:,} patches, above the limit of {MAX_PATCHES:,} (attention costs N^2); "
+                "use larger patches or smaller images."
+            )
+        if self.num_parameters > MAX_PARAMETERS:
+            raise ValueError(
+                f"this ViTConfig describes {self.num_parameters / 1e9:.1f} B parameters, above the limit of "
+                f"{MAX_PARAMETERS / 1e9:.0f} B ({4 * MAX_PARAMETERS / 1e9:.0f} GB as float32): {self}"
+            )
+
+    @property
+    def num_parameters(self) -> int:
+        """How many parameters :class:`ViT` has for this config, without building it (lesson 02's formula).
+
+        Patch embedding (a P x P convolution) + [class] token + N + 1 position embeddings + ``depth``
+        blocks (2 LayerNorms, qkv, output projection, MLP) + final LayerNorm + head.
+        """
+        D, M, P, C = self.dim, self.mlp_dim, self.patch_size, self.in_channels
+        embedding = C * P * P * D + D + D + (self.num_patches + 1) * D
+        block = 2 * D + (3 * D * D + 3 * D) + (D * D + D) + 2 * D + (D * M + M) + (M * D + D)
+        return embedding + self.depth * block + 2 * D + (D * self.num_classes + self.num_classes)
 
     @property
     def num_patches(self) -> int:
@@ -77,6 +132,22 @@ class ViTConfig:
         if unknown:
             raise ValueError(f"Unknown ViTConfig field(s) {unknown}; valid fields are {sorted(known)}.")
         return cls(**d)
+
+
+def _whole_number(name: str, value: object, most: int) -> int:
+    """``value`` as an int if it is a whole number from 1 to ``most``, else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"ViTConfig.{name}={value!r} must be a whole number, not {type(value).__name__}.")
+    if not 1 <= value <= most:
+        raise ValueError(f"ViTConfig.{name}={value} must be from 1 to {most:,}.")
+    return int(value)
+
+
+def _probability(name: str, value: object) -> float:
+    """``value`` as a float if it is a dropout probability in [0, 1), else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
+        raise ValueError(f"ViTConfig.{name}={value!r} must be a number from 0 up to (not including) 1.")
+    return float(value)
 
 
 PRESETS: dict[str, ViTConfig] = {

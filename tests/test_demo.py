@@ -4,6 +4,7 @@ and the real server (helpers.demo_server) answering gradio_client on a loopback 
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -218,19 +219,20 @@ def predict_endpoint(page):
     return function.fn
 
 
-def test_build_demo_registers_predict(detector, predictor, uploads, bad_uploads):
+def test_build_demo_registers_predict(detector, predictor, uploads, bad_uploads, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # Gradio's upload folder: /predict reads only there
     page = demo.build_demo(detector)
     assert isinstance(page, gr.Blocks)
     predict = predict_endpoint(page)
     # What Gradio passes with preprocess=False: its file record, with the name the user gave the file.
     upload = {
-        "path": str(uploads["rgba.png"]),
+        "path": shutil.copy(uploads["rgba.png"], tmp_path),
         "orig_name": "holiday.png",
         "meta": {"_type": "gradio.FileData"},
     }
     assert predict(upload) == pytest.approx(demo.classify(predictor, uploads["rgba.png"]))
     with pytest.raises(gr.Error, match="'my notes.txt' is not an image"):
-        predict({"path": str(bad_uploads["notes.txt"]), "orig_name": "my notes.txt"})
+        predict({"path": shutil.copy(bad_uploads["notes.txt"], tmp_path), "orig_name": "my notes.txt"})
     with pytest.raises(gr.Error, match="No image yet"):
         predict(None)
 
