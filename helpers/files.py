@@ -13,6 +13,7 @@ Two mechanisms, used everywhere the course writes something another program read
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -28,17 +29,37 @@ MARKER = ".complete"  # written last into a finished dataset folder, with the se
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     """Call ``write(temporary_path)``, then rename the temporary file to ``path``; return ``path``.
 
-    If ``write`` fails, the temporary file is removed and ``path`` is left as it was.
+    If ``write`` fails, the temporary file is removed and ``path`` is left as it was. A failure on
+    a full disk is raised as ``OSError(ENOSPC)`` naming ``path``, whatever the writer raised
+    (safetensors and ``torch.save`` report it in errors of their own, without the errno).
     """
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
     try:
         write(temporary)
         os.replace(temporary, path)
-    except BaseException:
+    except Exception as error:
+        disk_full = _disk_is_full(error, path.parent)  # before the partial file is removed
+        temporary.unlink(missing_ok=True)
+        if disk_full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from error
+        raise
+    except BaseException:  # Ctrl-C
         temporary.unlink(missing_ok=True)
         raise
     return path
+
+
+def _disk_is_full(error: Exception, folder: Path) -> bool:
+    """Whether ``error``, raised while writing into ``folder``, means that the disk is full."""
+    if getattr(error, "errno", None) == errno.ENOSPC:  # Python's own file writes
+        return True
+    if os.strerror(errno.ENOSPC) in str(error):  # safetensors: "I/O error: No space left on device ..."
+        return True
+    try:  # torch.save says only "unexpected pos ...": look at the disk, which it filled to the last byte
+        return shutil.disk_usage(folder).free < 2**20
+    except OSError:
+        return False
 
 
 def write_json(path: str | os.PathLike, content: Any) -> Path:
