@@ -126,18 +126,26 @@ def _differences(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -
     return found
 
 
+def _unreadable(path: Path, error: BaseException) -> TrainingStateError:
+    return TrainingStateError(
+        f"{path} cannot be read ({type(error).__name__}: {error}); the training state is damaged: "
+        f"delete {path.parent} and start again without resume."
+    )
+
+
 def _load_weights(path: Path, expected_epoch: int) -> dict[str, torch.Tensor]:
     try:
         with safe_open(path, framework="pt") as f:
             epoch = (f.metadata() or {}).get("epoch")
-    except (OSError, ValueError, RuntimeError) as error:
-        raise TrainingStateError(f"{path} cannot be read ({error}); start again without resume") from error
+        weights = load_file(path)
+    except Exception as error:  # missing, truncated, not safetensors (SafetensorError is no OSError)
+        raise _unreadable(path, error) from error
     if epoch != str(expected_epoch):
         raise TrainingStateError(
             f"{path} holds epoch {epoch} but {path.parent / TRAINER_FILE} expects epoch {expected_epoch}; "
             f"delete {path.parent} and start again without resume."
         )
-    return load_file(path)
+    return weights
 
 
 def load_training_state(folder: str | os.PathLike, settings: dict[str, Any]) -> dict[str, Any]:
@@ -155,28 +163,56 @@ def load_training_state(folder: str | os.PathLike, settings: dict[str, Any]) -> 
         raise TrainingStateError(
             f"{trainer_path} cannot be read ({error}); start again without resume"
         ) from error
-    if trainer.get("format") != FORMAT:
+    found = trainer.get("format") if isinstance(trainer, dict) else type(trainer).__name__
+    if found != FORMAT:
         raise TrainingStateError(
-            f"{trainer_path} has format {trainer.get('format')!r}, expected {FORMAT!r}; "
+            f"{trainer_path} has format {found!r}, expected {FORMAT!r}; "
             "start again without resume (or with another output folder)."
         )
-    differences = _differences(trainer["settings"], settings)
+    try:
+        epoch, best_epoch = int(trainer["epoch"]), int(trainer["best_epoch"])
+        names = {key: str(trainer["files"][key]) for key in ("weights", "best", "optimizer")}
+        differences = _differences(dict(trainer["settings"]), settings)
+        if not 0 < best_epoch <= epoch == len(trainer["history"]):
+            raise ValueError(f"epoch {epoch}, best epoch {best_epoch}, {len(trainer['history'])} in history")
+        if not all(STATE_FILE.match(name) for name in names.values()):  # a plain name inside `folder`
+            raise ValueError(f"unexpected file names {names}")
+    except (KeyError, TypeError, ValueError) as error:
+        raise TrainingStateError(
+            f"{trainer_path} lacks a field or holds a wrong one ({error!r}); it was edited or damaged: "
+            f"delete {folder} and start again without resume."
+        ) from error
     if differences:
         raise TrainingStateError(
             f"cannot resume from {folder}: the settings differ ({'; '.join(differences)}). Resume with the "
             f"same settings, or start a new run without resume (or with another output folder)."
         )
-    epoch, names = trainer["epoch"], trainer["files"]
-    state = torch.load(folder / names["optimizer"], map_location="cpu", weights_only=True)
-    if state["epoch"] != epoch:
+    try:
+        state = torch.load(folder / names["optimizer"], map_location="cpu", weights_only=True)
+        state_epoch = state["epoch"]
+    except Exception as error:  # missing, truncated, not a torch file, not plain tensors
+        raise _unreadable(folder / names["optimizer"], error) from error
+    if state_epoch != epoch:
         raise TrainingStateError(
             f"{folder / names['optimizer']} holds epoch {state['epoch']} but {trainer_path} says {epoch}; "
             f"delete {folder} and start again without resume."
         )
     trainer["weights"] = _load_weights(folder / names["weights"], epoch)
-    trainer["best_weights"] = _load_weights(folder / names["best"], trainer["best_epoch"])
+    trainer["best_weights"] = _load_weights(folder / names["best"], best_epoch)
     trainer["state"] = state
     return trainer
+
+
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """Raise ValueError unless each restored per-parameter tensor (e.g. Adam's moments) has its
+    parameter's shape; ``load_state_dict`` does not check, and the first step would fail."""
+    for parameter, tensors in optimizer.state.items():
+        for name, value in tensors.items():
+            if torch.is_tensor(value) and value.ndim > 0 and value.shape != parameter.shape:
+                raise ValueError(
+                    f"optimizer state {name!r} has shape {tuple(value.shape)}, its parameter "
+                    f"{tuple(parameter.shape)}"
+                )
 
 
 def resume(folder: str | os.PathLike, *, model: nn.Module, state: TrainingState, train_loader: Any) -> int:
@@ -186,10 +222,17 @@ def resume(folder: str | os.PathLike, *, model: nn.Module, state: TrainingState,
     if not (folder / TRAINER_FILE).is_file():
         return 0
     saved = load_training_state(folder, state.settings)
-    model.load_state_dict(saved["weights"])
-    state.optimizer.load_state_dict(saved["state"]["optimizer"])
-    state.scheduler.load_state_dict(saved["state"]["scheduler"])
-    state.scaler.load_state_dict(saved["state"]["scaler"])
+    try:
+        model.load_state_dict(saved["weights"])
+        state.optimizer.load_state_dict(saved["state"]["optimizer"])
+        state.scheduler.load_state_dict(saved["state"]["scheduler"])
+        state.scaler.load_state_dict(saved["state"]["scaler"])
+        _check_optimizer_shapes(state.optimizer)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise TrainingStateError(
+            f"the training state in {folder} does not fit this model and optimizer ({error}); it was "
+            f"edited or belongs to another run: delete {folder} and start again without resume."
+        ) from error
     state.history, state.best_epoch = saved["history"], saved["best_epoch"]
     state.best_weights = saved["best_weights"]
     if getattr(train_loader, "persistent_workers", False) and getattr(train_loader, "num_workers", 0) > 0:
