@@ -14,6 +14,12 @@ A detector folder holds exactly two files, neither of them pickled:
 ``build/detector/`` (:func:`helpers.course.detector_dir`); the demo in ``app/`` and the deployment
 lesson read it with :func:`load_predictor`. A detector is what predictions need and nothing more;
 resuming a training run reads the training state instead (:mod:`helpers.training_state`).
+
+Predictions run in the precision the machine is fastest at (``precision="auto"``, see
+:func:`helpers.engine.resolve_precision`): bf16 autocast on a CPU with bf16 instructions and on recent
+GPUs, fp16 on older GPUs, fp32 otherwise. The weights stay fp32; only the matrix products are
+rounded, and a probability moves by less than 0.02 (``tests/test_precision.py`` checks it on the toy
+test set). ``precision="fp32"`` gives the exact numbers of the model in fp32.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from helpers.engine import resolve_precision
+from helpers.evaluation import autocast
 from helpers.files import atomic_write, write_json
 from helpers.images import load_image_rgb
 from helpers.transforms import build_eval_transform
@@ -93,12 +101,14 @@ class Predictor:
     class_names: list[str]
     config: dict[str, Any]
     device: torch.device
+    precision: str = "fp32"  # numeric format of the forward pass: "fp32", "bf16" or "fp16"
 
     @torch.inference_mode()
     def predict_batch(self, images: list[Image.Image | str | Path]) -> torch.Tensor:
         """Class probabilities, shape (B, num_classes), for a list of images or paths."""
         batch = torch.stack([self.transform(load_image_rgb(image)) for image in images])  # (B, 3, H, W)
-        logits = self.model(batch.to(self.device))  # (B, num_classes)
+        with autocast(self.device, self.precision):
+            logits = self.model(batch.to(self.device))  # (B, num_classes)
         return logits.float().softmax(dim=-1).cpu()
 
     def predict(self, image: Image.Image | str | Path) -> dict[str, float]:
@@ -191,15 +201,22 @@ def check_finite(state_dict: dict[str, torch.Tensor], weights_path: Path) -> Non
             )
 
 
-def load_predictor(detector_dir: str | Path, device: str | torch.device = "cpu") -> Predictor:
+def load_predictor(
+    detector_dir: str | Path, device: str | torch.device = "cpu", precision: str = "auto"
+) -> Predictor:
     """Rebuild the model and eval transform saved by :func:`save_detector`. Lessons 04 to 06.
 
     ``detector_dir`` is a detector folder, or a training run's folder with one in ``detector/``.
+    ``precision``: "auto" (the fastest format on ``device``, see
+    :func:`helpers.engine.resolve_precision` with ``inference=True``), "fp32", "bf16" or "fp16";
+    ``predictor.precision`` says which one runs.
     Raises :class:`DetectorError` naming the file when a file is missing or unreadable, when
     ``config.json`` holds an invalid field (see :class:`~helpers.vit.ViTConfig` and
     :func:`check_transform_spec`), when the weights' header does not match the config (checked
     before allocating, by :func:`check_weights_header`), or when a weight is NaN or infinite.
     """
+    device = torch.device(device)
+    precision = resolve_precision(precision, device, inference=True)  # a bad value fails before loading
     folder = Path(detector_dir)
     if not (folder / CONFIG_FILE).is_file() and (folder / DETECTOR_DIR / CONFIG_FILE).is_file():
         folder = folder / DETECTOR_DIR  # the folder of a `python -m helpers.train` run
@@ -243,6 +260,5 @@ def load_predictor(detector_dir: str | Path, device: str | torch.device = "cpu")
             f"{weights_path} does not fit the model described in {config_path}: {err}"
         ) from err
     check_finite(state_dict, weights_path)
-    device = torch.device(device)
     model.to(device).eval()
-    return Predictor(model=model, transform=transform, class_names=class_names, config=config, device=device)
+    return Predictor(model, transform, class_names, config, device, precision)
