@@ -24,6 +24,7 @@ Where each lesson meets the package (as d2l's helpers say where they are defined
     04, 06  inference       export a detector (safetensors + JSON) and predict with it
     06      demo            the Gradio page (app/app.py); demo_server runs it as a process
     --      train           `python -m helpers.train`: a recipe from the command line
+    --      cli             how the command lines fail: one `error: ...` line, exit status 1 or 2
 
 Words with one meaning each: *mode* is the run size (small or full), *recipe* the training
 strategy, *precision* the numeric format (fp32, bf16, fp16; the metric is ``val_precision``), a

@@ -15,8 +15,25 @@ validation and test metrics, speed), ``detector/`` (``model.safetensors`` + ``co
 ``helpers.inference.load_predictor`` and the demo) and ``training_state/`` (to continue with
 ``--resume`` after an interruption; see ``helpers.training_state``).
 
+``--data`` is the folder with one sub-folder per class (``fake_images/``, ``real_images/``), or a
+folder whose one sub-folder holds them: ``data/fake_or_real`` works as well as
+``data/fake_or_real/train``.
+
+**On a GPU**, the defaults are what a GPU user expects: ``--precision auto`` trains in bf16 where the
+GPU has bf16 units (A100, L4, H100) and in fp16 with a gradient scaler on older ones (T4), and fp32
+matrix products may use TF32 (:func:`helpers.engine.allow_tf32`). On a CPU it trains in fp32.
+``--compile`` compiles the model with ``torch.compile``: the first steps take a minute or more to
+compile, later steps run faster (``benchmarks/finetune_throughput.py`` measures both), so it pays on
+a GPU for runs of many steps, not for a few epochs on the toy set.
+
+**Failures** that are not bugs (a full disk, an ``--out`` that cannot be written, a training state
+that does not fit the command, a folder without images) end with one ``error: ...`` line and exit
+status 1 or 2 (see :mod:`helpers.cli`). Before training, ``--out`` is checked for write access and
+for enough free space for the training state and the detector (:func:`space_needed`).
+
 Several GPUs: ``torchrun --nproc_per_node=4 -m helpers.train ...`` runs one process per GPU with
-DistributedDataParallel (``--batch-size`` is per process). The distributed parts are the
+DistributedDataParallel (``--batch-size`` is per process). Process 0 fetches the ImageNet weights
+and indexes the data while the others wait (:func:`rank_zero_first`). The distributed parts are the
 ``_distributed_*`` functions at the end of this file.
 """
 
@@ -24,9 +41,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +54,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from helpers import engine, files, pretrained, transforms
-from helpers.datasets import create_dataloaders
+from helpers import cli, engine, files, pretrained, training_state, transforms
+from helpers.datasets import CLASS_NAMES, create_dataloaders
 from helpers.evaluation import PRECISIONS
+from helpers.images import list_image_files
 from helpers.inference import DETECTOR_DIR, save_detector
 from helpers.recipes import RECIPES, Recipe, get_recipe
 from helpers.vit import ViT, get_config
@@ -59,7 +80,7 @@ RECIPE_FLAGS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m helpers.train",
         description=__doc__.split("\n\n")[0],
         epilog="Recipe settings left out take the values of the --recipe (listed in each help line).",
@@ -68,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         type=Path,
         required=True,
-        help="image folder with fake_images/ and real_images/ (e.g. data/toy)",
+        help="image folder with fake_images/ and real_images/, or a folder whose one sub-folder "
+        "holds them (e.g. data/toy, data/fake_or_real)",
     )
     parser.add_argument("--model", choices=MODELS, default="vit_tiny", help="ViT size (default: vit_tiny)")
     parser.add_argument(
@@ -96,9 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--precision",
-        choices=sorted(PRECISIONS),
-        default="fp32",
-        help="numeric format: bf16/fp16 use autocast; fp16 needs a GPU (default: fp32)",
+        choices=["auto", *sorted(PRECISIONS)],
+        default="auto",
+        help="numeric format; auto = bf16 on GPUs with bf16 units, fp16 on older GPUs, fp32 on a CPU "
+        "(default: auto)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the model with torch.compile: a minute or more at the start, faster steps "
+        "after; pays on a GPU for long runs",
     )
     parser.add_argument(
         "--num-workers",
@@ -164,13 +193,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         )
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is visible; use --device cpu (or auto)")
-    if args.precision == "fp16" and (args.device == "cpu" or not torch.cuda.is_available()):
-        parser.error("--precision fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
+    on_gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    try:  # the format this machine trains fastest in, or a clear refusal (fp16 on a CPU, ...)
+        args.precision = engine.resolve_precision(args.precision, "cuda" if on_gpu else "cpu")
+    except ValueError as err:
+        parser.error(f"--precision {args.precision}: {err}")
+    if args.compile and not recipe.train_backbone:
+        parser.error(
+            f"--compile: --recipe {recipe.name} trains one linear layer on features computed once; "
+            "there is nothing worth compiling"
+        )
     if not args.data.is_dir():
         parser.error(
             f"--data {args.data}: no such folder. It should hold fake_images/ and real_images/; "
             "make the toy set with `python -m helpers.data make-toy --out data/toy`."
         )
+    args.data = find_class_folder(args.data, verbose=_distributed_rank() == 0)
     if not recipe.train_backbone and _distributed_world_size() > 1:
         parser.error(
             f"--recipe {recipe.name} trains one linear layer on cached features; run it in a single "
@@ -215,12 +253,22 @@ def repeatable_train_loader(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, train, write; an expected failure ends with one ``error:`` line (see :mod:`helpers.cli`)."""
     args = parse_args(argv)
+    expected = (training_state.TrainingStateError, pretrained.PretrainedWeightsUnavailable)
+    return cli.run(lambda: train(args), expected=expected)
+
+
+def train(args: argparse.Namespace) -> int:
+    """The run that ``python -m helpers.train`` makes with the parsed ``args``; returns 0."""
     recipe: Recipe = args.recipe
     start = time.perf_counter()
     device, rank, world_size = _distributed_setup(args.device)
     progress = not args.no_progress and rank == 0
     try:
+        if rank == 0:  # the process that writes: find out now, not after the first epoch
+            check_output_folder(args.out, space_needed(args))
+        tf32 = engine.allow_tf32(device)
         engine.set_seed(args.seed)
         if recipe.pretrained:
             train_tf, eval_tf = transforms.pretrained_transforms(args.image_size)
@@ -228,60 +276,147 @@ def main(argv: Sequence[str] | None = None) -> int:
             train_tf, eval_tf = transforms.scratch_transforms(args.image_size)
         if not recipe.train_backbone:
             train_tf = eval_tf  # features are computed once, so no random augmentation
-        try:
-            train_loader, val_loader, test_loader, class_names = create_dataloaders(
-                args.data,
-                train_tf,
-                eval_tf,
-                batch_size=recipe.batch_size,
-                val_fraction=args.val_fraction,
-                test_fraction=args.test_fraction,
-                seed=args.seed,
-                num_workers=args.num_workers,
-            )
-        except ValueError as err:  # a folder without two classes of images, too few images per class
-            print(f"error: {err}", file=sys.stderr)
-            return 1
+        with rank_zero_first(rank, world_size):  # DDP: process 0 indexes the data (and checks every image)
+            try:
+                train_loader, val_loader, test_loader, class_names = create_dataloaders(
+                    args.data,
+                    train_tf,
+                    eval_tf,
+                    batch_size=recipe.batch_size,
+                    val_fraction=args.val_fraction,
+                    test_fraction=args.test_fraction,
+                    seed=args.seed,
+                    num_workers=args.num_workers,
+                )
+            except ValueError as err:  # a folder without two classes of images, too few images per class
+                raise cli.CommandError(str(err)) from err
         sampler = _distributed_sampler(train_loader.dataset, rank, world_size, args.seed)
         train_loader = repeatable_train_loader(train_loader, args.seed, sampler)
         if len(test_loader.dataset) == 0:
             test_loader = None
 
-        try:
+        with rank_zero_first(rank, world_size):  # DDP: process 0 downloads the ImageNet weights
             model, origin = build_model(args, len(class_names))
-        except pretrained.PretrainedWeightsUnavailable as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
+        if args.compile:
+            model.compile()  # in place: the state dict keeps its names, so saving and resuming are unchanged
         if rank == 0:
             parameters = sum(p.numel() for p in model.parameters())
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            how = args.precision + (", TF32 matmuls" if tf32 and args.precision == "fp32" else "")
             print(
                 f"{args.model} ({origin}), recipe {recipe.name}, "
                 f"{parameters:,} parameters ({trainable:,} trainable); "
                 f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val / "
                 f"{len(test_loader.dataset) if test_loader else 0} test images; device {device}"
-                + (f" x {world_size} processes" if world_size > 1 else ""),
+                + (f" x {world_size} processes" if world_size > 1 else "")
+                + f"; precision {how}"
+                + ("; compiled" if args.compile else ""),
                 flush=True,
             )
         run = engine.fit if recipe.train_backbone else engine.fit_linear_probe
-        result = run(
-            model,
-            train_loader,
-            val_loader,
-            recipe,
-            device=device,
-            test_loader=test_loader,
-            precision=args.precision,
-            seed=args.seed,
-            out_dir=args.out,
-            resume=args.resume,
-            progress=progress,
-        )
-        if rank == 0:
-            write_outputs(args, model, result, class_names, origin, world_size, time.perf_counter() - start)
+        resume_hint = "run the same command with --resume to continue from the last completed epoch"
+        try:
+            result = run(
+                model,
+                train_loader,
+                val_loader,
+                recipe,
+                device=device,
+                test_loader=test_loader,
+                precision=args.precision,
+                seed=args.seed,
+                out_dir=args.out,
+                resume=args.resume,
+                progress=progress,
+            )
+            if rank == 0:
+                seconds = time.perf_counter() - start
+                write_outputs(args, model, result, class_names, origin, world_size, seconds)
+        except OSError as err:  # a full disk, a folder that vanished: the last saved epoch is safe
+            raise cli.CommandError(f"{cli.describe_os_error(err)}; then {resume_hint}") from err
+        except KeyboardInterrupt as err:
+            raise cli.CommandError(f"interrupted; {resume_hint}", status=130) from err
     finally:
         _distributed_cleanup(world_size)
     return 0
+
+
+def find_class_folder(data: Path, verbose: bool = True) -> Path:
+    """``data`` if its sub-folders hold the images, else the one sub-folder of ``data`` that does.
+
+    ``python -m helpers.data download --out data/fake_or_real`` puts the class folders into
+    ``data/fake_or_real/train``; ``--data data/fake_or_real`` then trains on that ``train/`` (and
+    says so). When no sub-folder or several hold class folders with images, ``data`` is returned
+    as it is, and indexing it explains what is missing.
+    """
+
+    def holds_classes(folder: Path) -> bool:  # two or more sub-folders with images (at any depth)
+        classes = [d for d in _visible_folders(folder) if any(list_image_files(d))]
+        return len(classes) >= 2
+
+    if holds_classes(data):
+        return data
+    inside = [d for d in _visible_folders(data) if holds_classes(d)]
+    if len(inside) != 1:
+        return data
+    if verbose:
+        print(f"--data {data}: using {inside[0]}, the sub-folder that holds the class folders")
+    return inside[0]
+
+
+def _visible_folders(folder: Path) -> list[Path]:
+    """Sub-folders of ``folder``, without hidden ones and macOS's ``__MACOSX``."""
+    return sorted(
+        d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name != "__MACOSX"
+    )
+
+
+def space_needed(args: argparse.Namespace) -> int:
+    """Bytes that ``--out`` needs for a run of ``args``: the training state twice, plus the detector.
+
+    A training state holds the weights, the best weights (4 bytes per parameter each) and the
+    optimizer's two moments per trained parameter (AdamW and Adam keep two); each epoch writes a new
+    one before deleting the old (:mod:`helpers.training_state`), so twice that must fit, less what an
+    earlier run already wrote there. The detector is the weights once more. For ViT-B/16 fine-tuning
+    this is about 3.1 GB; the linear probe saves only the head's state, so mostly the detector.
+    """
+    config = get_config(args.model, image_size=args.image_size, num_classes=len(CLASS_NAMES))
+    weights = 4 * config.num_parameters
+    if args.recipe.train_backbone:
+        state = 2 * weights + 2 * weights
+    else:  # fit_linear_probe saves the state of the head only
+        head = 4 * (config.dim + 1) * config.num_classes
+        state = 4 * head
+    folder = Path(args.out) / training_state.FOLDER
+    existing = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) if folder.is_dir() else 0
+    return max(2 * state - existing, state) + weights
+
+
+def check_output_folder(out: Path, needed: int) -> None:
+    """Refuse, before training, an ``--out`` that cannot be written or whose disk has less than
+    ``needed`` bytes free: one :class:`helpers.cli.CommandError` naming the folder.
+
+    Nothing is created: the check writes a temporary file into ``out`` or, when ``out`` does not
+    exist yet, into its nearest existing parent, and deletes it at once.
+    """
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        raise cli.CommandError(f"--out {out}: {existing} is a file, not a folder; choose another --out", 2)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise cli.CommandError(
+            f"--out {out}: cannot write into {existing} ({reason}); choose a folder you can write to", 2
+        ) from err
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise cli.CommandError(
+            f"--out {out}: its disk has {free / 1e9:.2f} GB free, but this run needs about "
+            f"{needed / 1e9:.2f} GB there (each epoch's training state is written before the last one is "
+            "deleted, then the detector); free some space or choose another --out"
+        )
 
 
 def write_outputs(
@@ -336,6 +471,26 @@ def write_outputs(
 
 def _distributed_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _distributed_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+@contextmanager
+def rank_zero_first(rank: int, world_size: int) -> Iterator[None]:
+    """DDP: process 0 runs the ``with`` block first while the others wait; then the others run it.
+
+    For work that must happen once: process 0 downloads the ImageNet weights into the cache, or
+    indexes the dataset, and the others then find the file or the index in place instead of all
+    writing it at once. A no-op in a single process. If process 0 fails in the block, torchrun
+    stops the waiting processes.
+    """
+    if world_size > 1 and rank != 0:
+        dist.barrier()  # wait for process 0 to finish the block
+    yield
+    if world_size > 1 and rank == 0:
+        dist.barrier()  # let the others in
 
 
 def _distributed_setup(device_arg: str) -> tuple[torch.device, int, int]:

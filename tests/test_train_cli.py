@@ -11,12 +11,14 @@ import urllib.error
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 from helpers import pretrained, train
 from helpers.datasets import CLASS_NAMES
 from helpers.inference import load_predictor
 from helpers.recipes import RECIPES
 from helpers.toy import make_toy_dataset
+from helpers.vit import ViT
 
 ROOT = Path(__file__).resolve().parents[1]
 RATES = ("accuracy", "precision", "recall", "f1", "auroc")
@@ -238,3 +240,109 @@ def test_two_processes_under_torchrun_match_one_process(easy_folder, tmp_path):
     assert one["test"]["accuracy"] >= 0.9 and two["test"]["accuracy"] >= 0.9
     assert abs(one["history"][-1]["train_loss"] - two["history"][-1]["train_loss"]) < 0.05
     load_predictor(ddp)  # only process 0 wrote the files, and they are complete
+
+
+# ---------------------------------------------------------------------------------------------
+# What a GPU user expects (issue 11): --data of a download, --compile, free space, DDP fetches
+# ---------------------------------------------------------------------------------------------
+
+
+def test_data_may_be_the_folder_above_the_classes(easy_folder, tmp_path, capsys):
+    """`python -m helpers.data download --out data/fake_or_real` puts the classes into train/."""
+    download = tmp_path / "fake_or_real"
+    (download / "__MACOSX").mkdir(parents=True)  # junk that extraction may leave, ignored
+    (download / "train").symlink_to(easy_folder, target_is_directory=True)
+    (download / ".complete").write_text("{}")
+    args = train.parse_args(["--data", str(download)])
+    assert args.data == download / "train"
+    assert f"using {download / 'train'}" in capsys.readouterr().out
+    assert train.parse_args(["--data", str(easy_folder)]).data == easy_folder  # the classes: unchanged
+    (tmp_path / "two" / "a").mkdir(parents=True)
+    (tmp_path / "two" / "b").mkdir()
+    assert train.find_class_folder(tmp_path / "two") == tmp_path / "two"  # nothing to descend into
+
+
+def test_compile_trains_the_compiled_model_to_the_same_numbers(easy_folder, tmp_path, monkeypatch):
+    """--compile calls ViT.compile (torch.compile in place). Inductor takes minutes on a CPU, so the
+    test compiles with the "eager" backend: the graph capture is real, the kernels are PyTorch's
+    own, and the run must give exactly the numbers of the uncompiled one."""
+    compiled = []
+    real_compile = ViT.compile
+
+    def compile_eagerly(self, **options):
+        compiled.append(self)
+        return real_compile(self, backend="eager")
+
+    monkeypatch.setattr(ViT, "compile", compile_eagerly)
+    plain, fast = tmp_path / "plain", tmp_path / "compiled"
+    assert train.main(tiny_run(easy_folder, plain, "--epochs", "1")) == 0
+    assert train.main(tiny_run(easy_folder, fast, "--epochs", "1", "--compile")) == 0
+    assert len(compiled) == 1 and compiled[0]._compiled_call_impl is not None
+    one, two = (json.loads((out / "metrics.json").read_text()) for out in (plain, fast))
+    assert two["settings"]["compile"] and not one["settings"]["compile"]
+    timing = ("seconds", "train_images_per_second")
+    assert [{k: v for k, v in h.items() if k not in timing} for h in one["history"]] == [
+        {k: v for k, v in h.items() if k not in timing} for h in two["history"]
+    ]
+    assert (
+        load_file(plain / "detector" / "model.safetensors").keys()
+        == load_file(fast / "detector" / "model.safetensors").keys()
+    )  # the same names: no "_orig_mod." prefix
+
+
+def test_space_needed_is_what_a_run_writes(easy_folder, tmp_path):
+    """The estimate against the bytes a 2-epoch run really leaves: the training state (weights, best
+    weights, optimizer) and the detector; the estimate counts the state twice (a save's peak)."""
+    out = tmp_path / "run"
+    argv = tiny_run(easy_folder, out, "--epochs", "2")
+    needed = train.space_needed(train.parse_args(argv))
+    assert train.main(argv) == 0
+    state = sum(f.stat().st_size for f in (out / "training_state").iterdir())
+    detector = sum(f.stat().st_size for f in (out / "detector").iterdir())
+    assert 0.95 < needed / (2 * state + detector) < 1.05
+    # resuming over a saved state needs only the new epoch's copy
+    assert 0.95 < train.space_needed(train.parse_args(argv)) / (state + detector) < 1.05
+    # ViT-B/16 fine-tuning, as documented: about 3.1 GB
+    args = train.parse_args(["--data", str(easy_folder), "--model", "vit_b16", "--recipe", "finetune"])
+    assert abs(train.space_needed(args) / 1e9 - 3.1) < 0.05
+
+
+RANK_ZERO_FIRST = """
+import json, os, sys, time
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from helpers.train import rank_zero_first
+
+def worker(rank, log_dir, port):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    with rank_zero_first(rank, 2):
+        entered = time.monotonic()
+        time.sleep(1.0 if rank == 0 else 0.0)  # process 0 "downloads" for a second
+        left = time.monotonic()
+    with open(os.path.join(log_dir, f"{rank}.json"), "w") as f:
+        json.dump({"entered": entered, "left": left}, f)
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    mp.spawn(worker, args=(sys.argv[1], sys.argv[2]), nprocs=2)
+"""
+
+
+def test_under_ddp_process_0_fetches_first_while_the_others_wait(tmp_path):
+    """Two gloo processes on the CPU: process 1 enters the block only after process 0 has left it."""
+    from helpers.demo_server import free_port
+
+    script = tmp_path / "rank_zero_first.py"
+    script.write_text(RANK_ZERO_FIRST)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    zero, one = (json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1))
+    assert one["entered"] >= zero["left"]

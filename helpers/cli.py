@@ -1,0 +1,80 @@
+"""How the course's command lines fail: an expected failure is one ``error: ...`` line, not a traceback.
+
+Used by ``python -m helpers.train``, ``python -m helpers.data`` and ``python app/app.py``. Two kinds
+of failure are expected, and each prints ONE line on stderr that names the file or value and says
+what to do:
+
+- a *usage* error, exit status 2: a bad flag or value, found before any work starts (an unknown
+  recipe, an ``--out`` folder that cannot be written, a detector folder that does not load);
+- a *runtime* failure, exit status 1: something the user can fix but the program could not know in
+  advance (a full disk, a folder without images, a training state that does not fit the command,
+  no network for the ImageNet weights).
+
+Everything else is a bug and keeps its traceback, so that it gets reported and fixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+RUNTIME_ERROR = 1
+USAGE_ERROR = 2
+
+
+class CommandError(Exception):
+    """An expected failure: ``str(error)`` is printed as one ``error:`` line, ``status`` is the exit code."""
+
+    def __init__(self, message: str, status: int = RUNTIME_ERROR):
+        super().__init__(message)
+        self.status = status
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, with a usage error printed as one line (argparse prints the usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"error: {one_line(message)} (`{self.prog} --help` lists the options)\n")
+
+
+def one_line(text: object) -> str:
+    """``text`` with its line breaks and runs of spaces turned into single spaces."""
+    return " ".join(str(text).split())
+
+
+def describe_os_error(error: OSError) -> str:
+    """What went wrong with a file, and what to do, in one sentence (no traceback)."""
+    where = error.filename if error.filename is not None else "a file"
+    if error.errno == errno.ENOSPC:
+        return f"no space left on the disk holding {where}: free some space"
+    if error.errno == errno.EROFS:
+        return f"cannot write {where}: it is on a read-only file system; write to another folder"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return f"cannot write or read {where}: permission denied; use a folder you own"
+    return f"{where}: {error.strerror or error}"
+
+
+def run(command: Callable[[], int], *, expected: tuple[type[BaseException], ...] = ()) -> int:
+    """Call ``command()`` and return its exit status, turning expected failures into one line.
+
+    :class:`CommandError` keeps its status; ``OSError`` (a full disk, a folder that cannot be
+    written, a file that vanished) and the ``expected`` exception types give status 1; Ctrl-C gives
+    130, the shell's code for an interrupt. Any other exception propagates with its traceback.
+    """
+    try:
+        return command()
+    except CommandError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return error.status
+    except OSError as error:
+        print(f"error: {one_line(describe_os_error(error))}", file=sys.stderr)
+        return RUNTIME_ERROR
+    except expected as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return RUNTIME_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
