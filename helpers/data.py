@@ -9,19 +9,21 @@ Command line::
     python -m helpers.data make-toy --out data/toy [--images-per-class N --image-size S --seed K]
     python -m helpers.data download --out data/fake_or_real [--max-side 256]
     python -m helpers.data figures --data data/toy --out figures
+
+An expected failure (no network, a full disk, a folder that cannot be written, a folder without
+the two classes) ends with one ``error: ...`` line and exit status 1 or 2 (:mod:`helpers.cli`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from helpers import course
+from helpers import cli, course
 from helpers.data_plots import plot_samples, plot_spectra
 from helpers.fake_or_real import IMAGE_COUNT, count_images, download_fake_or_real
 from helpers.files import read_marker
@@ -54,7 +56,8 @@ def get_dataset(name: str, root: str | os.PathLike | None = None, **kwargs: Any)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    """Parse the command line and run the command; returns the exit status (see :mod:`helpers.cli`)."""
+    parser = cli.ArgumentParser(
         prog="python -m helpers.data",
         description="Make the toy dataset, download the Fake or Real dataset, or draw figures of one.",
     )
@@ -75,7 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures.add_argument("--data", type=Path, default=None, help="image folder (default: data/toy)")
     figures.add_argument("--out", type=Path, default=None, help="figures folder (default: figures/)")
     args = parser.parse_args(argv)
+    if args.command == "figures" and args.data is not None and not args.data.is_dir():
+        parser.error(
+            f"--data {args.data}: no such folder; make the toy set with `python -m helpers.data make-toy`"
+        )
+    # RuntimeError: the download failed; ValueError: a folder without the two classes of images
+    return cli.run(lambda: run(args), expected=(RuntimeError, ValueError))
 
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command ``args.command``; returns 0."""
     if args.command == "make-toy":
         out = args.out or course.data_dir() / "toy"
         start = time.perf_counter()
@@ -85,11 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{out}: {2 * args.images_per_class} images ready in {time.perf_counter() - start:.1f} s")
     elif args.command == "download":
         out = args.out or course.data_dir() / "fake_or_real"
-        try:
-            data = download_fake_or_real(out, max_side=args.max_side)
-        except RuntimeError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
+        data = download_fake_or_real(out, max_side=args.max_side)
         print(f"{data}: {count_images(data)} images ready")
     else:
         import matplotlib
