@@ -18,4 +18,4 @@ if (REPO_ROOT / "helpers" / "demo.py").is_file() and str(REPO_ROOT) not in sys.p
 from helpers.demo import main  # noqa: E402
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(sys.argv[1:])  # exits with status 0, or 1 or 2 after one "error: ..." line

@@ -8,12 +8,15 @@ imported inside :func:`build_demo` and nowhere else in ``helpers``. What happens
 2. :func:`helpers.images.load_image_rgb` decodes it (any mode PIL reads: RGBA, greyscale, palette,
    CMYK, 16-bit, the first frame of a GIF) and converts it to RGB.
 3. The :class:`~helpers.inference.Predictor` applies the *same eval transform* that was recorded in
-   ``config.json`` at training time (resize, centre crop, normalise) and runs the ViT.
+   ``config.json`` at training time (resize, centre crop, normalise) and runs the ViT, in the
+   precision this machine runs fastest (bf16 on a CPU with bf16 instructions, else fp32; the page
+   says which).
 4. The page shows the softmax probability of each class.
 
 An upload that is not an image, one larger than PIL's decompression-bomb limit, or one too
 elongated to resize (:func:`helpers.images.check_resized_size`) gets a message on the page and one
-line in the server's log; the server keeps serving. Run it with ``python app/app.py --detector DIR``.
+line in the server's log; the server keeps serving. Run it with ``python app/app.py --detector DIR``, or from
+Python (lesson 06) with :func:`launch_demo`, which applies the same upload cap.
 
 What a stranger can and cannot do (see :func:`uploaded_file` and :func:`build_demo`):
 
@@ -34,13 +37,14 @@ import logging
 import math
 import os
 import stat
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from PIL import Image
 
-from helpers import course
+from helpers import cli, course
 from helpers.images import ImageLoadError, check_pixel_limit, check_resized_size
 from helpers.inference import DetectorError, Predictor, load_predictor
 from helpers.toy import make_toy_dataset
@@ -170,15 +174,23 @@ def find_examples(data_root: Path, cache: Path, per_class: int = EXAMPLES_PER_CL
     return examples
 
 
+PRECISION_NOTES = {
+    "bf16": "bf16 (this machine multiplies bf16 natively: faster, probabilities within 0.02 of fp32)",
+    "fp16": "fp16 (on the GPU: faster, probabilities within 0.02 of fp32)",
+    "fp32": "fp32",
+}
+
+
 def model_summary(predictor: Predictor) -> str:
-    """One Markdown line on what was loaded: the model, its size, its eval transform and its classes."""
+    """One Markdown line on what was loaded: the model, its size, its eval transform, its classes and
+    the precision its predictions run in."""
     config, spec = predictor.config, predictor.config["transform"]
     params = count_parameters(predictor.model)
     classes = ", ".join(display_name(c) for c in predictor.class_names)
     return (
         f"**Model:** `{config['model_name']}`, {params / 1e6:.1f} M parameters. "
         f"**Eval transform:** resize to {spec['resize']} px, centre crop {spec['crop']} px, normalise. "
-        f"**Classes:** {classes}."
+        f"**Classes:** {classes}. **Precision:** {PRECISION_NOTES[predictor.precision]}."
     )
 
 
@@ -198,21 +210,27 @@ def check_predictor_answers(predictor: Predictor, detector_dir: str | Path) -> N
         )
 
 
-def build_demo(detector_dir: str | Path, examples: list[str | Path] | None = None) -> gr.Blocks:
-    """The Gradio page for the detector in ``detector_dir``; call ``.launch()`` on it to serve it.
+def build_demo(
+    detector_dir: str | Path, examples: list[str | Path] | None = None, precision: str = "auto"
+) -> gr.Blocks:
+    """The Gradio page for the detector in ``detector_dir``; serve it with :func:`launch_demo`.
 
     Raises :class:`~helpers.inference.DetectorError` naming the file when the detector is
     missing, its weights do not fit its ``config.json``, or its first prediction (on a generated
     image, see :func:`check_predictor_answers`) is not finite. ``examples``: image files shown under
     the upload box (each one's folder name is its class).
 
+    ``precision``: the numeric format of predictions, "auto" by default (see
+    :func:`helpers.inference.load_predictor`); the page shows which one runs.
+
     The queue runs :data:`CONCURRENCY` predictions at once and holds at most :data:`QUEUE_SIZE`.
-    Launch it with ``max_file_size=MAX_UPLOAD_BYTES`` (as :func:`main` does) to cap uploads.
+    Uploads are capped at :data:`MAX_UPLOAD_BYTES` only when it is launched with that limit, as
+    :func:`launch_demo` does.
     """
     import gradio as gr
     from gradio.utils import get_upload_folder  # $GRADIO_TEMP_DIR, else <temp dir>/gradio
 
-    predictor = load_predictor(detector_dir, device="cpu")
+    predictor = load_predictor(detector_dir, device="cpu", precision=precision)
     check_predictor_answers(predictor, detector_dir)
     upload_folder = get_upload_folder()
 
@@ -288,13 +306,48 @@ def build_demo(detector_dir: str | Path, examples: list[str | Path] | None = Non
     return demo
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python app/app.py [--detector DIR] [--host HOST] [--port PORT]``.
+def launch_demo(
+    detector_dir: str | Path,
+    *,
+    examples: list[str | Path] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    share: bool = False,
+    block: bool = True,
+    quiet: bool = False,
+) -> gr.Blocks:
+    """Build the page for ``detector_dir`` (:func:`build_demo`) and serve it with the upload cap.
 
-    Exits with code 2 and a message saying how to make a detector when there is none, or naming
-    the file when the detector does not load.
+    Used by ``python app/app.py`` and lesson 06. Uploads above :data:`MAX_UPLOAD_BYTES` are refused
+    (HTTP 413) before they are stored. ``host`` and ``port`` default to ``$GRADIO_SERVER_NAME`` and
+    ``$GRADIO_SERVER_PORT``, else 127.0.0.1:7860; ``share=True`` also opens a temporary public
+    gradio.live link. ``block=False`` returns at once with the server running in the background
+    (a notebook); call ``.close()`` on the returned page to stop it. ``block=True`` serves until
+    Ctrl-C.
     """
-    parser = argparse.ArgumentParser(
+    demo = build_demo(detector_dir, examples=examples)
+    # A gr.Error's message always reaches the page; other errors show only "Error" there (their
+    # traceback goes to this terminal), so strangers never see the server's paths.
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        ssr_mode=False,
+        max_file_size=MAX_UPLOAD_BYTES,
+        prevent_thread_lock=not block,
+        quiet=quiet,
+    )
+    return demo
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Command line: ``python app/app.py [--detector DIR] [--host HOST] [--port PORT]``; always exits.
+
+    A missing or broken detector exits with status 2 and one ``error:`` line naming the folder or
+    file and how to make a detector; a port already in use or missing gradio exits with status 1
+    (see :mod:`helpers.cli`); Ctrl-C ends serving.
+    """
+    parser = cli.ArgumentParser(
         prog="python app/app.py", description="Serve the fake-vs-real ViT detector as a web page (Gradio)."
     )
     parser.add_argument(
@@ -313,24 +366,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-examples", action="store_true", help="do not show example images")
     parser.add_argument("--share", action="store_true", help="also make a temporary public gradio.live link")
     args = parser.parse_args(argv)
+    sys.exit(cli.run(lambda: serve(args)))
 
+
+def serve(args: argparse.Namespace) -> int:
+    """What ``python app/app.py`` does once its arguments are parsed; serves until Ctrl-C."""
+    try:
+        import gradio  # noqa: F401  (only to fail here with a clear message)
+    except ImportError as err:
+        raise cli.CommandError(f'the demo needs gradio ({err}): pip install -e ".[demo]"') from err
     detector = args.detector or Path(os.environ.get(DETECTOR_ENV) or course.detector_dir())
     if not detector.is_dir():
-        parser.exit(2, f"{parser.prog}: error: no detector folder at {detector}.\n{HOW_TO_MAKE_A_DETECTOR}\n")
+        raise cli.CommandError(f"no detector folder at {detector}. {HOW_TO_MAKE_A_DETECTOR}", cli.USAGE_ERROR)
     examples = None
     if not args.no_examples:
         examples = find_examples(course.data_dir(), cache=course.project_root() / "build" / "demo_examples")
-    try:
-        demo = build_demo(detector, examples=examples)
-    except DetectorError as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
-    # A gr.Error's message always reaches the page; other errors show only "Error" there (their
-    # traceback goes to this terminal), so strangers never see the server's paths.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    demo.launch(
-        server_name=args.host,
-        server_port=args.port,
-        share=args.share,
-        ssr_mode=False,
-        max_file_size=MAX_UPLOAD_BYTES,
-    )
+    try:
+        launch_demo(detector, examples=examples, host=args.host, port=args.port, share=args.share)
+    except DetectorError as err:
+        raise cli.CommandError(str(err), cli.USAGE_ERROR) from err
+    return 0

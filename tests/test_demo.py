@@ -151,10 +151,9 @@ def test_every_kind_of_upload_gets_a_prediction(predictor, uploads, name):
     assert_is_prediction(demo.classify(predictor, uploads[name]))
 
 
-def test_prediction_applies_the_eval_transform_recorded_in_the_detector(
-    predictor, detector, tmp_path, textured_rgb
-):
+def test_prediction_applies_the_eval_transform_recorded_in_the_detector(detector, tmp_path, textured_rgb):
     """At 32 px the recorded transform is: to [0, 1], normalise with ImageNet statistics. Redo it by hand."""
+    predictor = load_predictor(detector, precision="fp32")  # the exact numbers, compared to 1e-5
     pixels = textured_rgb(32, 32, seed=7)
     Image.fromarray(pixels).save(tmp_path / "x.png")
     spec = json.loads((detector / "config.json").read_text())["transform"]
@@ -251,15 +250,54 @@ def test_examples_come_from_data_toy_or_are_generated(tmp_path, predictor):
     assert not (tmp_path / "unused").exists()
 
 
+def test_the_page_says_which_precision_runs(detector, monkeypatch, tmp_path):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    for precision in ("fp32", "bf16"):
+        page = demo.build_demo(detector, precision=precision)
+        [summary] = [
+            b.value for b in page.blocks.values() if isinstance(b, gr.Markdown) and "Model:" in b.value
+        ]
+        assert f"**Precision:** {demo.PRECISION_NOTES[precision]}." in summary
+    auto = load_predictor(detector).precision  # what the page runs by default
+    assert f"**Precision:** {demo.PRECISION_NOTES[auto]}" in demo.model_summary(load_predictor(detector))
+
+
+def test_launch_demo_serves_with_the_upload_cap_and_returns_the_page_to_close(
+    detector, monkeypatch, tmp_path
+):
+    """What lesson 06 calls: the server runs in the background, caps uploads, and stops on close()."""
+    from helpers.demo_server import free_port
+
+    httpx = pytest.importorskip("httpx")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    port = free_port()
+    page = demo.launch_demo(detector, host="127.0.0.1", port=port, block=False, quiet=True)
+    try:
+        url = f"http://127.0.0.1:{port}/gradio_api/upload"
+        too_big = httpx.post(
+            url, files={"files": ("big.png", b"\0" * (demo.MAX_UPLOAD_BYTES + 1))}, timeout=60
+        )
+        assert too_big.status_code == 413
+        assert httpx.post(url, files={"files": ("small.png", b"\0" * 100)}, timeout=60).status_code == 200
+    finally:
+        page.close()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+
+
 # ---------------------------------------------------------------------------------------------
 # The command line: a missing or broken detector stops the app at start
 # ---------------------------------------------------------------------------------------------
 
 
 def run_main(argv, capsys) -> tuple[int, str]:
+    """``(exit status, stderr)`` of the app's command line; stderr must be one ``error:`` line."""
     with pytest.raises(SystemExit) as exit_info:
         demo.main(argv)
-    return exit_info.value.code, capsys.readouterr().err
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return exit_info.value.code, err
 
 
 def test_missing_detector_folder_exits_2_saying_how_to_make_one(tmp_path, capsys):
