@@ -6,7 +6,7 @@ screenshot tool (``tools/demo_screenshot.py``), or a script of your own::
     with running_demo("build/detector", Path("build/server")) as url:
         Client(url).predict(handle_file("photo.jpg"), api_name="/predict")
 
-Lesson 06 starts the demo inside the notebook instead (``build_demo(...).launch()``); this runs
+Lesson 06 starts the demo inside the notebook instead (``helpers.demo.launch_demo``); this runs
 exactly what ``python app/app.py`` runs, in a checkout of the course.
 """
 
