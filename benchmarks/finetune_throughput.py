@@ -11,7 +11,8 @@ cross-entropy, backward with the fp16 gradient scaler, gradient clipping, AdamW)
 
 - ``fp32``: fp32 with TF32 off (``torch.set_float32_matmul_precision("highest")``), the reference;
 - ``tf32``: fp32 weights, matrix products on TF32 tensor cores (what the CLI allows on a GPU);
-- ``bf16`` and ``fp16``: autocast (``--precision``); bf16 only where the GPU has bf16 units;
+- ``bf16`` and ``fp16``: autocast (``--precision``), TF32 allowed as in the CLI; bf16 only where the
+  GPU has bf16 units;
 - each of tf32, bf16 and fp16 also compiled (``model.compile()``, as ``--compile`` does).
 
 On a CPU the rows are fp32 and bf16, eager and compiled. For each setting the table shows the
@@ -57,7 +58,7 @@ def measure(
 ) -> tuple[float, float]:
     """``(seconds of the first `warmup` steps, images per second over the next `steps`)``."""
     if device.type == "cuda":
-        torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
+        torch.set_float32_matmul_precision("highest" if precision == "fp32" else "high")  # as the CLI
     autocast = "fp32" if precision == "tf32" else precision
     torch.manual_seed(0)
     model = ViT(config).to(device)
