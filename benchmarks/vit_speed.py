@@ -5,8 +5,8 @@
 Measures fp32 inference (``torch.inference_mode``) and one training step (forward, cross-entropy,
 backward, AdamW step) at 224 px, then our bf16-autocast inference and how far its logits are from fp32.
 The last line puts our fp32 inference against the fp32 matrix-multiplication peak of this machine,
-measured in the same run (square matmuls of ``--matmul-size``): GFLOP/s of the model (its FLOPs
-counted by ``torch.utils.flop_counter``) as a percentage of GFLOP/s of a plain ``torch.mm``.
+timed in turn with it (square matmuls of ``--matmul-size``): GFLOP/s of the model (its FLOPs counted
+by ``torch.utils.flop_counter``) as a percentage of GFLOP/s of a plain ``torch.mm``.
 The two models run interleaved (ours, torchvision, ours, ...) in one process, so a busy machine slows
 both alike; the medians and their ratio are what to compare. The ratio is also given in process CPU
 time, which counts only the time the process really computed: on a shared machine it moves less than
@@ -46,8 +46,7 @@ def make_train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     return step
 
 
-def compare(name: str, ours_fn, theirs_fn, batch_size: int, repeats: int) -> float:
-    """Print both speeds and their ratio; return our median seconds per call."""
+def compare(name: str, ours_fn, theirs_fn, batch_size: int, repeats: int) -> None:
     ours_fn(), theirs_fn()  # warm-up (allocations, kernel selection)
     ours_t, theirs_t = [], []
     for _ in range(repeats):
@@ -60,23 +59,25 @@ def compare(name: str, ours_fn, theirs_fn, batch_size: int, repeats: int) -> flo
         f"torchvision {batch_size / theirs_wall:7.2f} img/s   "
         f"speed-up {theirs_wall / ours_wall:.2f}x (CPU time: {theirs_cpu / ours_cpu:.2f}x)"
     )
-    return ours_wall
 
 
-def matmul_gflops(size: int, repeats: int) -> float:
-    """GFLOP/s of ``torch.mm`` on two fp32 ``size`` x ``size`` matrices (2 size^3 FLOPs each), the
-    median of ``repeats``: about the most this machine computes in fp32."""
+@torch.inference_mode()
+def share_of_matmul_peak(
+    model: nn.Module, images: torch.Tensor, size: int, repeats: int
+) -> tuple[float, float]:
+    """``(GFLOP/s of model(images), GFLOP/s of torch.mm on two fp32 size x size matrices)``, timed in
+    turn (model, matmul, model, ...), medians of ``repeats``. The matmul is about the most this
+    machine computes in fp32; the model's FLOPs are counted by ``torch.utils.flop_counter``."""
+    with FlopCounterMode(display=False) as counter:
+        model(images)
     a, b = torch.randn(size, size), torch.randn(size, size)
     torch.mm(a, b)  # warm-up
-    seconds = statistics.median(time_call(lambda: torch.mm(a, b))[0] for _ in range(repeats))
-    return 2 * size**3 / seconds / 1e9
-
-
-def forward_flops(model: nn.Module, images: torch.Tensor) -> int:
-    """FLOPs of one forward pass of ``model`` on ``images`` (matmuls, convolutions, attention)."""
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(images)
-    return counter.get_total_flops()
+    model_t, matmul_t = [], []
+    for _ in range(repeats):
+        model_t.append(time_call(lambda: model(images))[0])
+        matmul_t.append(time_call(lambda: torch.mm(a, b))[0])
+    model_gflops = counter.get_total_flops() / statistics.median(model_t) / 1e9
+    return model_gflops, 2 * size**3 / statistics.median(matmul_t) / 1e9
 
 
 def main() -> None:
@@ -106,9 +107,7 @@ def main() -> None:
 
     ours.eval(), theirs.eval()
     with torch.inference_mode():
-        fp32_seconds = compare(
-            "inference fp32", lambda: ours(images), lambda: theirs(images), args.batch_size, args.repeats
-        )
+        compare("inference fp32", lambda: ours(images), lambda: theirs(images), args.batch_size, args.repeats)
 
     ours.train(), theirs.train()
     compare(
@@ -140,9 +139,8 @@ def main() -> None:
         f"max |logit bf16 - fp32| {deviation:.4f} (largest |fp32 logit| {fp32_logits.abs().max().item():.2f})"
     )
 
-    # our fp32 inference against the fp32 matmul peak, measured now
-    model_gflops = forward_flops(ours, images) / fp32_seconds / 1e9
-    peak = matmul_gflops(args.matmul_size, args.repeats)
+    # our fp32 inference against the fp32 matmul peak, measured side by side
+    model_gflops, peak = share_of_matmul_peak(ours, images, args.matmul_size, args.repeats)
     print(
         f"our fp32 inference: {model_gflops:.0f} GFLOP/s, {100 * model_gflops / peak:.0f}% of the fp32 "
         f"matmul peak measured in this run ({peak:.0f} GFLOP/s, torch.mm of {args.matmul_size}^2 matrices)"
