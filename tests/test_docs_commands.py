@@ -168,7 +168,6 @@ def run(command: str, monkeypatch) -> dict:
     return {"launch": launches[0]}
 
 
-@pytest.mark.filterwarnings("ignore:RANDOM WEIGHTS")  # no ImageNet weights here, as the fixture says
 @pytest.mark.parametrize("command", RUN)
 def test_every_documented_command_runs(command, checkout, monkeypatch, capsys):
     result = run(command, monkeypatch)
