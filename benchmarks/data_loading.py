@@ -1,20 +1,25 @@
-"""Why the download step can write a pre-resized copy: decoding large photos dominates loading time.
+"""How fast the DataLoader feeds training: decoding the prepared copy's PNGs versus its image cache.
 
-    python benchmarks/data_loading.py [--images 24] [--side 1500] [--max-side 256]
+    python benchmarks/data_loading.py [--images 768] [--workers 2] [--batch-size 64] [--seconds 3]
 
-Writes ``--images`` synthetic photographs (``--side`` x ``--side`` JPEGs of about 1.3 MB, like the
-Fake or Real originals) to a temporary folder, then measures, single-threaded:
+Writes ``--images`` synthetic 256-pixel images (the prepared copy of Fake or Real: shorter side
+256, half of them 256 x 341 "photos", half 256 x 256 "fakes", as PNG) to a temporary folder, builds
+their image cache (``helpers.image_cache``), then measures, side by side in one run, the images per
+second that a DataLoader with ``--workers`` worker processes delivers for 224-pixel training batches
+(``pretrained_transforms(224)``: random crop, flip, normalise) when it
 
-1. indexing with ``find_images`` (which decodes every file once, JPEGs at reduced scale),
-2. images/s of decode + the pretrained eval transform (Resize 256, CenterCrop 224, Normalize) on the
-   originals,
-3. the one-off cost of ``make_resized_copy(..., max_side)``,
-4. images/s of the same loading from the copy, and the speed-up (target: at least 5x).
+- decodes the PNG files (the same files, hard-linked into a folder without a cache), and
+- reads the image cache (no decoding: a memory-mapped uint8 array, cropped and flipped as a tensor).
+
+Each is timed over whole epochs after one warm-up epoch (workers started, files in the page cache),
+best of two rounds taken alternately. The ceiling of one process reading the cache (no DataLoader)
+is printed too. The last line is the comparison: ``feed: X img/s cached vs Y img/s decoded (Z.Zx)``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -22,70 +27,111 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from helpers.datasets import CLASS_NAMES, ImageFolderDataset, find_images
-from helpers.fake_or_real import make_resized_copy
+from helpers.image_cache import build_image_cache
 from helpers.transforms import pretrained_transforms
 
 
-def write_synthetic_photos(root: Path, count: int, side: int, seed: int = 0) -> None:
-    """``count`` JPEGs (quality 95) split over both classes: a photo-like smooth field plus sensor noise."""
+def write_prepared_images(root: Path, count: int, seed: int = 0) -> None:
+    """``count`` PNGs with shorter side 256 over both classes: a smooth field plus sensor noise."""
     rng = np.random.default_rng(seed)
     for i in range(count):
         folder = root / CLASS_NAMES[i % 2]
         folder.mkdir(parents=True, exist_ok=True)
-        coarse = rng.uniform(0, 255, (12, 12, 3)).astype(np.uint8)
+        width = 341 if i % 2 else 256  # real photos 4:3, fakes square
+        coarse = rng.uniform(0, 255, (8, 8, 3)).astype(np.uint8)
         smooth = np.asarray(
-            Image.fromarray(coarse).resize((side, side), Image.Resampling.BICUBIC), dtype=np.float32
+            Image.fromarray(coarse).resize((width, 256), Image.Resampling.BICUBIC), dtype=np.float32
         )
-        pixels = np.clip(smooth + rng.normal(0, 12, smooth.shape), 0, 255).astype(np.uint8)  # (side, side, 3)
-        Image.fromarray(pixels).save(folder / f"photo_{i:04d}.jpg", quality=95)
+        pixels = np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)  # (256, W, 3)
+        Image.fromarray(pixels).save(folder / f"image_{i:05d}.png")
 
 
-def images_per_second(dataset: ImageFolderDataset, repeats: int = 2) -> float:
-    """Best of ``repeats`` passes over the dataset (decode + transform), in images per second."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for i in range(len(dataset)):
-            dataset[i]
-        best = min(best, time.perf_counter() - start)
-    return len(dataset) / best
+def link_without_cache(src: Path, dst: Path) -> None:
+    """The same files in another folder (hard links: no copy), without the image cache."""
+    for path in src.rglob("*.png"):
+        target = dst / path.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(path, target)
+
+
+def loader_rate(loader: DataLoader, seconds: float) -> float:
+    """Images per second over whole epochs, at least ``seconds`` long, after one warm-up epoch."""
+    for _ in loader:  # warm-up: starts the (persistent) workers, reads the files once
+        pass
+    images, start = 0, time.perf_counter()
+    while True:
+        for batch, _ in loader:
+            images += len(batch)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return images / elapsed
+
+
+def in_process_rate(dataset: ImageFolderDataset, count: int = 512) -> float:
+    """Images per second of one process calling ``dataset[i]`` (no DataLoader, no collation)."""
+    start = time.perf_counter()
+    for i in range(count):
+        dataset[i % len(dataset)]
+    return count / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=24)
-    parser.add_argument("--side", type=int, default=1500)
-    parser.add_argument("--max-side", type=int, default=256)
+    parser.add_argument("--images", type=int, default=768)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--seconds", type=float, default=3.0, help="minimum timed duration of each measurement"
+    )
     args = parser.parse_args()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     torch.set_num_threads(1)  # as in a DataLoader worker
-    _, eval_tf = pretrained_transforms(224)
+    train_tf, _ = pretrained_transforms(224)
     with tempfile.TemporaryDirectory() as tmp:
-        originals = Path(tmp) / "originals"
-        write_synthetic_photos(originals, args.images, args.side)
-        sizes = [p.stat().st_size for p in originals.rglob("*.jpg")]
+        cached_root, decoded_root = Path(tmp) / "prepared", Path(tmp) / "prepared_no_cache"
+        write_prepared_images(cached_root, args.images)
+        link_without_cache(cached_root, decoded_root)
+        start = time.perf_counter()
+        build_image_cache(cached_root, 256)
+        seconds = time.perf_counter() - start
+        size = (cached_root / ".image_cache" / "pixels.u8").stat().st_size
+        rate = args.images / seconds
         print(
-            f"{len(sizes)} synthetic {args.side}x{args.side} JPEGs, {np.mean(sizes) / 1e6:.2f} MB on average"
+            f"image cache: {args.images} images, {size / 1e6:.0f} MB, "
+            f"built in {seconds:.1f} s ({rate:.0f} img/s, once)"
         )
 
-        start = time.perf_counter()
-        samples, _ = find_images(originals)
-        index_seconds = time.perf_counter() - start
-        print(
-            f"find_images (decode check): {1000 * index_seconds / len(samples):.1f} ms per image "
-            f"-> about {index_seconds / len(samples) * 6750:.0f} s for the 6,750 images of Fake or Real"
-        )
-        original_speed = images_per_second(ImageFolderDataset(samples, eval_tf))
-        print(f"originals:        {original_speed:7.1f} images/s (decode + Resize 256 + CenterCrop 224)")
+        datasets = {
+            "cached": ImageFolderDataset(find_images(cached_root)[0], train_tf),
+            "decoded": ImageFolderDataset(find_images(decoded_root)[0], train_tf),
+        }
+        assert datasets["cached"].cached == args.images and datasets["decoded"].cached == 0
+        for name, dataset in datasets.items():
+            print(f"one process, no DataLoader, {name}: {in_process_rate(dataset):7.0f} img/s")
 
-        start = time.perf_counter()
-        copy = make_resized_copy(originals, Path(tmp) / f"max{args.max_side}", args.max_side)
-        print(f"make_resized_copy(max_side={args.max_side}): {time.perf_counter() - start:.1f} s, once")
-        copy_samples, _ = find_images(copy)
-        copy_speed = images_per_second(ImageFolderDataset(copy_samples, eval_tf))
-        print(f"pre-resized copy: {copy_speed:7.1f} images/s")
-        print(f"speed-up: {copy_speed / original_speed:.1f}x (target >= 5x)")
+        rates: dict[str, float] = {}
+        for _ in range(2):  # alternate, keep the best: load from other processes hits both alike
+            for name, dataset in datasets.items():
+                loader = DataLoader(
+                    dataset,
+                    batch_size=args.batch_size,
+                    shuffle=True,
+                    num_workers=args.workers,
+                    persistent_workers=args.workers > 0,
+                    drop_last=True,
+                )
+                rates[name] = max(rates.get(name, 0.0), loader_rate(loader, args.seconds))
+                del loader
+        for name, rate in rates.items():
+            print(
+                f"DataLoader, {args.workers} workers, batches of {args.batch_size}, {name}: {rate:7.0f} img/s"
+            )
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    cached, decoded = rates["cached"], rates["decoded"]
+    print(f"feed: {cached:.0f} img/s cached vs {decoded:.0f} img/s decoded ({cached / decoded:.1f}x)")
 
 
 if __name__ == "__main__":

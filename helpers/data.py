@@ -8,6 +8,7 @@ Command line::
 
     python -m helpers.data make-toy --out data/toy [--images-per-class N --image-size S --seed K]
     python -m helpers.data download --out data/fake_or_real [--max-side 256]
+    python -m helpers.data cache --data data/toy [--size 64]
     python -m helpers.data figures --data data/toy --out figures
 
 An expected failure (no network, a full disk, a folder that cannot be written, a folder without
@@ -25,17 +26,27 @@ from typing import Any
 
 from helpers import cli, course
 from helpers.data_plots import plot_samples, plot_spectra
-from helpers.fake_or_real import IMAGE_COUNT, count_images, download_fake_or_real
+from helpers.fake_or_real import (
+    PREPARED_SIDE,
+    count_images,
+    download_fake_or_real,
+    original_fake_or_real,
+    prepared_fake_or_real,
+)
 from helpers.files import read_marker
+from helpers.image_cache import build_image_cache
 from helpers.toy import IMAGES_PER_CLASS, make_toy_dataset
 
 
 def get_dataset(name: str, root: str | os.PathLike | None = None, **kwargs: Any) -> Path:
     """The folder of dataset ``name``, made or downloaded into ``data/<name>`` if needed (lessons 03-06).
 
-    ``"toy"`` -> :func:`helpers.toy.make_toy_dataset` (seconds); ``"fake_or_real"`` ->
-    :func:`helpers.fake_or_real.download_fake_or_real` (~9 GB). Keyword arguments go to that
-    function. Returns the folder holding fake_images/ and real_images/.
+    ``"toy"`` -> :func:`helpers.toy.make_toy_dataset` (seconds); keyword arguments go to it.
+    ``"fake_or_real"`` -> what lessons train and evaluate on: the prepared copy (shorter sides at most
+    ``max_side=256`` pixels, with its decoded image cache), made once per course home and reused by
+    every later lesson and runtime (:func:`helpers.fake_or_real.prepared_fake_or_real`: ~9 GB
+    download the first time). ``max_side=None`` gives the originals at native resolution instead;
+    ``expected_count`` is passed on. Returns the folder holding fake_images/ and real_images/.
     """
     if name == "toy":
         root = Path(root) if root is not None else course.data_dir() / "toy"
@@ -46,12 +57,10 @@ def get_dataset(name: str, root: str | os.PathLike | None = None, **kwargs: Any)
         return path
     if name == "fake_or_real":
         root = Path(root) if root is not None else course.data_dir() / "fake_or_real"
-        if read_marker(root) is None:
-            print(
-                f"Fetching the Fake or Real Competition dataset ({IMAGE_COUNT:,} images, train.zip "
-                f"is about 9 GB, needs ~18 GB of disk while extracting) into {root} ..."
-            )
-        return download_fake_or_real(root, **kwargs)
+        max_side = kwargs.pop("max_side", PREPARED_SIDE)
+        if max_side is None:
+            return original_fake_or_real(root, **kwargs)
+        return prepared_fake_or_real(root, max_side, **kwargs)
     raise ValueError(f"Unknown dataset {name!r}; valid names are 'toy' and 'fake_or_real'.")
 
 
@@ -72,12 +81,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out", type=Path, default=None, help="folder to write (default: data/fake_or_real)"
     )
     download.add_argument(
-        "--max-side", type=int, default=None, help="also write a copy with shorter sides <= N px"
+        "--max-side", type=int, default=None, help="also write the prepared copy, shorter sides <= N px"
+    )
+    cache = commands.add_parser("cache", help="decode an image folder once into its image cache")
+    cache.add_argument("--data", type=Path, required=True, help="image folder (fake_images/, real_images/)")
+    cache.add_argument(
+        "--size", type=int, default=PREPARED_SIDE, help="shorter side of the cached images, in pixels"
     )
     figures = commands.add_parser("figures", help="draw sample and spectrum figures of an image folder")
     figures.add_argument("--data", type=Path, default=None, help="image folder (default: data/toy)")
     figures.add_argument("--out", type=Path, default=None, help="figures folder (default: figures/)")
     args = parser.parse_args(argv)
+    if args.command == "cache" and not args.data.is_dir():
+        parser.error(f"--data {args.data}: no such folder; give the image folder to cache")
     if args.command == "figures" and args.data is not None and not args.data.is_dir():
         parser.error(
             f"--data {args.data}: no such folder; make the toy set with `python -m helpers.data make-toy`"
@@ -99,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
         out = args.out or course.data_dir() / "fake_or_real"
         data = download_fake_or_real(out, max_side=args.max_side)
         print(f"{data}: {count_images(data)} images ready")
+    elif args.command == "cache":  # a full disk: helpers.files.DiskSpaceError, a RuntimeError
+        folder = build_image_cache(args.data, args.size)
+        print(f"{folder}: image cache at {args.size} px ready; loaders of {args.data} now read it")
     else:
         import matplotlib
 

@@ -6,16 +6,19 @@ names = labels::
     root/fake_images/*.png    label 0
     root/real_images/*.png    label 1
 
-:func:`find_images` indexes a folder once and skips undecodable files with one warning;
+:func:`find_images` indexes a folder and skips undecodable files with one warning; what it learnt
+is stored beside the data (``root/.image_index.json``) and reused until a file changes.
 :func:`stratified_split` draws a seeded train/val/test split that keeps each class's share in every
 split and never drops an image; :func:`create_dataloaders` does both and wraps each split in a
 DataLoader; :func:`first_per_class` takes a smaller, still balanced, part of a split.
+:class:`ImageFolderDataset` reads a folder's decoded image cache (:mod:`helpers.image_cache`) when
+there is one, and :func:`rank_zero_first` lets one process of a multi-GPU run prepare the data.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,12 +27,21 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
 
-from helpers.images import ImageLoadError, list_image_files, load_image_rgb
+from helpers.files import write_json
+from helpers.image_cache import ImageCache
+from helpers.images import ImageLoadError, list_image_files, load_image_rgb, warn_skipped
 
 CLASS_NAMES = ("fake_images", "real_images")  # sorted, as ImageFolder orders them: fake = 0, real = 1
 LAYOUT_HELP = "root/fake_images/*.png and root/real_images/*.png (one sub-folder per class)"
+INDEX_FILE = ".image_index.json"  # what find_images learnt about each file, stored beside the data
+# Default DataLoader workers: the CPUs this process may use, at most this many (see default_num_workers).
+MAX_DEFAULT_WORKERS = 8
+T = TypeVar("T")
 
 Sample = TypeVar("Sample", bound=tuple)
 
@@ -42,6 +54,11 @@ def _layout_error(root: Path, problem: str) -> ValueError:
     )
 
 
+def vanished(path: Path) -> str:
+    """Why a file that was listed cannot be read any more (it is skipped like an undecodable one)."""
+    return f"{path}: vanished before it could be read (deleted, moved, or a link to a missing file)"
+
+
 def _decode_problem(path: Path) -> str | None:
     """None if ``path`` decodes (JPEGs at about 1/8 scale: all compressed data is still read),
     else why not."""
@@ -49,17 +66,78 @@ def _decode_problem(path: Path) -> str | None:
         load_image_rgb(path, draft_size=64)
     except ImageLoadError as error:
         return str(error)
+    except FileNotFoundError:
+        return vanished(path)
     return None
 
 
+def _stat(path: Path) -> tuple[int, int] | None:
+    """(size, mtime_ns) of ``path``: what says a file is unchanged. None when it vanished."""
+    try:
+        file_stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return file_stat.st_size, file_stat.st_mtime_ns
+
+
+def _read_index(root: Path) -> dict[str, list]:
+    """The stored index of ``root``: relative name -> [size, mtime_ns, problem or None]."""
+    try:
+        return dict(json.loads((root / INDEX_FILE).read_text(encoding="utf-8")).get("files", {}))
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _check_files(root: Path, paths: list[Path]) -> list[str | None]:
+    """Why each of ``paths`` cannot be used (None: it decodes), reusing what is known.
+
+    Known: the stored index (a file with the same size and mtime was checked before) and the image
+    cache (a cached file decoded when the cache was made). Only the rest is decoded; the stored index
+    is then updated (quietly skipped when ``root`` is read-only).
+    """
+    stored, cache = _read_index(root), ImageCache.open(root)
+    names = [path.relative_to(root).as_posix() for path in paths]
+    stats = [_stat(path) for path in paths]
+    problems: list[str | None] = [None] * len(paths)
+    to_decode = []
+    for i, (path, name, stat) in enumerate(zip(paths, names, stats, strict=True)):
+        known = stored.get(name)
+        if stat is None:
+            problems[i] = vanished(path)
+        elif known is not None and tuple(known[:2]) == stat:
+            problems[i] = known[2]
+        elif cache is None or cache.row(path) is None:
+            to_decode.append(i)
+    if to_decode:
+        # PIL decodes without holding the GIL, so threads are enough.
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            decoded = pool.map(_decode_problem, [paths[i] for i in to_decode])
+            for i, problem in zip(to_decode, decoded, strict=True):
+                problems[i] = problem
+    index = {
+        name: [*stat, problem]
+        for name, stat, problem in zip(names, stats, problems, strict=True)
+        if stat is not None
+    }
+    if index != stored:
+        try:
+            write_json(root / INDEX_FILE, {"version": 1, "files": index})
+        except OSError:
+            pass  # a read-only dataset is indexed again next time, as before the index existed
+    return problems
+
+
 def find_images(root: str | os.PathLike, *, check: bool = True) -> tuple[list[tuple[Path, int]], list[str]]:
-    """Index an ImageFolder tree once: ``([(path, label), ...], class_names)`` (lesson 03).
+    """Index an ImageFolder tree: ``([(path, label), ...], class_names)`` (lesson 03).
 
     Class names are the sub-folders of ``root`` in sorted order (``fake_images`` = 0, ``real_images``
     = 1). Files without an image extension are ignored. With ``check=True`` every image is decoded
     once (JPEGs at 1/8 scale, which still reads all of the compressed data), so empty, truncated,
-    corrupt or oversized files are found now rather than in the middle of an epoch; they are
-    skipped with ONE warning that names them.
+    corrupt or oversized files, and files that vanished since they were listed, are found now rather
+    than in the middle of an epoch; they are skipped with ONE warning that names them. What the
+    check found is stored in ``root/.image_index.json`` with each file's size and modification time,
+    so the next call (another loader, another process of a multi-GPU run) decodes only files that
+    are new or changed.
 
     Raises:
         ValueError: ``root`` is missing, or has fewer than two class folders with images.
@@ -79,38 +157,56 @@ def find_images(root: str | os.PathLike, *, check: bool = True) -> tuple[list[tu
     candidates = [(path, label) for label, name in enumerate(class_names) for path in files_per_class[name]]
     problems: list[str | None] = [None] * len(candidates)
     if check:
-        # PIL decodes without holding the GIL, so threads are enough.
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            problems = list(pool.map(_decode_problem, [path for path, _ in candidates]))
+        problems = _check_files(root, [path for path, _ in candidates])
     samples = [sample for sample, problem in zip(candidates, problems, strict=True) if problem is None]
-    skipped = [problem for problem in problems if problem is not None]
-    if skipped:
-        more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
-        shown = "\n  ".join(skipped[:20]) + more
-        warnings.warn(f"Skipped {len(skipped)} undecodable file(s) under {root}:\n  {shown}", stacklevel=2)
+    warn_skipped([problem for problem in problems if problem is not None], f"under {root}")
     if len({label for _, label in samples}) < 2:
         raise _layout_error(root, "fewer than two classes have a decodable image")
     return samples, class_names
+
+
+def _first_resize(transform: Callable | None) -> int | None:
+    """The size a v2 transform resizes the shorter side to before anything else, or None."""
+    steps = getattr(transform, "transforms", [transform])
+    first = steps[0] if steps else None
+    if isinstance(first, v2.Resize) and len(first.size) == 1 and first.max_size is None:
+        return int(first.size[0])
+    return None
 
 
 class ImageFolderDataset(Dataset):
     """``(image tensor, label)`` pairs from a list of ``(path, label)`` samples (see :func:`find_images`).
 
     Images are decoded with :func:`helpers.images.load_image_rgb`, then passed through ``transform``.
-    Lessons 03 to 06.
+    When the folder has a decoded image cache (:mod:`helpers.image_cache`) and ``transform`` is a
+    ``torchvision.transforms.v2`` transform (every one in :mod:`helpers.transforms` is), an unchanged
+    file is read from the cache instead, as a uint8 tensor (3, H, W): no decoding, the same pixels
+    (the module docstring of :mod:`helpers.image_cache` says when exactly, and when within 1/255).
+    ``cached`` counts the samples read that way. Lessons 03 to 06.
     """
 
     def __init__(self, samples: Sequence[tuple[str | os.PathLike, int]], transform: Callable | None = None):
         self.samples = [(Path(path), int(label)) for path, label in samples]
         self.targets = [label for _, label in self.samples]  # as in torchvision's ImageFolder
         self.transform = transform
+        paths = [path for path, _ in self.samples]
+        cache = ImageCache.for_files(paths) if isinstance(transform, v2.Transform) else None
+        resize = _first_resize(transform)
+        self.cache_rows = [cache.row(path, resize) if cache else None for path in paths]  # None: decode
+        self.cache = cache if any(row is not None for row in self.cache_rows) else None
+        self.cached = sum(row is not None for row in self.cache_rows)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         path, label = self.samples[index]
-        image = load_image_rgb(path)
+        row = self.cache_rows[index]
+        image: Image.Image | torch.Tensor
+        if row is not None and self.cache is not None:
+            image = self.cache.tensor(row)  # (3, H, W) uint8, shorter side = the cache's size
+        else:
+            image = load_image_rgb(path)
         if self.transform is not None:
             image = self.transform(image)  # (3, H, W) tensor for the course's transforms
         return image, label
@@ -166,15 +262,24 @@ def stratified_split(
     return sorted(train), sorted(val), sorted(test)
 
 
-def default_num_workers() -> int:
-    """DataLoader worker processes: 2 (Colab and laptops have 2+ cores), fewer on 1 core, 0 if unknown.
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity, which containers and job schedulers restrict),
+    or all of the machine's where the system does not say; 0 when unknown."""
+    if hasattr(os, "sched_getaffinity"):  # Linux
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 0
 
-    Lessons 03 to 05.
+
+def default_num_workers() -> int:
+    """DataLoader worker processes: one per available CPU, at most ``MAX_DEFAULT_WORKERS`` (8); 0 when
+    the number of CPUs is unknown. Lessons 03 to 05 and the training CLI.
+
+    Why 8: one worker decodes ~300 256-pixel PNGs per second and reads several thousand images per
+    second from the image cache (``benchmarks/data_loading.py``), so 8 feed even a fast GPU
+    fine-tuning ViT-B/16, while each worker is a whole Python process holding torch (a few hundred MB)
+    and more of them only add start-up time and memory. On Colab's 2 vCPUs this gives 2.
     """
-    try:
-        return min(2, os.cpu_count() or 0)
-    except NotImplementedError:
-        return 0
+    return min(MAX_DEFAULT_WORKERS, available_cpus())
 
 
 def create_dataloaders(
@@ -186,15 +291,20 @@ def create_dataloaders(
     test_fraction: float = 0.1,
     seed: int = 42,
     num_workers: int | None = None,
+    pin_memory: bool | None = None,
 ) -> tuple[DataLoader, DataLoader, DataLoader, list[str]]:
-    """Index ``data_dir`` once, split it (stratified, seeded) and wrap each split in a DataLoader.
+    """Index ``data_dir``, split it (stratified, seeded) and wrap each split in a DataLoader.
 
     - train: ``train_transform``, shuffled by a generator seeded with ``seed``.
     - val and test: ``eval_transform`` (``None`` = use ``train_transform``, for a deterministic one),
       in file order, and every image is kept (no ``drop_last``).
-    ``num_workers=None`` picks :func:`default_num_workers`; workers persist across epochs.
-    Returns ``(train_loader, val_loader, test_loader, class_names)``; each ``loader.dataset`` is an
-    :class:`ImageFolderDataset` with ``.samples`` and ``.targets``. Lessons 03 to 06.
+    ``num_workers=None`` picks :func:`default_num_workers`; the train and val loaders keep their
+    workers across epochs (the test loader runs once). ``pin_memory=None`` pins batches in page-locked
+    memory when a CUDA GPU is present, so copies to it are faster and can overlap computation.
+    When ``data_dir`` has a decoded image cache, every loader reads from it (see
+    :class:`ImageFolderDataset`). Returns ``(train_loader, val_loader, test_loader, class_names)``;
+    each ``loader.dataset`` is an :class:`ImageFolderDataset` with ``.samples`` and ``.targets``.
+    Lessons 03 to 06.
     """
     samples, class_names = find_images(data_dir)
     train_idx, val_idx, test_idx = stratified_split(
@@ -202,13 +312,59 @@ def create_dataloaders(
     )
     eval_transform = train_transform if eval_transform is None else eval_transform
     num_workers = default_num_workers() if num_workers is None else num_workers
-    common = dict(batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0)
+    pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+    common = dict(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
 
     def subset(indices: list[int], transform: Callable) -> ImageFolderDataset:
         return ImageFolderDataset([samples[i] for i in indices], transform)
 
     generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(subset(train_idx, train_transform), shuffle=True, generator=generator, **common)
-    val_loader = DataLoader(subset(val_idx, eval_transform), shuffle=False, **common)
+    every_epoch = dict(persistent_workers=num_workers > 0, **common)
+    train_loader = DataLoader(
+        subset(train_idx, train_transform), shuffle=True, generator=generator, **every_epoch
+    )
+    val_loader = DataLoader(subset(val_idx, eval_transform), shuffle=False, **every_epoch)
     test_loader = DataLoader(subset(test_idx, eval_transform), shuffle=False, **common)
     return train_loader, val_loader, test_loader, class_names
+
+
+def rank_zero_first(
+    prepare: Callable[[], T], *, rank: int | None = None, broadcast: Callable[[Any], Any] | None = None
+) -> T:
+    """Run ``prepare()`` in process 0 of a multi-GPU (DDP) run first, then in the others.
+
+    For data: process 0 downloads, extracts, prepares and indexes while the others wait; they then
+    call ``prepare()`` themselves and find everything done (``helpers.data.get_dataset`` and
+    :func:`find_images` reuse what is there), instead of N processes downloading 9 GB side by side.
+    If process 0 fails, the others raise a RuntimeError instead of trying again on their own.
+    Outside a distributed run (``torch.distributed`` not initialised) this is just ``prepare()``.
+
+    ``rank`` and ``broadcast`` default to ``torch.distributed``'s (``broadcast(value)`` sends process
+    0's value to every process and returns it there; tests pass their own). The training CLI
+    (``python -m helpers.train`` under ``torchrun``).
+    """
+    distributed = dist.is_available() and dist.is_initialized()
+    if rank is None:
+        rank = dist.get_rank() if distributed else 0
+    if broadcast is None:
+        if not distributed:
+            return prepare()
+        broadcast = _broadcast_from_rank_zero
+    if rank == 0:
+        try:
+            result = prepare()
+        except BaseException as error:
+            broadcast(f"{type(error).__name__}: {error}")  # release the waiting processes, then fail
+            raise
+        broadcast(None)
+        return result
+    failure = broadcast(None)  # waits here until process 0 is done
+    if failure is not None:
+        raise RuntimeError(f"process 0 failed to prepare the data ({failure}); see its output")
+    return prepare()
+
+
+def _broadcast_from_rank_zero(value: Any) -> Any:
+    message = [value]
+    dist.broadcast_object_list(message, src=0)
+    return message[0]

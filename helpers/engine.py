@@ -413,11 +413,13 @@ def fit(
 
 
 def _feature_loader(
-    features: torch.Tensor, targets: torch.Tensor, batch_size: int, shuffle: bool
+    features: torch.Tensor, targets: torch.Tensor, batch_size: int, shuffle: bool, pin_memory: bool = False
 ) -> DataLoader:
     generator = torch.Generator() if shuffle else None  # re-seeded every epoch by fit
     dataset = TensorDataset(features, targets)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, pin_memory=pin_memory
+    )
 
 
 def fit_linear_probe(
@@ -456,19 +458,21 @@ def fit_linear_probe(
         shuffle=False,
         num_workers=train_loader.num_workers,
         collate_fn=train_loader.collate_fn,
+        pin_memory=train_loader.pin_memory,
     )
     train_x, train_y = extract_features(model, in_order, **extract)  # (N, D), (N,)
     val_x, val_y = extract_features(model, val_loader, **extract)
     test_features = extract_features(model, test_loader, **extract) if test_loader is not None else None
     feature_seconds = time.perf_counter() - start
 
+    pin = device.type == "cuda"  # page-locked features copy to the GPU faster
     result = fit(
         model.head,
-        _feature_loader(train_x, train_y, batch_size, shuffle=True),
-        _feature_loader(val_x, val_y, val_loader.batch_size or batch_size, shuffle=False),
+        _feature_loader(train_x, train_y, batch_size, shuffle=True, pin_memory=pin),
+        _feature_loader(val_x, val_y, val_loader.batch_size or batch_size, shuffle=False, pin_memory=pin),
         recipe,
         device=device,
-        test_loader=_feature_loader(*test_features, batch_size, shuffle=False) if test_features else None,
+        test_loader=_feature_loader(*test_features, batch_size, False, pin) if test_features else None,
         precision="fp32",  # a linear layer on cached features gains nothing from half precision
         **options,
     )

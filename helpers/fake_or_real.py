@@ -1,34 +1,71 @@
 """The real dataset: the "Fake or Real Competition" train split from the Hugging Face Hub (full mode).
 
 ``mncai/Fake_or_Real_Competition_Dataset``, file ``train.zip`` (~9 GB, 6,750 images, apache-2.0).
-:func:`download_fake_or_real` fetches it with ``huggingface_hub`` (or uses a zip placed by hand),
-extracts and checks it; :func:`make_resized_copy` writes a copy with smaller images that loads
-several times faster (``benchmarks/data_loading.py`` measures it). Lessons 03 and 04 use it in full
-mode through ``helpers.data.get_dataset("fake_or_real")``.
+Three steps, each done once per course home and reused afterwards:
+
+1. :func:`download_fake_or_real`: the originals. ``train.zip`` from the Hub (or placed by hand),
+   its listing checked before anything is written (image count, unsafe or clashing names, declared
+   sizes against the free disk space), extracted, and the Hub's cached copy of the zip deleted.
+2. :func:`make_resized_copy`: the prepared copy that lessons train and evaluate on. Every image's
+   shorter side at most 256 pixels (PNG), with its decoded image cache (:mod:`helpers.image_cache`),
+   so a DataLoader reads pixels instead of decoding 1.5-megapixel photos.
+3. :func:`pack_prepared_copy` / :func:`unpack_prepared_copy`: when the home is on Google Drive, the
+   prepared copy is kept there as ONE uncompressed zip (Drive reads one big file quickly and 6,750
+   small ones slowly) and unpacked to this machine's disk by every new runtime.
+
+:func:`prepared_fake_or_real` strings them together; lessons reach it through
+``helpers.data.get_dataset("fake_or_real")``. Full mode of lessons 03 to 06.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import threading
 import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from huggingface_hub import hf_hub_download
-from PIL import Image
+from huggingface_hub import (
+    constants,
+    get_hf_file_metadata,
+    hf_hub_download,
+    hf_hub_url,
+    try_to_load_from_cache,
+)
 from tqdm.auto import tqdm
 
-from helpers.datasets import CLASS_NAMES, find_images
-from helpers.files import building_folder, marker_matches, read_marker, write_marker
-from helpers.images import ImageLoadError, list_image_files, load_image_rgb
+from helpers.datasets import CLASS_NAMES, find_images, vanished
+from helpers.files import (
+    DiskSpaceError,
+    building_folder,
+    check_free_space,
+    explain_disk_full,
+    is_network_filesystem,
+    local_scratch_dir,
+    marker_matches,
+    read_marker,
+    write_marker,
+)
+from helpers.image_cache import (
+    CACHE_FOLDER,
+    CacheWriter,
+    build_image_cache,
+    resize_for_cache,
+    resize_shorter_side,
+)
+from helpers.images import IMAGE_EXTENSIONS, ImageLoadError, list_image_files, load_image_rgb, warn_skipped
 
 REPO_ID = "mncai/Fake_or_Real_Competition_Dataset"
 ZIP_FILE = "train.zip"
 IMAGE_COUNT = 6750  # images in train.zip: fake_images + real_images
 PAGE_URL = f"https://huggingface.co/datasets/{REPO_ID}"
 ZIP_URL = f"{PAGE_URL}/resolve/main/{ZIP_FILE}"
+PREPARED_SIDE = 256  # shorter side of the prepared copy: what the pretrained eval transform at 224 resizes to
+# Disk space the prepared copy and its cache need per image, an upper estimate: a 256 x 384 image
+# (aspect 3:2) as raw pixels in the cache plus about as much again as a PNG.
+PREPARED_BYTES_PER_IMAGE = 2 * 256 * 384 * 3
 
 
 def _manual_download_help(zip_path: Path, error: BaseException | None = None) -> str:
@@ -45,17 +82,66 @@ def _manual_download_help(zip_path: Path, error: BaseException | None = None) ->
     )
 
 
-def _fetch_zip(root: Path) -> Path:
-    """``root/train.zip`` if placed there by hand, else the Hub's cached copy (downloaded if needed)."""
+def _size_text(size: float) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. The originals: download and extraction
+# ---------------------------------------------------------------------------------------------
+
+
+def _hub_file_size() -> int | None:
+    """Size in bytes of train.zip on the Hub (one HEAD request), or None when it cannot be asked."""
+    try:
+        url = hf_hub_url(REPO_ID, ZIP_FILE, repo_type="dataset")
+        return get_hf_file_metadata(url, timeout=30).size
+    except Exception:  # offline, Hub errors: the download itself will say what is wrong
+        return None
+
+
+def _same_disk(a: Path, b: Path) -> bool:
+    def device(path: Path) -> int:
+        path = path.absolute()
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        return path.stat().st_dev
+
+    return device(a) == device(b)
+
+
+def _fetch_zip(root: Path) -> tuple[Path, bool]:
+    """``(zip path, True if it is the Hub's cached copy)``: ``root/train.zip`` if placed there by
+    hand, else the Hub's cached copy, downloaded first if needed (after a free-space check)."""
     by_hand = root / ZIP_FILE
     if by_hand.is_file():
-        return by_hand
+        return by_hand, False
+    cached = try_to_load_from_cache(REPO_ID, ZIP_FILE, repo_type="dataset")
+    if isinstance(cached, str):
+        return Path(cached), True
+    hub_cache = Path(constants.HF_HUB_CACHE)
+    size = _hub_file_size()
+    if size is not None:  # the zip, then its extraction (images barely compress: about as much again)
+        if _same_disk(hub_cache, root):
+            check_free_space(root, 2 * size, f"downloading {ZIP_FILE} ({_size_text(size)}) and extracting it")
+        else:
+            check_free_space(hub_cache, size, f"downloading {ZIP_FILE}")
+            check_free_space(root, size, f"extracting {ZIP_FILE}")
+    exactly = "" if size is None else f", exactly {_size_text(size)}"
+    print(
+        f"Downloading the Fake or Real Competition dataset ({IMAGE_COUNT:,} images; {ZIP_FILE} is about "
+        f"9 GB{exactly}) into the Hugging Face cache, {hub_cache} ..."
+    )
     try:
-        # Timeouts come from huggingface_hub (etag_timeout here, HF_HUB_DOWNLOAD_TIMEOUT for reads),
-        # and HF_HUB_OFFLINE=1 makes this fail at once unless the file is already cached.
-        return Path(hf_hub_download(repo_id=REPO_ID, filename=ZIP_FILE, repo_type="dataset", etag_timeout=30))
+        with explain_disk_full(hub_cache, f"downloading {ZIP_FILE}"):
+            # Timeouts come from huggingface_hub (etag_timeout here, HF_HUB_DOWNLOAD_TIMEOUT for reads),
+            # and HF_HUB_OFFLINE=1 makes this fail at once unless the file is already cached.
+            path = hf_hub_download(repo_id=REPO_ID, filename=ZIP_FILE, repo_type="dataset", etag_timeout=30)
+    except DiskSpaceError:
+        raise
     except Exception as error:  # network, offline mode, Hub errors: all mean "no zip"
         raise RuntimeError(_manual_download_help(by_hand, error)) from error
+    return Path(path), True
 
 
 def _find_class_root(folder: Path) -> Path | None:
@@ -72,29 +158,83 @@ def count_images(class_root: str | os.PathLike) -> int:
     return sum(len(list_image_files(Path(class_root) / name)) for name in CLASS_NAMES)
 
 
+def _is_junk(name: str) -> bool:
+    """macOS's ``__MACOSX/`` copies and hidden files: in the zip, but not data."""
+    parts = PurePosixPath(name).parts
+    return "__MACOSX" in parts or any(part.startswith(".") for part in parts)
+
+
+def count_listed_images(names: list[str]) -> int:
+    """Image files inside a class folder, counted from a zip's listing (nothing is extracted)."""
+    count = 0
+    for name in names:
+        parts = PurePosixPath(name).parts
+        in_class = any(part in CLASS_NAMES for part in parts[:-1])
+        if in_class and not _is_junk(name) and name.lower().endswith(IMAGE_EXTENSIONS):
+            count += 1
+    return count
+
+
+def _plan_extraction(archive: zipfile.ZipFile, zip_path: Path, into: Path) -> list[zipfile.ZipInfo]:
+    """The members to extract, after checking the whole listing; nothing is written yet.
+
+    Refused with a RuntimeError naming the member: a path that would land outside ``into``
+    (zip-slip), the same path twice, and a path that is both a file and a folder.
+    """
+    inside = into.resolve()
+    for info in archive.infolist():  # every member, junk included: none may point outside
+        if not (inside / info.filename).resolve().is_relative_to(inside):
+            raise RuntimeError(f"{zip_path}: member {info.filename!r} would be written outside {into}")
+    members = [m for m in archive.infolist() if not _is_junk(m.filename)]
+    files = [m for m in members if not m.is_dir()]
+    folders = {PurePosixPath(m.filename.rstrip("/")) for m in members if m.is_dir()}
+    seen: set[PurePosixPath] = set()
+    for info in files:
+        name = PurePosixPath(info.filename)
+        if name in seen:
+            raise RuntimeError(
+                f"{zip_path}: member {info.filename!r} appears twice; refusing to overwrite it"
+            )
+        seen.add(name)
+        folders.update(name.parents)
+    clash = sorted(str(name) for name in seen & folders)
+    if clash:
+        raise RuntimeError(
+            f"{zip_path}: {clash[0]!r} is both a file and a folder in the archive"
+            + (f" (and {len(clash) - 1} more)" if len(clash) > 1 else "")
+            + "; it cannot be extracted. Download the file again, or place a correct one by hand."
+        )
+    return files
+
+
 def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    with archive.open(info) as source, open(target, "wb") as destination:
+    with archive.open(info) as source, open(target, "xb") as destination:  # "x": never overwrite
         shutil.copyfileobj(source, destination, length=1 << 20)
 
 
-def _extract_zip(zip_path: Path, into: Path) -> None:
-    """Extract every member of ``zip_path`` below ``into``, with a progress bar; refuses paths outside it."""
+def _extract_zip(zip_path: Path, into: Path, *, expected_count: int | None = None) -> None:
+    """Extract ``zip_path`` below ``into`` (a new folder), with a progress bar, after checking its
+    listing (see :func:`_plan_extraction`) and that its declared sizes fit on the disk. With
+    ``expected_count``, a different number of listed images is warned about before extracting."""
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            members = [
-                m for m in archive.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX")
-            ]
-            total = sum(m.file_size for m in members)
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"Extracting {zip_path.name}") as bar:
-                for info in members:
-                    target = (into / info.filename).resolve()
-                    if not target.is_relative_to(into.resolve()):
-                        raise RuntimeError(
-                            f"{zip_path}: member {info.filename!r} would be written outside {into}"
-                        )
-                    _extract_member(archive, info, target)
-                    bar.update(info.file_size)
+            members = _plan_extraction(archive, zip_path, into)
+            if expected_count is not None:
+                count = count_listed_images([m.filename for m in members])
+                if count != expected_count:
+                    warnings.warn(
+                        f"{zip_path} lists {count:,} images, expected {expected_count:,}: a different "
+                        "version of the dataset, or a stand-in. Going on with the images it has.",
+                        stacklevel=3,
+                    )
+            total = sum(m.file_size for m in members)  # declared sizes, the most zipfile will write
+            check_free_space(into.parent, total, f"extracting {zip_path.name} ({_size_text(total)} declared)")
+            with explain_disk_full(into.parent, f"extracting {zip_path.name}"):
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"Extracting {zip_path.name}") as bar:
+                    for info in members:
+                        _extract_member(archive, info, into / info.filename)
+                        bar.update(info.file_size)
     except zipfile.BadZipFile as error:
         raise RuntimeError(
             f"{zip_path} is not a valid zip file ({error}); it may be an incomplete download: "
@@ -102,126 +242,261 @@ def _extract_zip(zip_path: Path, into: Path) -> None:
         ) from error
 
 
+def _remove_hub_copy(zip_path: Path) -> None:
+    """Delete the Hub's cached ``train.zip`` (never a zip placed by hand): extracted, it is 9 GB of
+    nothing. Only a file inside the Hugging Face cache folder is deleted."""
+    blob = zip_path.resolve()  # the cache stores a link snapshots/<rev>/train.zip -> blobs/<hash>
+    if not blob.is_relative_to(Path(constants.HF_HUB_CACHE).resolve()):
+        return
+    size = blob.stat().st_size
+    blob.unlink()
+    zip_path.unlink(missing_ok=True)
+    print(
+        f"Deleted the downloaded {ZIP_FILE} from the Hugging Face cache ({blob}), {_size_text(size)} freed."
+    )
+
+
 def download_fake_or_real(
     root: str | os.PathLike, max_side: int | None = None, *, expected_count: int = IMAGE_COUNT
 ) -> Path:
     """Fetch and extract the Fake or Real Competition train split; return the folder with the
-    class folders. Full mode of lessons 03 and 04.
+    class folders (the originals). Full mode of lessons 03 to 06.
 
     Steps, each skipped when already done (a second call does nothing):
 
     1. ``train.zip`` (~9 GB) from the Hugging Face dataset ``mncai/Fake_or_Real_Competition_Dataset``
-       via ``huggingface_hub`` (cached), or ``root/train.zip`` if you placed it there by hand.
-    2. Extract into a temporary folder next to the target, check the layout and that it holds
-       ``expected_count`` images, rename it to ``root/train`` and only then write ``root/.complete``.
-       An interrupted run leaves no folder that looks complete; the next run starts the extraction over.
-    3. With ``max_side``, also write a copy whose shorter sides are at most ``max_side`` pixels to
-       ``<root>_max<max_side>/train`` (see :func:`make_resized_copy`) and return that instead.
+       via ``huggingface_hub`` (cached), or ``root/train.zip`` if you placed it there by hand. The
+       free space for the zip and its extraction is checked first.
+    2. The listing is checked before anything is written: unsafe, repeated or clashing names are
+       refused; a number of images other than ``expected_count`` is warned about (and kept); the
+       declared sizes must fit on the disk. The zip is extracted into a temporary folder, moved to
+       ``root/train``, and only then is ``root/.complete`` written. Any failure removes the
+       temporary folder; a folder that looks complete always is.
+    3. The Hub's cached copy of the zip is deleted (a zip placed by hand is kept).
+    4. With ``max_side``, the prepared copy ``<root>_<max_side>px`` is made (see
+       :func:`make_resized_copy`) and returned instead.
 
     Raises:
-        RuntimeError: the download failed (offline, Hub error) or the archive is not as expected; the
-            message says how to place the file by hand.
+        RuntimeError: the download failed (offline, Hub error) or the archive is not usable; the
+            message says how to place the file by hand. ``helpers.files.DiskSpaceError`` (also a
+            RuntimeError) when the disk is too small or fills up.
     """
     root = Path(root)
     data = root / "train"
-    marker = read_marker(root)
-    if not (marker and marker.get("count") == expected_count and data.is_dir()):
-        if data.is_dir():  # placed by hand, or renamed before the marker was written
-            count = count_images(data)
-            if count != expected_count or _find_class_root(data) != data:
+    if not (read_marker(root) and data.is_dir()):
+        if data.is_dir():  # placed by hand, or moved there before the marker was written
+            if _find_class_root(data) != data:
                 raise RuntimeError(
-                    f"{data} exists but holds {count} images in {sorted(p.name for p in data.iterdir())}, "
-                    f"expected {expected_count} in {list(CLASS_NAMES)}. Delete {data} and run this again."
+                    f"{data} exists but holds {sorted(p.name for p in data.iterdir())}, not the class "
+                    f"folders {list(CLASS_NAMES)}. Delete {data} and run this again."
+                )
+            if count_images(data) != expected_count:
+                warnings.warn(
+                    f"{data} holds {count_images(data):,} images, expected {expected_count:,}.", stacklevel=2
                 )
         else:
-            zip_path = _fetch_zip(root)
+            zip_path, from_hub = _fetch_zip(root)
             root.mkdir(parents=True, exist_ok=True)
             partial = root / ".train.partial"
-            shutil.rmtree(partial, ignore_errors=True)  # left over from an interrupted run
-            _extract_zip(zip_path, partial)
-            class_root = _find_class_root(partial)
-            if class_root is None:
+            shutil.rmtree(partial, ignore_errors=True)  # left over from a run that was killed
+            try:
+                _extract_zip(zip_path, partial, expected_count=expected_count)
+                class_root = _find_class_root(partial)
+                if class_root is None:
+                    raise RuntimeError(
+                        f"{zip_path} has no folder with {' and '.join(CLASS_NAMES)} inside: not the "
+                        f"expected archive. {_manual_download_help(root / ZIP_FILE)}"
+                    )
+                os.replace(class_root, data)
+            finally:
                 shutil.rmtree(partial, ignore_errors=True)
-                raise RuntimeError(
-                    f"{zip_path} has no folder with {' and '.join(CLASS_NAMES)} inside: not the expected "
-                    f"archive. {_manual_download_help(root / ZIP_FILE)}"
-                )
-            count = count_images(class_root)
-            if count != expected_count:
-                shutil.rmtree(partial, ignore_errors=True)
-                raise RuntimeError(
-                    f"{zip_path} holds {count} images, expected {expected_count}; it may be incomplete "
-                    f"or a different file. {_manual_download_help(root / ZIP_FILE)}"
-                )
-            os.replace(class_root, data)
-            shutil.rmtree(partial, ignore_errors=True)
-        write_marker(
-            root, {"dataset": "fake_or_real", "source": f"{REPO_ID}/{ZIP_FILE}", "count": expected_count}
-        )
+            if from_hub:
+                _remove_hub_copy(zip_path)
+        info = {"dataset": "fake_or_real", "source": f"{REPO_ID}/{ZIP_FILE}", "count": count_images(data)}
+        write_marker(root, info)
     if max_side is None:
         return data
-    copy_root = root.parent / f"{root.name}_max{max_side}"
-    return make_resized_copy(data, copy_root / "train", max_side)
+    return make_resized_copy(data, root.parent / f"{root.name}_{max_side}px", max_side)
 
 
-def _resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """Output (width, height) with the shorter side = ``short_side``, as torchvision's Resize computes it."""
-    if width <= height:
-        return short_side, int(short_side * height / width)
-    return int(short_side * width / height), short_side
+# ---------------------------------------------------------------------------------------------
+# 2. The prepared copy
+# ---------------------------------------------------------------------------------------------
+
+
+def prepared_name(name: str, reencoded: bool) -> str:
+    """The file name an image gets in the prepared copy; never the same for two originals.
+
+    A re-encoded image is a PNG: ``photo.jpg`` -> ``photo.jpg.png``, ``fake.png`` stays ``fake.png``.
+    A PNG name whose stem is itself an image name (``c.jpg.png``) always gets ``.png`` appended
+    (``c.jpg.png.png``), so it cannot meet the re-encoded ``c.jpg``. A copied non-PNG keeps its name.
+    """
+    stem, extension = os.path.splitext(name)
+    plain_png = extension.lower() == ".png" and not stem.lower().endswith(IMAGE_EXTENSIONS)
+    if plain_png or (not reencoded and extension.lower() != ".png"):
+        return name
+    return name + ".png"
+
+
+def _copy_one(path: Path, target_dir: Path, max_side: int, taken: set[str], lock: threading.Lock):
+    """Write one image of the prepared copy; return (written file, its cache pixels) or a problem."""
+    try:
+        image = load_image_rgb(path)
+        reencoded = min(image.size) > max_side
+        target = target_dir / prepared_name(path.name, reencoded)
+        with lock:  # the names are unique by construction; this makes an overwrite impossible anyway
+            if str(target) in taken:
+                raise RuntimeError(f"two images would be written to {target}")
+            taken.add(str(target))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if reencoded:
+            image = resize_shorter_side(image, max_side)
+            with open(target, "xb") as out:
+                image.save(out, format="PNG")
+        else:  # small enough: the original bytes
+            with open(path, "rb") as source, open(target, "xb") as out:
+                shutil.copyfileobj(source, out)
+    except ImageLoadError as error:
+        return str(error)
+    except FileNotFoundError:
+        return vanished(path)
+    return target, resize_for_cache(image, max_side), min(image.size)
 
 
 def make_resized_copy(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, max_side: int) -> Path:
-    """Copy an ImageFolder tree, reducing every image's shorter side to ``max_side`` pixels (PNG).
+    """Write the prepared copy of an ImageFolder tree: shorter sides at most ``max_side`` pixels (PNG),
+    with its decoded image cache at ``max_side``. Full mode of lessons 03 to 06.
 
     Decoding a 1.5-megapixel JPEG costs far more than training on its 224x224 crop; a copy at
-    ``max_side=256`` (the pretrained eval resize at 224) loads many times faster. The resize is the
-    same bilinear, antialiased one as ``build_eval_transform``, so Resize(256) then finds nothing to do.
-    Smaller images are copied unchanged. Returns ``dst_dir``; reused when its marker matches.
-    Full mode of lessons 03 and 04.
+    ``max_side=256`` (the pretrained eval resize at 224) loads many times faster, and its image cache
+    (pixels, no decoding at all) faster still. The resize is the same bilinear, antialiased one as
+    ``build_eval_transform``, so Resize(256) then finds nothing to do. Smaller images are copied
+    unchanged. File names follow :func:`prepared_name`. Undecodable and vanished files are skipped
+    with one warning. Returns ``dst_dir``; reused when its marker matches.
     """
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
-    samples, class_names = find_images(src_dir, check=False)
-    settings = {
-        "dataset": "resized_copy",
-        "source": str(src_dir.resolve()),
-        "max_side": max_side,
-        "count": len(samples),
-    }
+    settings = {"dataset": "prepared_copy", "source": str(src_dir.resolve()), "max_side": max_side}
     if marker_matches(dst_dir, settings):
-        return dst_dir
+        return dst_dir  # without listing the originals: they may be gone
+    samples, class_names = find_images(src_dir, check=False)
+    check_free_space(dst_dir.parent, len(samples) * PREPARED_BYTES_PER_IMAGE, "the prepared copy")
+    taken: set[str] = set()
+    lock = threading.Lock()
+    with building_folder(dst_dir, {**settings, "count": len(samples)}) as building:
+        with explain_disk_full(dst_dir.parent, "writing the prepared copy"):
+            writer = CacheWriter(building / CACHE_FOLDER, max_side)
 
-    with building_folder(dst_dir, settings) as building:
+            def copy_one(sample: tuple[Path, int]):
+                path, label = sample
+                relative = path.parent.relative_to(src_dir / class_names[label])
+                return _copy_one(path, building / class_names[label] / relative, max_side, taken, lock)
 
-        def copy_one(sample: tuple[Path, int]) -> str | None:
-            path, label = sample
-            relative = path.relative_to(src_dir / class_names[label])
-            target = building / class_names[label] / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                image = load_image_rgb(path)
-            except ImageLoadError as error:
-                return str(error)
-            if min(image.size) <= max_side:
-                shutil.copyfile(path, target)  # small enough: the original bytes
-            else:
-                image = image.resize(_resized_size(*image.size, max_side), Image.Resampling.BILINEAR)
-                if target.suffix.lower() != ".png":
-                    target = target.with_name(target.name + ".png")  # photo.jpg -> photo.jpg.png, lossless
-                image.save(target, format="PNG")
-            return None
-
-        for name in class_names:
-            (building / name).mkdir()
-        # Threads are enough: PIL decodes, resizes and encodes without holding the GIL.
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            progress = tqdm(
-                pool.map(copy_one, samples), total=len(samples), desc=f"Resizing to {max_side} px"
-            )
-            results = list(progress)
-        skipped = [r for r in results if r is not None]
-        if skipped:
-            warnings.warn(
-                f"Skipped {len(skipped)} undecodable file(s):\n  " + "\n  ".join(skipped[:20]), stacklevel=2
-            )
+            problems = []
+            # Threads are enough: PIL decodes, resizes and encodes without holding the GIL.
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+                results = tqdm(
+                    pool.map(copy_one, samples), total=len(samples), desc=f"Resizing to {max_side} px"
+                )
+                for result in results:
+                    if isinstance(result, str):
+                        problems.append(result)
+                        continue
+                    target, pixels, side = result
+                    writer.add(target.relative_to(building).as_posix(), pixels, target.stat(), side)
+            writer.finish()
+            write_marker(building / CACHE_FOLDER, {"cache": "decoded images", "size": max_side})
+        warn_skipped(problems, f"while preparing {dst_dir}")
     return dst_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. One file for a home on Google Drive
+# ---------------------------------------------------------------------------------------------
+
+
+def pack_prepared_copy(folder: str | os.PathLike, archive: str | os.PathLike) -> Path:
+    """Store the prepared copy's images in ONE uncompressed zip (PNG and JPEG are compressed already),
+    written under a temporary name and renamed when complete. Returns ``archive``."""
+    folder, archive = Path(folder), Path(archive)
+    samples, _ = find_images(folder, check=False)
+    total = sum(path.stat().st_size for path, _ in samples)
+    check_free_space(archive.parent, total, f"storing the prepared copy as {archive.name}")
+    temporary = archive.with_name(archive.name + ".partial")
+    try:
+        with explain_disk_full(archive.parent, f"writing {archive.name}"):
+            with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as out:
+                for path, _ in tqdm(samples, desc=f"Storing {archive.name}"):
+                    out.write(path, path.relative_to(folder).as_posix())
+        os.replace(temporary, archive)
+    finally:
+        temporary.unlink(missing_ok=True)
+    # The folder now is what unpacking the archive would give: say so, so it is reused as it is.
+    stat = archive.stat()
+    write_marker(folder, (read_marker(folder) or {}) | _unpacked_from(archive, stat))
+    print(f"Stored the prepared copy in {archive}: {len(samples):,} images, {_size_text(stat.st_size)}.")
+    return archive
+
+
+def unpack_prepared_copy(archive: str | os.PathLike, folder: str | os.PathLike, max_side: int) -> Path:
+    """Unpack a zip made by :func:`pack_prepared_copy` into ``folder`` and build its image cache.
+
+    Reused when ``folder`` was unpacked from this very archive (same size and modification time).
+    Returns ``folder``.
+    """
+    archive, folder = Path(archive), Path(folder)
+    settings = {"dataset": "prepared_copy", "max_side": max_side, **_unpacked_from(archive, archive.stat())}
+    if marker_matches(folder, settings):
+        return folder
+    print(f"Unpacking the prepared copy from {archive} to {folder} ...")
+    with building_folder(folder, settings) as building:
+        _extract_zip(archive, building)
+        build_image_cache(building, max_side)
+    return folder
+
+
+def _unpacked_from(archive: Path, stat: os.stat_result) -> dict:
+    """What identifies an archive: a folder unpacked from it records this in its marker."""
+    return {"archive": str(archive), "archive_bytes": stat.st_size, "archive_mtime_ns": stat.st_mtime_ns}
+
+
+def original_fake_or_real(root: str | os.PathLike, *, expected_count: int = IMAGE_COUNT) -> Path:
+    """The originals at native resolution (for lessons that want full-resolution crops): in ``root``
+    on a local disk, on this machine's disk when ``root`` is on a network drive (see
+    :func:`prepared_fake_or_real`). Downloaded and extracted the first time (9 GB)."""
+    root = Path(root)
+    if is_network_filesystem(root.parent):
+        root = local_scratch_dir() / root.name
+    return download_fake_or_real(root, expected_count=expected_count)
+
+
+def prepared_fake_or_real(
+    root: str | os.PathLike, max_side: int = PREPARED_SIDE, *, expected_count: int = IMAGE_COUNT
+) -> Path:
+    """The prepared copy of the real dataset, made once per course home; its folder on this machine.
+
+    ``root`` is the dataset's folder in the home (``data/fake_or_real``). On a local disk the
+    prepared copy is ``<root>_<max_side>px`` beside it, made from the originals the first time
+    (:func:`download_fake_or_real`, :func:`make_resized_copy`). When the home is on a network drive
+    (Colab's Google Drive), the originals and the working copy live on this machine's disk
+    (:func:`helpers.files.local_scratch_dir`) and the home keeps ``<root>_<max_side>px.zip``, one
+    file that a later runtime unpacks in seconds instead of downloading 9 GB again. Lessons 03 to 06.
+    """
+    root = Path(root)
+    name = f"{root.name}_{max_side}px"
+    archive = root.parent / f"{name}.zip"
+    if not is_network_filesystem(root.parent):
+        folder = root.parent / name
+        if read_marker(folder) is None and archive.is_file():  # e.g. copied here from a Drive home
+            return unpack_prepared_copy(archive, folder, max_side)
+        return download_fake_or_real(root, max_side, expected_count=expected_count)
+    folder = local_scratch_dir() / name
+    if archive.is_file():
+        return unpack_prepared_copy(archive, folder, max_side)
+    scratch_root = local_scratch_dir() / root.name
+    by_hand = root / ZIP_FILE
+    if by_hand.is_file() and not (scratch_root / ZIP_FILE).exists():  # placed by hand in the home
+        scratch_root.mkdir(parents=True, exist_ok=True)
+        (scratch_root / ZIP_FILE).symlink_to(by_hand)
+    copy = download_fake_or_real(scratch_root, max_side, expected_count=expected_count)
+    pack_prepared_copy(copy, archive)
+    return copy

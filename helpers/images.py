@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import os
 import struct
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,15 +34,23 @@ def _describe(path_or_fileobj: str | os.PathLike | BinaryIO) -> str:
     return str(getattr(path_or_fileobj, "name", "<in-memory file>"))
 
 
+# 16-bit value v -> 8-bit round(v / 257), a 65,536-entry lookup table (64 KB). 65535 / 257 = 255, and
+# v / 257 is never exactly halfway (257 is odd), so round(v / 257) = (v + 128) // 257 in integers.
+_SIXTEEN_TO_EIGHT_BITS = ((np.arange(65536, dtype=np.uint32) + 128) // 257).astype(np.uint8)
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB, the way an image viewer would show it."""
     if image.mode.startswith("I;16") or image.mode == "I":
-        # 16-bit (PNG/TIFF): PIL's convert("RGB") would clip at 255, so scale 0..65535 -> 0..255.
-        # Mode "I" (32-bit) holding values <= 255 is treated as 8-bit data.
-        values = np.asarray(image).astype(np.float64)
+        # 16-bit (PNG/TIFF): PIL's convert("RGB") would clip at 255, so scale 0..65535 -> 0..255 with a
+        # lookup table: one byte out per pixel, no float copy (a 9400x9400 PNG would need 700 MB
+        # in float64). Mode "I" (32-bit) holding values <= 255 is treated as 8-bit data.
+        values = np.asarray(image)  # (H, W) uint16 (I;16), or int32 (I)
         if image.mode.startswith("I;16") or values.max(initial=0) > 255:
-            values = values / 257.0
-        return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L").convert("RGB")
+            gray = _SIXTEEN_TO_EIGHT_BITS[np.clip(values, 0, 65535) if image.mode == "I" else values]
+        else:
+            gray = np.clip(values, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
     if image.mode == "F":
         values = np.asarray(image, dtype=np.float64)
         if values.max(initial=0) <= 1.0:  # floats in [0, 1]
@@ -98,23 +108,26 @@ def load_image_rgb(
         ) from error
 
 
-def check_pixel_limit(path: str | os.PathLike) -> None:
-    """Refuse an image above PIL's decompression-bomb limit before decoding it (lesson 06's demo).
+def check_pixel_limit(path: str | os.PathLike, max_pixels: int | None = None) -> None:
+    """Refuse an image above ``max_pixels`` (default: PIL's decompression-bomb limit) before decoding
+    it (lesson 06's demo).
 
     A "decompression bomb" is a small file that would need gigabytes of memory once decoded. PIL
     refuses images with more than twice ``PIL.Image.MAX_IMAGE_PIXELS`` pixels and only warns between
-    1x and 2x; the demo, which decodes whatever strangers upload, refuses those too.
+    1x and 2x; the demo, which decodes whatever strangers upload, refuses those too, and may pass a
+    smaller ``max_pixels`` to bound the time one upload can take.
     """
-    limit = Image.MAX_IMAGE_PIXELS
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
         with Image.open(path) as header:  # reads the header only, not the pixels
             width, height = header.size
     except Image.DecompressionBombError as err:  # above twice the limit PIL refuses to open it at all
         raise ImageLoadError(f"it is above PIL's decompression-bomb limit ({err})") from err
     if limit is not None and width * height > limit:
+        source = "PIL.Image.MAX_IMAGE_PIXELS" if max_pixels is None else "max_pixels"
         raise ImageLoadError(
-            f"{width}x{height} pixels ({width * height / 1e6:.0f} M) is above PIL's decompression-bomb "
-            f"limit of {limit / 1e6:.0f} M pixels (PIL.Image.MAX_IMAGE_PIXELS)"
+            f"{width}x{height} pixels ({width * height / 1e6:.0f} M) is above the decompression-bomb "
+            f"limit of {limit / 1e6:.0f} M pixels ({source})"
         )
 
 
@@ -146,3 +159,16 @@ def list_image_files(folder: str | os.PathLike) -> list[Path]:
             if not filename.startswith(".") and filename.lower().endswith(IMAGE_EXTENSIONS):
                 files.append(Path(dirpath) / filename)
     return files
+
+
+def warn_skipped(problems: Sequence[str], where: str) -> None:
+    """ONE warning for every file skipped ``where`` (e.g. "under data/toy"), naming the first 20.
+
+    Indexing, the prepared copy and the image cache skip undecodable and vanished files this way,
+    so a bad file costs a line of output, never a crash in the middle of an epoch. Lesson 03.
+    """
+    if not problems:
+        return
+    more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+    shown = "\n  ".join(problems[:20]) + more
+    warnings.warn(f"Skipped {len(problems)} undecodable file(s) {where}:\n  {shown}", stacklevel=3)

@@ -6,6 +6,10 @@
 - A detector stores its eval transform as data, :func:`eval_transform_spec` (a JSON-able dict in
   its ``config.json``), and :func:`build_eval_transform` rebuilds it (lessons 04 and 06), so the
   demo sees images exactly as the test set did.
+
+Every transform is built from ``torchvision.transforms.v2`` and takes either a PIL image (a decoded
+file) or a uint8 tensor (3, H, W) (a row of :mod:`helpers.image_cache`); the resizing and cropping
+happen before the conversion to floats, so both give the same numbers (see ``helpers.image_cache``).
 """
 
 from __future__ import annotations
@@ -13,10 +17,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from torchvision import transforms as T
+import torch
+from torchvision.transforms import v2 as T
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # per-channel mean of ImageNet, RGB in [0, 1]
 IMAGENET_STD = (0.229, 0.224, 0.225)  # per-channel standard deviation of ImageNet
+
+
+def _to_normalised_tensor(mean, std) -> list[Callable]:
+    """PIL image or uint8 (3, H, W) tensor -> float (3, H, W) tensor, standardised per channel."""
+    return [
+        T.ToImage(),  # (3, H, W) uint8; a tensor passes through unchanged
+        T.ToDtype(torch.float32, scale=True),  # values in [0, 1]
+        T.Normalize(list(mean), list(std)),
+        T.ToPureTensor(),  # a plain torch.Tensor, as every model and loss expects
+    ]
 
 
 def eval_transform_spec(image_size: int, pretrained: bool) -> dict[str, Any]:
@@ -37,8 +52,9 @@ def eval_transform_spec(image_size: int, pretrained: bool) -> dict[str, Any]:
 
 
 def build_eval_transform(spec: dict[str, Any]) -> Callable:
-    """PIL image -> normalised float tensor (3, crop, crop) with no randomness: Resize, CenterCrop,
-    Normalize, as described by ``spec`` (see :func:`eval_transform_spec`). Lessons 04 and 06."""
+    """PIL image (or uint8 tensor) -> normalised float tensor (3, crop, crop) with no randomness:
+    Resize, CenterCrop, Normalize, as described by ``spec`` (see :func:`eval_transform_spec`).
+    Lessons 04 and 06."""
     missing = {"resize", "crop", "mean", "std"} - set(spec)
     if missing:
         raise ValueError(
@@ -49,8 +65,7 @@ def build_eval_transform(spec: dict[str, Any]) -> Callable:
         [
             T.Resize(int(spec["resize"]), interpolation=interpolation, antialias=True),  # shorter side
             T.CenterCrop(int(spec["crop"])),
-            T.ToTensor(),  # (3, H, W) float in [0, 1]
-            T.Normalize(list(spec["mean"]), list(spec["std"])),
+            *_to_normalised_tensor(spec["mean"], spec["std"]),
         ]
     )
 
@@ -71,8 +86,7 @@ def scratch_transforms(image_size: int, augment: bool = True) -> tuple[Callable,
             T.CenterCrop(image_size),
             T.RandomHorizontalFlip(),
             T.RandomCrop(image_size, padding=image_size // 8, padding_mode="reflect"),
-            T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            *_to_normalised_tensor(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
     return train_tf, eval_tf
@@ -88,8 +102,7 @@ def pretrained_transforms(image_size: int = 224) -> tuple[Callable, Callable]:
             T.Resize(spec["resize"], antialias=True),
             T.RandomCrop(image_size),
             T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            *_to_normalised_tensor(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
     return train_tf, eval_tf

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -140,16 +142,158 @@ def test_create_dataloaders_keeps_every_image_and_evaluates_deterministically(tm
     assert same == again and same != sorted(same), "train order: shuffled, and reproducible with the seed"
 
 
-def test_create_dataloaders_worker_defaults(tmp_path, image_folder):
+def test_default_num_workers_follows_the_cpus_this_process_may_use(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(3)), raising=False)
+    assert datasets.default_num_workers() == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert datasets.default_num_workers() == datasets.MAX_DEFAULT_WORKERS == 8
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert datasets.default_num_workers() == 4
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert datasets.default_num_workers() == 0
+
+
+def test_create_dataloaders_workers_and_pinned_memory(tmp_path, image_folder, monkeypatch):
     root = image_folder(tmp_path / "ds", {"fake_images": 10, "real_images": 10}, size=(8, 8))
     _, eval_tf = scratch_transforms(8)
-    assert datasets.default_num_workers() == min(2, os.cpu_count() or 0)
-    train_loader, val_loader, _, _ = create_dataloaders(root, eval_tf, num_workers=1)
-    assert train_loader.num_workers == 1 and train_loader.persistent_workers and val_loader.persistent_workers
+    train_loader, val_loader, test_loader, _ = create_dataloaders(root, eval_tf, num_workers=1)
+    assert train_loader.num_workers == test_loader.num_workers == 1
+    assert train_loader.persistent_workers and val_loader.persistent_workers, "used every epoch"
+    assert not test_loader.persistent_workers, "used once: its workers end with it"
     images, labels = next(iter(val_loader))  # a worker process really loads the images
     assert images.shape == (2, 3, 8, 8) and sorted(labels.tolist()) == [0, 1]
     loader = create_dataloaders(root, eval_tf, num_workers=0)[0]
     assert loader.num_workers == 0 and not loader.persistent_workers
+    assert not any(loader.pin_memory for loader in create_dataloaders(root, eval_tf, num_workers=0)[:3])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    assert all(loader.pin_memory for loader in create_dataloaders(root, eval_tf, num_workers=0)[:3])
+    unpinned = create_dataloaders(root, eval_tf, num_workers=0, pin_memory=False)[:3]
+    assert not any(loader.pin_memory for loader in unpinned)
+
+
+def test_find_images_stores_what_it_checked_and_decodes_only_new_or_changed_files(
+    tmp_path, image_folder, monkeypatch, random_rgb
+):
+    root = image_folder(tmp_path / "ds", {"fake_images": 3, "real_images": 3})
+    (root / "real_images" / "broken.png").write_bytes(b"nope")
+    decoded = []
+    real_check = datasets._decode_problem
+    monkeypatch.setattr(
+        datasets, "_decode_problem", lambda path: decoded.append(path.name) or real_check(path)
+    )
+    with pytest.warns(UserWarning, match="broken.png"):
+        first = find_images(root)
+    assert len(decoded) == 7 and (root / datasets.INDEX_FILE).is_file()
+    decoded.clear()
+    with pytest.warns(UserWarning, match="broken.png"):  # still skipped, still said, not decoded again
+        assert find_images(root) == first
+    assert decoded == []
+    random_rgb(np.random.default_rng(3), 20, 16).save(root / "fake_images" / "001.png")  # changed
+    random_rgb(np.random.default_rng(4), 20, 16).save(root / "fake_images" / "new.png")  # added
+    (root / "real_images" / "broken.png").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        samples, _ = find_images(root)
+    assert sorted(decoded) == ["001.png", "new.png"] and len(samples) == 7
+    (root / "fake_images" / "new.png").write_bytes(b"corrupted after indexing")
+    with pytest.warns(UserWarning, match="new.png"):
+        assert len(find_images(root)[0]) == 6
+
+
+def test_a_vanished_file_is_skipped_like_an_undecodable_one(tmp_path, image_folder, monkeypatch):
+    root = image_folder(tmp_path / "ds", {"fake_images": 3, "real_images": 3})
+    os.symlink(root / "fake_images" / "deleted.png", root / "fake_images" / "link.png")  # dangling link
+    with pytest.warns(UserWarning, match=r"(?s)Skipped 1 .*link.png: vanished"):
+        samples, _ = find_images(root)
+    assert len(samples) == 6
+    (root / datasets.INDEX_FILE).unlink()
+
+    real_stat, real_load = datasets._stat, datasets.load_image_rgb
+    between_listing_and_stat, between_stat_and_decoding = (
+        root / "real_images" / "001.png",
+        root / "fake_images" / "002.png",
+    )
+
+    def stat(path):
+        if path == between_listing_and_stat:
+            path.unlink()
+        return real_stat(path)
+
+    def load(path, **kwargs):
+        if path == between_stat_and_decoding:
+            path.unlink()
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(datasets, "_stat", stat)
+    monkeypatch.setattr(datasets, "load_image_rgb", load)
+    with pytest.warns(UserWarning, match=r"(?s)Skipped 3 .*002.png: vanished.*001.png: vanished"):
+        samples, _ = find_images(root)
+    assert len(samples) == 4
+
+
+def _run_ranks(world_size: int, prepare_on_rank):
+    """Run ``rank_zero_first`` in ``world_size`` threads standing in for DDP processes, with a
+    broadcast made of a barrier: returns {rank: result or exception}."""
+    barrier = threading.Barrier(world_size)
+    shared: dict = {}
+    results: dict = {}
+
+    def run(rank: int) -> None:
+        def broadcast(value):
+            if rank == 0:
+                shared["value"] = value
+            barrier.wait()  # everyone waits here until process 0 sends
+            return shared["value"]
+
+        try:
+            results[rank] = datasets.rank_zero_first(
+                lambda: prepare_on_rank(rank), rank=rank, broadcast=broadcast
+            )
+        except Exception as error:
+            results[rank] = error
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(world_size)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    return results
+
+
+def test_rank_zero_prepares_first_while_the_others_wait():
+    events = []
+    lock = threading.Lock()
+
+    def prepare(rank):
+        with lock:
+            events.append(("start", rank))
+        if rank == 0:
+            time.sleep(0.2)  # a slow download: the others must not start meanwhile
+        with lock:
+            events.append(("end", rank))
+        return f"data for {rank}"
+
+    results = _run_ranks(3, prepare)
+    assert results == {0: "data for 0", 1: "data for 1", 2: "data for 2"}
+    assert events[:2] == [("start", 0), ("end", 0)], events
+    assert datasets.rank_zero_first(lambda: 42) == 42, "not distributed: just run it"
+
+
+def test_when_rank_zero_fails_the_others_stop_instead_of_downloading_too():
+    calls = []
+
+    def prepare(rank):
+        calls.append(rank)
+        if rank == 0:
+            raise OSError("disk full")
+        return "data"
+
+    results = _run_ranks(3, prepare)
+    assert calls == [0], "only process 0 tried"
+    assert isinstance(results[0], OSError)
+    for rank in (1, 2):
+        assert isinstance(results[rank], RuntimeError) and "OSError: disk full" in str(results[rank])
 
 
 def test_first_per_class_keeps_the_first_of_each_label_in_order():

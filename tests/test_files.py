@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 
 import pytest
@@ -42,3 +43,40 @@ def test_building_folder_publishes_with_its_marker_or_leaves_nothing(tmp_path):
     assert sorted(p.name for p in target.iterdir()) == [".complete", "a.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"], "the partial folder is removed"
     assert files.read_marker(tmp_path / "nowhere") is None
+
+
+def test_check_free_space_says_what_is_needed_and_what_is_free(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "free_bytes", lambda folder: 2_000_000_000)
+    files.check_free_space(tmp_path, 1_000_000_000, "the download")
+    with pytest.raises(files.DiskSpaceError) as error:
+        files.check_free_space(tmp_path / "not" / "yet", 9_200_000_000, "the download")
+    message = str(error.value)
+    assert "the download needs 9.2 GB" in message and "only 2.0 GB is free" in message
+    assert str(tmp_path / "not" / "yet") in message and "FAKEVIT_HOME" in message
+    assert files.free_bytes(tmp_path / "missing" / "folder") > 0  # measured on the nearest parent
+
+
+def test_explain_disk_full_turns_enospc_into_a_clear_error_and_lets_others_through(tmp_path):
+    with pytest.raises(files.DiskSpaceError, match="filled up while writing the cache in .*No space left"):
+        with files.explain_disk_full(tmp_path, "writing the cache"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(files.DiskSpaceError, match="Disk quota exceeded"):  # also wrapped in another error
+        with files.explain_disk_full(tmp_path, "downloading"):
+            try:
+                raise OSError(errno.EDQUOT, "Disk quota exceeded")
+            except OSError as cause:
+                raise RuntimeError("download failed") from cause
+    with pytest.raises(PermissionError):
+        with files.explain_disk_full(tmp_path, "writing"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+
+
+def test_is_network_filesystem_reads_the_mount_of_the_path(monkeypatch):
+    mounts = {"/": "ext4", "/content/drive": "fuse.drive", "/mnt/share": "nfs4", "/tmp": "tmpfs"}
+    monkeypatch.setattr(files, "_mount_types", lambda: mounts)
+    assert files.is_network_filesystem("/content/drive/MyDrive/fake-vit/data")
+    assert files.is_network_filesystem("/mnt/share/x")
+    assert not files.is_network_filesystem("/content/fake-vit/data")
+    assert not files.is_network_filesystem("/tmp/x")
+    monkeypatch.setattr(files, "_mount_types", dict)  # no /proc/mounts (macOS): local
+    assert not files.is_network_filesystem("/content/drive/MyDrive")

@@ -112,3 +112,34 @@ def test_list_image_files_keeps_image_extensions_and_skips_hidden_and_macos_junk
         "b.PNG",
         "sub/c.webp",
     ]
+
+
+def test_sixteen_bit_images_scale_exactly_as_the_float_formula_without_a_float_copy(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    ramp = np.arange(65536, dtype=np.uint16).reshape(256, 256)  # every 16-bit value once
+    noise = rng.integers(0, 65536, (64, 96), dtype=np.uint16)
+    for name, values in (("ramp", ramp), ("noise", noise)):
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(values).save(path)  # a 16-bit greyscale PNG
+        expected = np.clip(np.round(values.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+        got = np.asarray(load_image_rgb(path))
+        assert got.dtype == np.uint8 and np.array_equal(got[..., 0], expected), name
+        assert np.array_equal(got[..., 0], got[..., 2])
+    wide = np.array([[-5, 0, 255, 256, 32896, 65535, 70000]], dtype=np.int32)  # mode "I", 32-bit
+    got = np.asarray(load_image_rgb(Image.fromarray(wide, "I")))[0, :, 0]
+    assert got.tolist() == [0, 0, 1, 1, 128, 255, 255]
+    small = np.array([[0, 7, 255]], dtype=np.int32)  # mode "I" holding 8-bit values: kept as they are
+    assert np.asarray(load_image_rgb(Image.fromarray(small, "I")))[0, :, 0].tolist() == [0, 7, 255]
+
+    def no_floats(*args, **kwargs):
+        raise AssertionError("16-bit images must not go through float64")
+
+    monkeypatch.setattr(np, "round", no_floats)
+    load_image_rgb(tmp_path / "ramp.png")
+
+
+def test_check_pixel_limit_takes_a_smaller_limit(tmp_path):
+    path = _save(tmp_path, "big.png", Image.new("L", (40, 40)))
+    check_pixel_limit(path, max_pixels=1600)
+    with pytest.raises(ImageLoadError, match=r"40x40 pixels .* limit of 0 M pixels \(max_pixels\)"):
+        check_pixel_limit(path, max_pixels=1599)
