@@ -11,7 +11,8 @@ Where each lesson meets the package (as d2l's helpers say where they are defined
     03      images          safe decoding of any image file to RGB; the pixel-limit check
     03      datasets        indexing a folder, the Dataset, the stratified split, DataLoaders
     03      toy             the toy fake-versus-real dataset (small mode)
-    03      fake_or_real    the real dataset: Hugging Face download, extraction, a resized copy
+    03      fake_or_real    the real dataset: download, checked extraction, the prepared copy
+    03      image_cache     every image of a folder decoded once; loaders read pixels, not files
     03      data            datasets by name (get_dataset) and `python -m helpers.data`
     03      data_plots      sample grids and mean spectra of the data (also lesson 05)
     03      transforms      every transform, from ImageNet's mean and std (also lesson 04)

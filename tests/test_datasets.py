@@ -235,7 +235,7 @@ def test_a_vanished_file_is_skipped_like_an_undecodable_one(tmp_path, image_fold
 def _run_ranks(world_size: int, prepare_on_rank):
     """Run ``rank_zero_first`` in ``world_size`` threads standing in for DDP processes, with a
     broadcast made of a barrier: returns {rank: result or exception}."""
-    barrier = threading.Barrier(world_size)
+    barrier = threading.Barrier(world_size, timeout=5)  # a broken protocol fails instead of hanging
     shared: dict = {}
     results: dict = {}
 
@@ -253,11 +253,12 @@ def _run_ranks(world_size: int, prepare_on_rank):
         except Exception as error:
             results[rank] = error
 
-    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(world_size)]
+    threads = [threading.Thread(target=run, args=(rank,), daemon=True) for rank in range(world_size)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads), "a process is still waiting"
     return results
 
 
