@@ -12,8 +12,10 @@ second that a DataLoader with ``--workers`` worker processes delivers for 224-pi
 - reads the image cache (no decoding: a memory-mapped uint8 array, cropped and flipped as a tensor).
 
 Each is timed over whole epochs after one warm-up epoch (workers started, files in the page cache),
-best of two rounds taken alternately. The ceiling of one process reading the cache (no DataLoader)
-is printed too. The last line is the comparison: ``feed: X img/s cached vs Y img/s decoded (Z.Zx)``.
+best of two rounds taken alternately. Two ceilings are printed too: one process reading the cache
+(no DataLoader), and the DataLoader itself moving ready-made batches of that shape from its workers
+(no image work at all), as float32 (what the course's transforms give) and as uint8. The last line
+is the comparison: ``feed: X img/s cached vs Y img/s decoded (Z.Zx)``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from helpers.datasets import CLASS_NAMES, ImageFolderDataset, find_images
 from helpers.image_cache import build_image_cache
@@ -68,6 +70,19 @@ def loader_rate(loader: DataLoader, seconds: float) -> float:
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
             return images / elapsed
+
+
+class ReadyMade(Dataset):
+    """``count`` copies of one tensor: the DataLoader's own cost, with no image work at all."""
+
+    def __init__(self, sample: torch.Tensor, count: int):
+        self.sample, self.count = sample, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.sample, 0
 
 
 def in_process_rate(dataset: ImageFolderDataset, count: int = 512) -> float:
@@ -112,23 +127,27 @@ def main() -> None:
         for name, dataset in datasets.items():
             print(f"one process, no DataLoader, {name}: {in_process_rate(dataset):7.0f} img/s")
 
+        def loader(dataset: Dataset) -> DataLoader:
+            return DataLoader(
+                dataset,
+                batch_size=args.batch_size,
+                shuffle=True,
+                num_workers=args.workers,
+                persistent_workers=args.workers > 0,
+                drop_last=True,
+            )
+
         rates: dict[str, float] = {}
         for _ in range(2):  # alternate, keep the best: load from other processes hits both alike
             for name, dataset in datasets.items():
-                loader = DataLoader(
-                    dataset,
-                    batch_size=args.batch_size,
-                    shuffle=True,
-                    num_workers=args.workers,
-                    persistent_workers=args.workers > 0,
-                    drop_last=True,
-                )
-                rates[name] = max(rates.get(name, 0.0), loader_rate(loader, args.seconds))
-                del loader
+                rates[name] = max(rates.get(name, 0.0), loader_rate(loader(dataset), args.seconds))
+        setting = f"DataLoader, {args.workers} workers, batches of {args.batch_size}"
         for name, rate in rates.items():
-            print(
-                f"DataLoader, {args.workers} workers, batches of {args.batch_size}, {name}: {rate:7.0f} img/s"
-            )
+            print(f"{setting}, {name}: {rate:7.0f} img/s")
+        for dtype in (torch.float32, torch.uint8):
+            ready = ReadyMade(torch.zeros(3, 224, 224, dtype=dtype), args.images)
+            rate = loader_rate(loader(ready), args.seconds)
+            print(f"ceiling: {setting}, ready-made {dtype} (3, 224, 224) samples: {rate:7.0f} img/s")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     cached, decoded = rates["cached"], rates["decoded"]
     print(f"feed: {cached:.0f} img/s cached vs {decoded:.0f} img/s decoded ({cached / decoded:.1f}x)")

@@ -486,7 +486,9 @@ def prepared_fake_or_real(
     archive = root.parent / f"{name}.zip"
     if not is_network_filesystem(root.parent):
         folder = root.parent / name
-        if read_marker(folder) is None and archive.is_file():  # e.g. copied here from a Drive home
+        if marker_matches(folder, {"dataset": "prepared_copy", "max_side": max_side}):
+            return folder  # also when the home has moved, or the originals were deleted
+        if archive.is_file():  # e.g. copied here from a home on Drive
             return unpack_prepared_copy(archive, folder, max_side)
         return download_fake_or_real(root, max_side, expected_count=expected_count)
     folder = local_scratch_dir() / name

@@ -365,6 +365,11 @@ def test_get_dataset_gives_the_prepared_copy_and_keeps_it_without_the_originals(
     for path in (root / "train" / "fake_images").iterdir():
         path.unlink()
     assert data.get_dataset("fake_or_real", root=root) == folder and len(fake_hub.calls) == 1
+    moved = tmp_path / "moved_home"
+    moved.mkdir()
+    os.replace(folder, moved / folder.name)  # the whole home moved elsewhere: still reused as it is
+    assert data.get_dataset("fake_or_real", root=moved / "for") == moved / folder.name
+    assert len(fake_hub.calls) == 1 and not (moved / "for").exists()
 
 
 def test_prepared_copy_on_a_local_home_unpacks_a_zip_copied_from_drive(tmp_path, fake_hub, network_home):
