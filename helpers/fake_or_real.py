@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -36,6 +35,7 @@ from huggingface_hub import (
 )
 from tqdm.auto import tqdm
 
+from helpers.course import announce
 from helpers.datasets import CLASS_NAMES, find_images, vanished
 from helpers.files import (
     DiskSpaceError,
@@ -222,11 +222,10 @@ def _extract_zip(zip_path: Path, into: Path, *, expected_count: int | None = Non
             members = _plan_extraction(archive, zip_path, into)
             if expected_count is not None:
                 count = count_listed_images([m.filename for m in members])
-                if count != expected_count:
-                    warnings.warn(
+                if count != expected_count:  # said loudly, on stdout as the course's other warnings
+                    announce(
                         f"{zip_path} lists {count:,} images, expected {expected_count:,}: a different "
-                        "version of the dataset, or a stand-in. Going on with the images it has.",
-                        stacklevel=3,
+                        "version of the dataset, or a stand-in. Going on with the images it has."
                     )
             total = sum(m.file_size for m in members)  # declared sizes, the most zipfile will write
             check_free_space(into.parent, total, f"extracting {zip_path.name} ({_size_text(total)} declared)")
@@ -291,8 +290,8 @@ def download_fake_or_real(
                     f"folders {list(CLASS_NAMES)}. Delete {data} and run this again."
                 )
             if count_images(data) != expected_count:
-                warnings.warn(
-                    f"{data} holds {count_images(data):,} images, expected {expected_count:,}.", stacklevel=2
+                announce(
+                    f"{data} holds {count_images(data):,} images, expected {expected_count:,}. Going on."
                 )
         else:
             zip_path, from_hub = _fetch_zip(root)
