@@ -25,6 +25,7 @@ from PIL import Image
 
 from helpers import data, demo, train, vit
 from helpers.datasets import CLASS_NAMES
+from helpers.image_cache import ImageCache
 from helpers.toy import make_toy_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,7 @@ RUN = [
     "python -m helpers.data download --out data/fake_or_real",
     "python -m helpers.data download --out data/fake_or_real --max-side 256",
     "python -m helpers.data download --out data/fake_or_real --max-side 512",
+    "python -m helpers.data cache --data data/toy --size 64",
     "python app/app.py",
     "python app/app.py --detector runs/mine",
     "python app/app.py --detector build/tiny --host 127.0.0.1 --port 7860",
@@ -60,6 +62,7 @@ NOT_RUN = {
     "python -m helpers.data make-toy --out data/toy [--images-per-class N --image-size S "
     "--seed K]": "synopsis",
     "python -m helpers.data download --out data/fake_or_real [--max-side 256]": "synopsis",
+    "python -m helpers.data cache --data data/toy [--size 64]": "synopsis",
     # tests/test_train_cli.py::test_two_processes_under_torchrun_match_one_process runs two processes
     "torchrun --nproc_per_node=N -m helpers.train ...": "several processes",
     "torchrun --nproc_per_node=4 -m helpers.train ...": "several processes",
@@ -183,9 +186,11 @@ def test_every_documented_command_runs(command, checkout, monkeypatch, capsys):
             assert (checkout / "data" / "fake_or_real" / "train" / "fake_images").is_dir()
         if "--max-side" in command:
             side = command.split()[-1]
-            assert (checkout / "data" / f"fake_or_real_max{side}" / "train" / "real_images").is_dir()
+            assert (checkout / "data" / f"fake_or_real_{side}px" / "real_images").is_dir()  # prepared copy
         if "figures" in command:
             assert (checkout / "figures" / "toy_spectra.png").is_file()
+        if "cache" in command:
+            assert ImageCache.open(checkout / "data" / "toy").size == 64
     else:
         launch = result["launch"]
         assert launch["max_file_size"] == demo.MAX_UPLOAD_BYTES

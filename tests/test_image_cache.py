@@ -155,8 +155,9 @@ def test_cache_command_line(mixed_folder, capsys):
     assert data.main(["cache", "--data", str(mixed_folder), "--size", "16"]) == 0
     assert "image cache at 16 px ready" in capsys.readouterr().out
     assert ImageCache.open(mixed_folder).size == 16
-    assert data.main(["cache", "--data", str(mixed_folder / "missing")]) == 2
-    assert "missing is not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # a usage error, before any work
+        data.main(["cache", "--data", str(mixed_folder / "missing")])
+    assert exit_info.value.code == 2 and "missing: no such folder" in capsys.readouterr().err
 
 
 def test_cache_is_read_without_decoding(mixed_folder, monkeypatch):
