@@ -41,7 +41,8 @@ from helpers.evaluation import autocast
 from helpers.files import atomic_write, write_json
 from helpers.images import load_image_rgb
 from helpers.transforms import build_eval_transform
-from helpers.vit import MAX_IMAGE_SIZE, ViT, ViTConfig
+from helpers.vit import ViT, ViTConfig
+from helpers.vit_limits import MAX_IMAGE_SIZE
 
 FORMAT = "fake-vit/1"
 WEIGHTS_FILE = "model.safetensors"

@@ -24,7 +24,6 @@ D model width ("dim"), h heads, d = D / h width of one head.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -32,29 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LAYER_NORM_EPS = 1e-6  # torchvision (and the original JAX code) use 1e-6, not PyTorch's default 1e-5
+from helpers import vit_limits
 
-# Upper bounds that ViTConfig enforces, so that a config.json from elsewhere can never make the
-# model ask for an absurd amount of memory. Each is far above every published ViT: the largest,
-# ViT-22B (Dehghani et al., 2023), has width 6144, 48 blocks and MLP size 24576.
-MAX_IMAGE_SIZE = 4096  # pixels per side; published ViTs use 224 to 896
-MAX_PATCHES = 16_384  # N, attention costs N^2; ViT-B/16 has 196 at 224 px, 16,384 at 2048 px
-MAX_IN_CHANNELS = 64  # RGB is 3; multispectral satellite images have about a dozen bands
-MAX_CLASSES = 100_000  # ImageNet-21k has 21,843 classes
-MAX_DIM = 8192  # D
-MAX_MLP_DIM = 4 * MAX_DIM  # the MLP is usually 4 x D wide
-MAX_DEPTH = 128  # encoder blocks
-MAX_PARAMETERS = 2_000_000_000  # 8 GB as float32; ViT-G/14 (Zhai et al., 2022) has 1.8 B
+LAYER_NORM_EPS = 1e-6  # torchvision (and the original JAX code) use 1e-6, not PyTorch's default 1e-5
 
 
 @dataclass
 class ViTConfig:
     """Sizes of a Vision Transformer. The defaults are ViT-B/16 (Table 1 of the paper). Lesson 02.
 
-    Every field is checked when a config is made (also from a ``config.json``): whole numbers from 1
-    up to the ``MAX_*`` bounds above, dropouts in [0, 1), whole patches, ``dim`` divisible by
-    ``heads``, at most ``MAX_PATCHES`` patches and ``MAX_PARAMETERS`` parameters. A bad value raises
-    a ValueError naming the field and the value.
+    Every field is checked when a config is made, also from a ``config.json``: a bad value raises a
+    ValueError naming the field and the value (the limits and checks: :mod:`helpers.vit_limits`).
     """
 
     image_size: int = 224  # side of the square input image, in pixels
@@ -70,38 +57,9 @@ class ViTConfig:
 
     def __post_init__(self) -> None:
         """Check every field, so that a bad config fails here, naming the field, not deep inside torch."""
-        upper = {
-            "image_size": MAX_IMAGE_SIZE,
-            "patch_size": MAX_IMAGE_SIZE,
-            "in_channels": MAX_IN_CHANNELS,
-            "num_classes": MAX_CLASSES,
-            "dim": MAX_DIM,
-            "depth": MAX_DEPTH,
-            "heads": MAX_DIM,
-            "mlp_dim": MAX_MLP_DIM,
-        }
-        for name, most in upper.items():
-            setattr(self, name, _whole_number(name, getattr(self, name), most))
-        for name in ("dropout", "attention_dropout"):
-            setattr(self, name, _probability(name, getattr(self, name)))
-        if self.image_size % self.patch_size != 0:
-            raise ValueError(
-                f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}; "
-                "pick sizes so that the image splits into whole patches."
-            )
-        if self.dim % self.heads != 0:
-            raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads}.")
-        if self.num_patches > MAX_PATCHES:
-            raise ValueError(
-                f"image_size={self.image_size} in patches of patch_size={self.patch_size} makes "
-                f"{self.num_patches:,} patches, above the limit of {MAX_PATCHES:,} (attention costs N^2); "
-                "use larger patches or smaller images."
-            )
-        if self.num_parameters > MAX_PARAMETERS:
-            raise ValueError(
-                f"this ViTConfig describes {self.num_parameters / 1e9:.1f} B parameters, above the limit of "
-                f"{MAX_PARAMETERS / 1e9:.0f} B ({4 * MAX_PARAMETERS / 1e9:.0f} GB as float32): {self}"
-            )
+        for name, value in vit_limits.checked_fields(self).items():
+            setattr(self, name, value)  # plain int and float: NumPy's numbers become JSON-able too
+        vit_limits.check_sizes_fit(self)  # whole patches, heads that divide dim, bounded N and parameters
 
     @property
     def num_parameters(self) -> int:
@@ -132,22 +90,6 @@ class ViTConfig:
         if unknown:
             raise ValueError(f"Unknown ViTConfig field(s) {unknown}; valid fields are {sorted(known)}.")
         return cls(**d)
-
-
-def _whole_number(name: str, value: object, most: int) -> int:
-    """``value`` as an int if it is a whole number from 1 to ``most``, else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"ViTConfig.{name}={value!r} must be a whole number, not {type(value).__name__}.")
-    if not 1 <= value <= most:
-        raise ValueError(f"ViTConfig.{name}={value} must be from 1 to {most:,}.")
-    return int(value)
-
-
-def _probability(name: str, value: object) -> float:
-    """``value`` as a float if it is a dropout probability in [0, 1), else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
-        raise ValueError(f"ViTConfig.{name}={value!r} must be a number from 0 up to (not including) 1.")
-    return float(value)
 
 
 PRESETS: dict[str, ViTConfig] = {
@@ -205,11 +147,8 @@ class PatchEmbedding(nn.Module):
                 f"Got images with {C} channels but this model expects {self.in_channels} (B, C, H, W)."
             )
         if (H, W) != (self.image_size, self.image_size):
-            why = (
-                ""
-                if H % self.patch_size == 0 and W % self.patch_size == 0
-                else (f" ({H}x{W} is not a multiple of the patch size {self.patch_size})")
-            )
+            whole = H % self.patch_size == 0 and W % self.patch_size == 0
+            why = "" if whole else f" ({H}x{W} is not a multiple of the patch size {self.patch_size})"
             raise ValueError(
                 f"Got {H}x{W} images but this model expects {self.image_size}x{self.image_size}{why}. "
                 f"Resize the images to {self.image_size}, or build the model with image_size={H}."
@@ -431,30 +370,24 @@ class ViT(nn.Module):
         # Copies (never views) of the weights, so training our model cannot change the source model.
         state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
-        def get(key: str) -> torch.Tensor:
-            if key not in state:
-                raise KeyError(
-                    f"torchvision ViT weights have no {key!r}: is this a VisionTransformer state dict?"
-                )
-            return state[key]
-
-        dim, in_channels, patch_size, _ = get("conv_proj.weight").shape
+        # Which keys to expect: the number of blocks and the MLP's names (current or legacy) say it.
         depth = sum(1 for k in state if k.startswith("encoder.layers.") and k.endswith(".ln_1.weight"))
         legacy = "encoder.layers.encoder_layer_0.mlp.linear_1.weight" in state
-        mlp_dim = get(f"encoder.layers.encoder_layer_0.mlp.{'linear_1' if legacy else '0'}.weight").shape[0]
-        num_classes = get("heads.head.weight").shape[0]
-        pos = get("encoder.pos_embedding")  # (1, N+1, D)
+        ours_to_theirs = _torchvision_key_map(max(depth, 1), legacy)
+        vit_limits.check_torchvision_keys(state, expected=ours_to_theirs.values())  # none missing, none extra
+        # The sizes, read from the shapes of the weights.
+        dim, in_channels, patch_size, _ = state["conv_proj.weight"].shape
+        mlp_dim = state[ours_to_theirs["blocks.0.mlp.fc1.weight"]].shape[0]
+        num_classes = state["heads.head.weight"].shape[0]
+        pos = state["encoder.pos_embedding"]  # (1, N+1, D)
         grid = math.isqrt(pos.shape[1] - 1) if pos.ndim == 3 else 0  # G: patches per side
         if pos.ndim != 3 or pos.shape[0] != 1 or grid * grid != pos.shape[1] - 1:
             raise ValueError(
                 f"'encoder.pos_embedding' has shape {tuple(pos.shape)}; expected (1, G*G + 1, D)."
             )
-        if heads is None:
-            if dim % 64 != 0:
-                raise ValueError(
-                    f"Cannot guess the number of heads for dim={dim}; pass heads= or the module."
-                )
-            heads = dim // 64
+        if heads is None and dim % 64 != 0:
+            raise ValueError(f"Cannot guess the number of heads for dim={dim}; pass heads= or the module.")
+        heads = dim // 64 if heads is None else heads  # heads of width 64, as in every torchvision ViT
 
         config = ViTConfig(
             image_size=image_size or grid * patch_size,
@@ -474,22 +407,8 @@ class ViT(nn.Module):
 
         with torch.device("meta"):  # no memory and no random init: every tensor is replaced below
             model = cls(config)
-        ours_to_theirs = _torchvision_key_map(depth, legacy)
-        extra = sorted(set(state) - set(ours_to_theirs.values()))
-        if extra:
-            raise ValueError(
-                f"Unexpected key(s) {extra} in torchvision ViT weights; only a plain ViT with "
-                "one Linear head (no conv stem, no pre_logits) can be loaded."
-            )
-        new_state, expected_shapes = {}, {k: v.shape for k, v in model.state_dict().items()}
-        for ours, theirs in ours_to_theirs.items():
-            value = get(theirs)
-            expected = expected_shapes[ours]
-            if value.shape != expected:
-                raise ValueError(
-                    f"{theirs!r} has shape {tuple(value.shape)} but {ours!r} needs {tuple(expected)}."
-                )
-            new_state[ours] = value
+        new_state = {ours: state[theirs] for ours, theirs in ours_to_theirs.items()}
+        vit_limits.check_weight_shapes(new_state, model.state_dict(), ours_to_theirs)  # before taking them
         model.load_state_dict(new_state, assign=True)  # take the tensors themselves (off the meta device)
         return model
 
@@ -497,6 +416,8 @@ class ViT(nn.Module):
 def _torchvision_key_map(depth: int, legacy: bool = False) -> dict[str, str]:
     """Our state-dict key -> torchvision's key, for every tensor of the model."""
     fc1, fc2 = ("linear_1", "linear_2") if legacy else ("0", "3")
+    per_block = {"norm1": "ln_1", "norm2": "ln_2", "attn.proj": "self_attention.out_proj"}
+    per_block |= {"mlp.fc1": f"mlp.{fc1}", "mlp.fc2": f"mlp.{fc2}"}
     names = {
         "patch_embedding.proj.weight": "conv_proj.weight",
         "patch_embedding.proj.bias": "conv_proj.bias",
@@ -509,13 +430,6 @@ def _torchvision_key_map(depth: int, legacy: bool = False) -> dict[str, str]:
     }
     for i in range(depth):
         theirs = f"encoder.layers.encoder_layer_{i}."
-        per_block = {
-            "norm1": "ln_1",
-            "norm2": "ln_2",
-            "attn.proj": "self_attention.out_proj",
-            "mlp.fc1": f"mlp.{fc1}",
-            "mlp.fc2": f"mlp.{fc2}",
-        }
         for ours, tv in per_block.items():
             for p in ("weight", "bias"):
                 names[f"blocks.{i}.{ours}.{p}"] = f"{theirs}{tv}.{p}"

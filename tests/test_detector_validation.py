@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from helpers.inference import DetectorError, check_transform_spec, load_predictor
-from helpers.vit import MAX_PARAMETERS, PRESETS, ViT, ViTConfig, count_parameters, get_config
+from helpers.vit import PRESETS, ViT, ViTConfig, count_parameters, get_config
+from helpers.vit_limits import MAX_PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
