@@ -39,6 +39,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from helpers import engine  # noqa: E402
+from helpers.precision import make_scaler, native_bf16  # noqa: E402
 from helpers.recipes import get_recipe, make_optimizer  # noqa: E402
 from helpers.vit import ViT, get_config  # noqa: E402
 
@@ -47,7 +48,7 @@ def settings(device: torch.device) -> list[tuple[str, bool]]:
     """``(precision, compiled)`` pairs to measure on ``device``, the fp32 reference first."""
     if device.type == "cpu":
         return [("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)]
-    half = ["bf16", "fp16"] if engine.native_bf16(device) else ["fp16"]
+    half = ["bf16", "fp16"] if native_bf16(device) else ["fp16"]
     return [("fp32", False), ("tf32", False), *[(p, False) for p in half]] + [
         (p, True) for p in ["tf32", *half]
     ]
@@ -72,7 +73,7 @@ def measure(
         optimizer=optimizer,
         loss_fn=nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
         device=device,
-        scaler=engine.make_scaler(device, autocast),
+        scaler=make_scaler(device, autocast),
         grad_clip=recipe.grad_clip,
         precision=autocast,
         progress=False,

@@ -3,22 +3,15 @@
 The pieces, in the order a lesson meets them:
 
     set_seed          -- one call makes a run repeatable (lesson 03)
-    resolve_precision -- "auto" -> the numeric format this machine runs fastest (lessons 03 to 06)
     train_one_epoch   -- forward, loss, backward, clip, step, over one pass of the data (lesson 03)
     fit               -- a whole run of a recipe: epochs, best-on-validation weights, saved state, resume
     fit_linear_probe  -- train only the head of a frozen backbone, on features computed once (lesson 04)
 
 *What* to train with (optimiser, learning rate, schedule, regularisation) is a
 :class:`helpers.recipes.Recipe`; measuring the model after every epoch is :mod:`helpers.evaluation`;
-the state saved after every epoch is :mod:`helpers.training_state`. ``precision`` always means the
-numeric format of the forward pass ("fp32", "bf16", "fp16"); the metric is ``val_precision``.
-
-**Precision chosen by the machine.** :func:`resolve_precision` turns ``"auto"`` into what the
-hardware multiplies natively: bf16 on CUDA GPUs that have bf16 units (Ampere and newer: A100, L4,
-H100), fp16 with a gradient scaler on older ones (T4, V100), fp32 on a CPU for training. For
-inference (``inference=True``) a CPU with bf16 instructions (AVX512-BF16 or AMX on x86, BF16 on
-ARM) gets bf16 too: lesson 06's demo answers several times faster (``benchmarks/inference_latency.py``).
-:func:`allow_tf32` lets fp32 matrix products on a GPU use TF32 tensor cores.
+the state saved after every epoch is :mod:`helpers.training_state`; the numeric format of the forward
+pass (``precision``: "fp32", "bf16", "fp16"; ``"auto"`` is resolved by
+:func:`helpers.precision.resolve_precision`) and the fp16 gradient scaler are :mod:`helpers.precision`.
 
 **Repeatable runs.** At the start of every epoch the random number generators (Python, NumPy,
 PyTorch, and the train loader's own generator when it has one) are re-seeded from ``(seed, epoch)``.
@@ -51,7 +44,8 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
 from helpers import training_state
-from helpers.evaluation import autocast, check_precision, evaluate, extract_features, progress_bar
+from helpers.evaluation import evaluate, extract_features, progress_bar
+from helpers.precision import autocast, make_scaler, resolve_precision
 from helpers.recipes import Recipe, make_optimizer, make_schedule
 from helpers.training_state import TrainingState
 
@@ -59,7 +53,7 @@ VAL_METRICS = ("loss", "accuracy", "precision", "recall", "f1", "auroc")  # kept
 
 
 # ---------------------------------------------------------------------------------------------
-# Randomness, the gradient scaler, DDP
+# Randomness, DDP
 # ---------------------------------------------------------------------------------------------
 
 
@@ -76,80 +70,6 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     Lesson 03 (repeatable runs).
     """
     return (seed * 1_000_003 + epoch * 1_009 + rank) % 2**63
-
-
-def make_scaler(device: torch.device | str, precision: str) -> torch.amp.GradScaler:
-    """A gradient scaler that is on for fp16 only. In fp16 small gradients would underflow to 0, so
-    the loss is multiplied before ``backward`` and the gradients divided back before the step; in
-    fp32 and bf16 the scaler is switched off and passes everything through unchanged. Lesson 03."""
-    return torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
-
-
-# ---------------------------------------------------------------------------------------------
-# Precision: the numeric format this machine runs fastest
-# ---------------------------------------------------------------------------------------------
-
-
-def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` multiplies bf16 numbers in hardware (not emulated). Lessons 03 and 06.
-
-    CUDA: ``torch.cuda.is_bf16_supported(including_emulation=False)``, true from compute capability
-    8.0 (A100, L4, H100; a T4 is 7.5). CPU: the instruction sets PyTorch reports in
-    ``torch.cpu.get_capabilities()``: AVX512-BF16 or AMX-BF16 on x86, BF16 on ARM (Graviton 3,
-    Apple M2 and newer). Without them PyTorch still computes bf16, emulated and slower than fp32.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        try:
-            return torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # PyTorch < 2.4 has no including_emulation: native means compute capability 8+
-            return torch.cuda.get_device_capability(device) >= (8, 0)
-    if device.type == "cpu":
-        capabilities = torch.cpu.get_capabilities()
-        return any(capabilities.get(name, False) for name in ("avx512_bf16", "amx_bf16", "bf16"))
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device | str, *, inference: bool = False) -> str:
-    """The numeric format to run in on ``device``: ``precision`` itself, checked, or for ``"auto"``:
-
-    - a CUDA GPU: ``"bf16"`` where it is native (:func:`native_bf16`), else ``"fp16"`` (with a
-      gradient scaler when training, see :func:`make_scaler`);
-    - a CPU: ``"fp32"`` for training; for ``inference`` ``"bf16"`` where the CPU has bf16
-      instructions, else ``"fp32"`` (emulated bf16 would be slower).
-
-    Raises ValueError for an unknown name, fp16 on a CPU (PyTorch has no fast fp16 there) and bf16
-    on a GPU that only emulates it (a T4: use fp16 or auto). Lessons 03 to 06: the notebooks'
-    ``PRECISION = "auto"``, ``python -m helpers.train --precision`` and the demo.
-    """
-    device = torch.device(device)
-    if precision == "auto":
-        if device.type == "cuda":
-            return "bf16" if native_bf16(device) else "fp16"
-        return "bf16" if inference and native_bf16(device) else "fp32"
-    check_precision(device, precision)  # unknown names; fp16 without a CUDA GPU
-    if precision == "bf16" and device.type == "cuda" and not native_bf16(device):
-        raise ValueError(
-            f"precision='bf16': {torch.cuda.get_device_name(device)} has no bf16 units, so PyTorch would "
-            "emulate bf16, slower than fp32; use 'fp16' (or 'auto', which picks it)."
-        )
-    return precision
-
-
-def allow_tf32(device: torch.device | str) -> bool:
-    """Let fp32 matrix products on a CUDA GPU use TF32 tensor cores; return whether the GPU has them.
-
-    TF32 keeps fp32's range with a 10-bit mantissa (like fp16): on an A100 or H100 fp32 matmuls run
-    several times faster and training curves do not change. The switch is process-wide
-    (``torch.set_float32_matmul_precision("high")``), so it is set here, by the program that owns
-    the process (``python -m helpers.train``, a notebook's set-up cell), never inside ``fit``.
-    Nothing changes on a CPU. Lessons 03 and 04.
-    """
-    device = torch.device(device)
-    if device.type != "cuda":
-        return False
-    torch.set_float32_matmul_precision("high")
-    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def _rank() -> int:
@@ -195,9 +115,10 @@ def train_one_epoch(
     """One pass over ``loader``: forward, loss, backward, gradient clipping (when ``grad_clip`` is
     set), optimizer step, and ``scheduler.step()`` after every batch (lesson 03).
 
-    ``scaler`` (default: :func:`make_scaler`) scales the loss in fp16 and does nothing otherwise,
-    so there is one path for every precision. Returns the mean loss and the accuracy over the
-    images seen, plus ``images`` and ``seconds`` (under DDP: summed over all processes).
+    ``scaler`` (default: :func:`helpers.precision.make_scaler`) scales the loss in fp16 and does
+    nothing otherwise, so there is one path for every precision. Returns the mean loss and the
+    accuracy over the images seen, plus ``images`` and ``seconds`` (under DDP: summed over all
+    processes).
     """
     device = torch.device(device)
     scaler = make_scaler(device, precision) if scaler is None else scaler
@@ -324,10 +245,10 @@ def fit(
     After every epoch the model is evaluated on ``val_loader``; the weights of the best epoch
     (highest validation accuracy, ties broken by lower validation loss) are kept, put back into
     the model at the end, and used for the final ``val`` and ``test`` metrics. ``precision`` is the
-    numeric format of the forward passes ("auto": see :func:`resolve_precision`). With ``out_dir``
-    the training state is saved after every epoch to ``out_dir/training_state``; ``resume=True``
-    continues from it (or starts afresh when there is none) and ends with the same result as an
-    uninterrupted run.
+    numeric format of the forward passes ("auto": :func:`helpers.precision.resolve_precision`). With
+    ``out_dir`` the training state is saved after every epoch to ``out_dir/training_state``;
+    ``resume=True`` continues from it (or starts afresh when there is none) and ends with the same
+    result as an uninterrupted run.
 
     Returns ``{"history": [one dict of plain numbers per epoch], "best_epoch": int,
     "val": evaluate(...), "test": evaluate(...) or None, "train_images_per_second": float,

@@ -6,13 +6,12 @@ at the detector's mistakes. Nothing here changes a weight: every model is put in
 under ``torch.inference_mode()``.
 
 **Precision** means the numeric format of the forward pass here: ``"fp32"``, ``"bf16"`` or
-``"fp16"`` (autocast). The classification metric of the same name is a key of
-:func:`compute_metrics`' result, and ``val_precision`` in a training run's history.
+``"fp16"`` (autocast, see :mod:`helpers.precision`). The classification metric of the same name is
+a key of :func:`compute_metrics`' result, and ``val_precision`` in a training run's history.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,23 +21,7 @@ from torch import nn
 from torchmetrics.functional import classification as tmc
 from tqdm.auto import tqdm
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # numeric formats
-
-
-def check_precision(device: torch.device, precision: str) -> None:
-    """Refuse an unknown numeric format, and fp16 without a CUDA GPU, with a message saying why."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision='fp16' needs a CUDA GPU (device is {device}); use 'bf16' or 'fp32'.")
-
-
-def autocast(device: torch.device, precision: str):
-    """A context in which the forward pass runs in ``precision`` ("fp32", "bf16" or "fp16")."""
-    check_precision(device, precision)
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+from helpers.precision import autocast
 
 
 def progress_bar(loader: Iterable, description: str, enabled: bool) -> tqdm:

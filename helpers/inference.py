@@ -16,7 +16,7 @@ lesson read it with :func:`load_predictor`. A detector is what predictions need 
 resuming a training run reads the training state instead (:mod:`helpers.training_state`).
 
 Predictions run in the precision the machine is fastest at (``precision="auto"``, see
-:func:`helpers.engine.resolve_precision`): bf16 autocast on a CPU with bf16 instructions and on recent
+:func:`helpers.precision.resolve_precision`): bf16 autocast on a CPU with bf16 instructions and on recent
 GPUs, fp16 on older GPUs, fp32 otherwise. The weights stay fp32; only the matrix products are
 rounded, and a probability moves by less than 0.02 (``tests/test_precision.py`` checks it on the toy
 test set). ``precision="fp32"`` gives the exact numbers of the model in fp32.
@@ -36,10 +36,9 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from helpers.engine import resolve_precision
-from helpers.evaluation import autocast
 from helpers.files import atomic_write, write_json
 from helpers.images import load_image_rgb
+from helpers.precision import autocast, resolve_precision
 from helpers.transforms import build_eval_transform
 from helpers.vit import ViT, ViTConfig
 from helpers.vit_limits import MAX_IMAGE_SIZE
@@ -209,7 +208,7 @@ def load_predictor(
 
     ``detector_dir`` is a detector folder, or a training run's folder with one in ``detector/``.
     ``precision``: "auto" (the fastest format on ``device``, see
-    :func:`helpers.engine.resolve_precision` with ``inference=True``), "fp32", "bf16" or "fp16";
+    :func:`helpers.precision.resolve_precision` with ``inference=True``), "fp32", "bf16" or "fp16";
     ``predictor.precision`` says which one runs.
     Raises :class:`DetectorError` naming the file when a file is missing or unreadable, when
     ``config.json`` holds an invalid field (see :class:`~helpers.vit.ViTConfig` and

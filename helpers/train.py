@@ -21,7 +21,7 @@ folder whose one sub-folder holds them: ``data/fake_or_real`` works as well as
 
 **On a GPU**, the defaults are what a GPU user expects: ``--precision auto`` trains in bf16 where the
 GPU has bf16 units (A100, L4, H100) and in fp16 with a gradient scaler on older ones (T4), and fp32
-matrix products may use TF32 (:func:`helpers.engine.allow_tf32`). On a CPU it trains in fp32.
+matrix products may use TF32 (:func:`helpers.precision.allow_tf32`). On a CPU it trains in fp32.
 ``--compile`` compiles the model with ``torch.compile``: the first steps take a minute or more to
 compile, later steps run faster (``benchmarks/finetune_throughput.py`` measures both), so it pays on
 a GPU for runs of many steps, not for a few epochs on the toy set.
@@ -56,9 +56,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from helpers import cli, engine, files, pretrained, training_state, transforms
 from helpers.datasets import CLASS_NAMES, create_dataloaders
-from helpers.evaluation import PRECISIONS
 from helpers.images import list_image_files
 from helpers.inference import DETECTOR_DIR, save_detector
+from helpers.precision import PRECISIONS, allow_tf32, resolve_precision
 from helpers.recipes import RECIPES, Recipe, get_recipe
 from helpers.vit import ViT, get_config
 
@@ -195,7 +195,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--device cuda: no CUDA GPU is visible; use --device cpu (or auto)")
     on_gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     try:  # the format this machine trains fastest in, or a clear refusal (fp16 on a CPU, ...)
-        args.precision = engine.resolve_precision(args.precision, "cuda" if on_gpu else "cpu")
+        args.precision = resolve_precision(args.precision, "cuda" if on_gpu else "cpu")
     except ValueError as err:
         parser.error(f"--precision {args.precision}: {err}")
     if args.compile and not recipe.train_backbone:
@@ -268,7 +268,7 @@ def train(args: argparse.Namespace) -> int:
     try:
         if rank == 0:  # the process that writes: find out now, not after the first epoch
             check_output_folder(args.out, space_needed(args))
-        tf32 = engine.allow_tf32(device)
+        tf32 = allow_tf32(device)
         engine.set_seed(args.seed)
         if recipe.pretrained:
             train_tf, eval_tf = transforms.pretrained_transforms(args.image_size)

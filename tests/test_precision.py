@@ -1,4 +1,4 @@
-"""Precision chosen by the machine (issues 11 and 15): engine.resolve_precision for training and
+"""Precision chosen by the machine (issues 11 and 15): helpers.precision.resolve_precision for training and
 inference, TF32, and the predictor's auto precision agreeing with fp32 on the toy test split."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch
 from helpers import engine, train, transforms
 from helpers.datasets import create_dataloaders
 from helpers.inference import load_predictor, save_detector
+from helpers.precision import allow_tf32, native_bf16, resolve_precision
 from helpers.recipes import get_recipe
 from helpers.toy import make_toy_dataset
 from helpers.vit import ViT, get_config
@@ -62,34 +63,34 @@ def gpu_with(monkeypatch):
 )
 def test_native_bf16_on_a_cpu_follows_torchs_capabilities(cpu_with, flags, native):
     cpu_with(**flags)
-    assert engine.native_bf16("cpu") is native
-    assert engine.resolve_precision("auto", "cpu", inference=True) == ("bf16" if native else "fp32")
-    assert engine.resolve_precision("auto", "cpu") == "fp32"  # training on a CPU stays in fp32
+    assert native_bf16("cpu") is native
+    assert resolve_precision("auto", "cpu", inference=True) == ("bf16" if native else "fp32")
+    assert resolve_precision("auto", "cpu") == "fp32"  # training on a CPU stays in fp32
 
 
 def test_auto_on_gpus_bf16_where_native_else_fp16(gpu_with):
     gpu_with(native=True)
-    assert engine.resolve_precision("auto", "cuda") == "bf16"
-    assert engine.resolve_precision("auto", "cuda", inference=True) == "bf16"
+    assert resolve_precision("auto", "cuda") == "bf16"
+    assert resolve_precision("auto", "cuda", inference=True) == "bf16"
     gpu_with(native=False)  # a T4: bf16 only emulated
-    assert engine.resolve_precision("auto", "cuda") == "fp16"
-    assert engine.resolve_precision("fp16", "cuda") == "fp16"
+    assert resolve_precision("auto", "cuda") == "fp16"
+    assert resolve_precision("fp16", "cuda") == "fp16"
     with pytest.raises(ValueError, match="Tesla T4 has no bf16 units.*use 'fp16'"):
-        engine.resolve_precision("bf16", "cuda")
+        resolve_precision("bf16", "cuda")
 
 
 def test_explicit_precisions_are_checked(cpu_with):
     cpu_with(architecture="x86_64")
-    assert [engine.resolve_precision(p, "cpu") for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+    assert [resolve_precision(p, "cpu") for p in ("fp32", "bf16")] == ["fp32", "bf16"]
     with pytest.raises(ValueError, match="fp16.*needs a CUDA GPU"):
-        engine.resolve_precision("fp16", "cpu")
+        resolve_precision("fp16", "cpu")
     with pytest.raises(ValueError, match="must be one of"):
-        engine.resolve_precision("half", "cpu")
+        resolve_precision("half", "cpu")
 
 
 def test_tf32_is_left_alone_on_a_cpu():
     before = torch.get_float32_matmul_precision()
-    assert engine.allow_tf32("cpu") is False
+    assert allow_tf32("cpu") is False
     assert torch.get_float32_matmul_precision() == before
 
 
@@ -140,7 +141,7 @@ def test_auto_and_bf16_give_the_labels_of_fp32_and_probabilities_within_0_02(toy
     exact = load_predictor(detector, precision="fp32").predict_batch(test_images)  # (N, 2)
     fast = load_predictor(detector, precision=precision)
     if precision == "auto":
-        assert fast.precision == ("bf16" if engine.native_bf16("cpu") else "fp32")
+        assert fast.precision == ("bf16" if native_bf16("cpu") else "fp32")
     got = fast.predict_batch(test_images)
     assert len(test_images) == 20
     if fast.precision == "bf16":
