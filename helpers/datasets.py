@@ -12,7 +12,8 @@ is stored beside the data (``root/.image_index.json``) and reused until a file c
 split and never drops an image; :func:`create_dataloaders` does both and wraps each split in a
 DataLoader; :func:`first_per_class` takes a smaller, still balanced, part of a split.
 :class:`ImageFolderDataset` reads a folder's decoded image cache (:mod:`helpers.image_cache`) when
-there is one, and :func:`rank_zero_first` lets one process of a multi-GPU run prepare the data.
+there is one. (In a multi-GPU run, :func:`helpers.distributed.rank_zero_first` lets process 0 index
+first; the others then reuse its stored index.)
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
@@ -41,8 +41,6 @@ LAYOUT_HELP = "root/fake_images/*.png and root/real_images/*.png (one sub-folder
 INDEX_FILE = ".image_index.json"  # what find_images learnt about each file, stored beside the data
 # Default DataLoader workers: the CPUs this process may use, at most this many (see default_num_workers).
 MAX_DEFAULT_WORKERS = 8
-T = TypeVar("T")
-
 Sample = TypeVar("Sample", bound=tuple)
 
 
@@ -326,45 +324,3 @@ def create_dataloaders(
     val_loader = DataLoader(subset(val_idx, eval_transform), shuffle=False, **every_epoch)
     test_loader = DataLoader(subset(test_idx, eval_transform), shuffle=False, **common)
     return train_loader, val_loader, test_loader, class_names
-
-
-def rank_zero_first(
-    prepare: Callable[[], T], *, rank: int | None = None, broadcast: Callable[[Any], Any] | None = None
-) -> T:
-    """Run ``prepare()`` in process 0 of a multi-GPU (DDP) run first, then in the others.
-
-    For data: process 0 downloads, extracts, prepares and indexes while the others wait; they then
-    call ``prepare()`` themselves and find everything done (``helpers.data.get_dataset`` and
-    :func:`find_images` reuse what is there), instead of N processes downloading 9 GB side by side.
-    If process 0 fails, the others raise a RuntimeError instead of trying again on their own.
-    Outside a distributed run (``torch.distributed`` not initialised) this is just ``prepare()``.
-
-    ``rank`` and ``broadcast`` default to ``torch.distributed``'s (``broadcast(value)`` sends process
-    0's value to every process and returns it there; tests pass their own). The training CLI
-    (``python -m helpers.train`` under ``torchrun``).
-    """
-    distributed = dist.is_available() and dist.is_initialized()
-    if rank is None:
-        rank = dist.get_rank() if distributed else 0
-    if broadcast is None:
-        if not distributed:
-            return prepare()
-        broadcast = _broadcast_from_rank_zero
-    if rank == 0:
-        try:
-            result = prepare()
-        except BaseException as error:
-            broadcast(f"{type(error).__name__}: {error}")  # release the waiting processes, then fail
-            raise
-        broadcast(None)
-        return result
-    failure = broadcast(None)  # waits here until process 0 is done
-    if failure is not None:
-        raise RuntimeError(f"process 0 failed to prepare the data ({failure}); see its output")
-    return prepare()
-
-
-def _broadcast_from_rank_zero(value: Any) -> Any:
-    message = [value]
-    dist.broadcast_object_list(message, src=0)
-    return message[0]

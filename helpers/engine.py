@@ -20,7 +20,7 @@ only on ``seed`` and ``e``, which is what lets ``fit(resume=True)`` continue a k
 with exactly the numbers of a run that was never interrupted (on a CPU; GPU kernels may not be
 bit-for-bit deterministic).
 
-**Several GPUs.** Under ``torchrun`` (see ``helpers/train.py``) ``fit`` trains through a
+**Several GPUs.** Under ``torchrun`` (see :mod:`helpers.distributed`) ``fit`` trains through a
 ``DistributedDataParallel`` wrapper, and the train loader has a ``DistributedSampler``; the few
 lines that care are marked "DDP". Every process evaluates the whole validation and test sets with
 identical weights, so all processes agree on the metrics and the best epoch; only process 0 writes
@@ -37,13 +37,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
-from helpers import training_state
+from helpers import distributed, training_state
 from helpers.evaluation import evaluate, extract_features, progress_bar
 from helpers.precision import autocast, make_scaler, resolve_precision
 from helpers.recipes import Recipe, make_optimizer, make_schedule
@@ -53,7 +51,7 @@ VAL_METRICS = ("loss", "accuracy", "precision", "recall", "f1", "auroc")  # kept
 
 
 # ---------------------------------------------------------------------------------------------
-# Randomness, DDP
+# Randomness
 # ---------------------------------------------------------------------------------------------
 
 
@@ -70,27 +68,6 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     Lesson 03 (repeatable runs).
     """
     return (seed * 1_000_003 + epoch * 1_009 + rank) % 2**63
-
-
-def _rank() -> int:
-    """DDP: this process's number, 0 when not running distributed."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _wrap_for_ddp(model: nn.Module, device: torch.device) -> nn.Module:
-    """DDP: ``model`` in a DistributedDataParallel wrapper, which averages the gradients of all
-    processes in every backward pass; ``model`` itself when not running distributed."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return model
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def _sum_over_processes(values: torch.Tensor) -> torch.Tensor:
-    """DDP: add ``values`` up over all processes (a no-op in a single process)."""
-    if dist.is_available() and dist.is_initialized():
-        values = values.clone()
-        dist.all_reduce(values)
-    return values
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +127,7 @@ def train_one_epoch(
         if progress and step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
     bar.close()
-    totals = _sum_over_processes(
+    totals = distributed.sum_over_processes(
         torch.stack([loss_sum, correct.double(), torch.tensor(seen, device=device).double()])
     )
     loss_total, correct_total, seen_total = totals.tolist()
@@ -196,7 +173,7 @@ def _set_up(
 
 def _seed_epoch(loader: Iterable, seed: int, epoch: int) -> None:
     """Make epoch ``epoch``'s shuffle order, augmentation and dropout depend only on (seed, epoch)."""
-    s = epoch_seed(seed, epoch, _rank())
+    s = epoch_seed(seed, epoch, distributed.current_rank())
     set_seed(s)
     generator = getattr(loader, "generator", None)
     if generator is not None:  # the loader's own generator orders its shuffle and seeds its workers
@@ -204,6 +181,28 @@ def _seed_epoch(loader: Iterable, seed: int, epoch: int) -> None:
     sampler = getattr(loader, "sampler", None)
     if isinstance(sampler, DistributedSampler):  # DDP: the sampler shuffles with (its seed, epoch)
         sampler.set_epoch(epoch)
+
+
+def repeatable_train_loader(
+    loader: DataLoader, seed: int, sampler: DistributedSampler | None = None
+) -> DataLoader:
+    """The train loader, rebuilt so that every epoch's randomness can be re-seeded by :func:`fit`.
+
+    Persistent workers would carry their random state from one epoch to the next; new workers per
+    epoch take their seeds from the loader's generator, which ``fit`` re-seeds from (seed, epoch),
+    so a resumed run repeats the same augmentation. Under DDP the ``sampler`` shards and shuffles.
+    Used by ``python -m helpers.train``; lesson 03 explains repeatable runs.
+    """
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(seed),
+        num_workers=loader.num_workers,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+    )
 
 
 def _history_entry(epoch: int, train: dict, val: dict, *, lr: float, seconds: float) -> dict[str, Any]:
@@ -259,7 +258,7 @@ def fit(
     precision = resolve_precision(precision, device)  # "auto" -> what this device runs fastest
     model.to(device)
     # DDP: the training step goes through the wrapper; evaluation and saving use `model` itself.
-    ddp_model = _wrap_for_ddp(model, device)
+    ddp_model = distributed.wrap_model(model, device)
     state = _set_up(model, train_loader, recipe, device=device, precision=precision, seed=seed)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     folder = Path(out_dir) / training_state.FOLDER if out_dir is not None else None
@@ -301,7 +300,7 @@ def fit(
             state.best_epoch = epoch
             state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         # save the training state (DDP: process 0 only)
-        if folder is not None and _rank() == 0:
+        if folder is not None and distributed.current_rank() == 0:
             training_state.save_training_state(folder, model=model, state=state, new_best=improved)
         # log
         if progress:

@@ -32,29 +32,25 @@ status 1 or 2 (see :mod:`helpers.cli`). Before training, ``--out`` is checked fo
 for enough free space for the training state and the detector (:func:`space_needed`).
 
 Several GPUs: ``torchrun --nproc_per_node=4 -m helpers.train ...`` runs one process per GPU with
-DistributedDataParallel (``--batch-size`` is per process). Process 0 fetches the ImageNet weights
-and indexes the data while the others wait (:func:`rank_zero_first`). The distributed parts are the
-``_distributed_*`` functions at the end of this file.
+DistributedDataParallel (``--batch-size`` is per process). Process 0 indexes the data and fetches
+the ImageNet weights while the others wait (:func:`helpers.distributed.rank_zero_first`); every
+part that differs between processes is in :mod:`helpers.distributed`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
 
-from helpers import cli, engine, files, pretrained, training_state, transforms
+from helpers import cli, distributed, engine, files, pretrained, training_state, transforms
 from helpers.datasets import CLASS_NAMES, create_dataloaders
 from helpers.images import list_image_files
 from helpers.inference import DETECTOR_DIR, save_detector
@@ -208,8 +204,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             f"--data {args.data}: no such folder. It should hold fake_images/ and real_images/; "
             "make the toy set with `python -m helpers.data make-toy --out data/toy`."
         )
-    args.data = find_class_folder(args.data, verbose=_distributed_rank() == 0)
-    if not recipe.train_backbone and _distributed_world_size() > 1:
+    args.data = find_class_folder(args.data, verbose=distributed.rank_from_env() == 0)
+    if not recipe.train_backbone and distributed.world_size_from_env() > 1:
         parser.error(
             f"--recipe {recipe.name} trains one linear layer on cached features; run it in a single "
             "process (python -m helpers.train), not under torchrun."
@@ -231,31 +227,14 @@ def build_model(args: argparse.Namespace, num_classes: int) -> tuple[ViT, str]:
     return pretrained.freeze_for_recipe(model, recipe), origin
 
 
-def repeatable_train_loader(
-    loader: DataLoader, seed: int, sampler: DistributedSampler | None = None
-) -> DataLoader:
-    """The train loader, rebuilt so that every epoch's randomness can be re-seeded by ``engine.fit``.
-
-    Persistent workers would carry their random state from one epoch to the next; new workers per
-    epoch take their seeds from the loader's generator, which ``fit`` re-seeds from (seed, epoch),
-    so a resumed run repeats the same augmentation. Under DDP the ``sampler`` shards and shuffles.
-    """
-    return DataLoader(
-        loader.dataset,
-        batch_size=loader.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        generator=torch.Generator().manual_seed(seed),
-        num_workers=loader.num_workers,
-        persistent_workers=False,
-        pin_memory=torch.cuda.is_available(),
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, train, write; an expected failure ends with one ``error:`` line (see :mod:`helpers.cli`)."""
     args = parse_args(argv)
-    expected = (training_state.TrainingStateError, pretrained.PretrainedWeightsUnavailable)
+    expected = (
+        training_state.TrainingStateError,
+        pretrained.PretrainedWeightsUnavailable,
+        distributed.RankZeroFailed,  # DDP: the other processes, when process 0 failed to fetch
+    )
     return cli.run(lambda: train(args), expected=expected)
 
 
@@ -263,7 +242,7 @@ def train(args: argparse.Namespace) -> int:
     """The run that ``python -m helpers.train`` makes with the parsed ``args``; returns 0."""
     recipe: Recipe = args.recipe
     start = time.perf_counter()
-    device, rank, world_size = _distributed_setup(args.device)
+    device, rank, world_size = distributed.setup(args.device)
     progress = not args.no_progress and rank == 0
     try:
         if rank == 0:  # the process that writes: find out now, not after the first epoch
@@ -276,9 +255,9 @@ def train(args: argparse.Namespace) -> int:
             train_tf, eval_tf = transforms.scratch_transforms(args.image_size)
         if not recipe.train_backbone:
             train_tf = eval_tf  # features are computed once, so no random augmentation
-        with rank_zero_first(rank, world_size):  # DDP: process 0 indexes the data (and checks every image)
-            try:
-                train_loader, val_loader, test_loader, class_names = create_dataloaders(
+        try:  # DDP: process 0 indexes the data (and checks every image), then the others reuse its index
+            train_loader, val_loader, test_loader, class_names = distributed.rank_zero_first(
+                lambda: create_dataloaders(
                     args.data,
                     train_tf,
                     eval_tf,
@@ -288,15 +267,16 @@ def train(args: argparse.Namespace) -> int:
                     seed=args.seed,
                     num_workers=args.num_workers,
                 )
-            except ValueError as err:  # a folder without two classes of images, too few images per class
-                raise cli.CommandError(str(err)) from err
-        sampler = _distributed_sampler(train_loader.dataset, rank, world_size, args.seed)
-        train_loader = repeatable_train_loader(train_loader, args.seed, sampler)
+            )
+        except ValueError as err:  # a folder without two classes of images, too few images per class
+            raise cli.CommandError(str(err)) from err
+        sampler = distributed.sampler(train_loader.dataset, rank, world_size, args.seed)
+        train_loader = engine.repeatable_train_loader(train_loader, args.seed, sampler)
         if len(test_loader.dataset) == 0:
             test_loader = None
 
-        with rank_zero_first(rank, world_size):  # DDP: process 0 downloads the ImageNet weights
-            model, origin = build_model(args, len(class_names))
+        # DDP: process 0 downloads the ImageNet weights into the cache, then the others read them there
+        model, origin = distributed.rank_zero_first(lambda: build_model(args, len(class_names)))
         if args.compile:
             model.compile()  # in place: the state dict keeps its names, so saving and resuming are unchanged
         if rank == 0:
@@ -337,7 +317,7 @@ def train(args: argparse.Namespace) -> int:
         except KeyboardInterrupt as err:
             raise cli.CommandError(f"interrupted; {resume_hint}", status=130) from err
     finally:
-        _distributed_cleanup(world_size)
+        distributed.cleanup(world_size)
     return 0
 
 
@@ -462,60 +442,6 @@ def write_outputs(
         f"{result['train_images_per_second']:.0f} train images/s; {seconds:.0f} s in all. "
         f"Wrote {path} and the detector in {detector}."
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# DDP: one process per GPU under torchrun (RANK, WORLD_SIZE and LOCAL_RANK in the environment)
-# ---------------------------------------------------------------------------------------------
-
-
-def _distributed_world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def _distributed_rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-@contextmanager
-def rank_zero_first(rank: int, world_size: int) -> Iterator[None]:
-    """DDP: process 0 runs the ``with`` block first while the others wait; then the others run it.
-
-    For work that must happen once: process 0 downloads the ImageNet weights into the cache, or
-    indexes the dataset, and the others then find the file or the index in place instead of all
-    writing it at once. A no-op in a single process. If process 0 fails in the block, torchrun
-    stops the waiting processes.
-    """
-    if world_size > 1 and rank != 0:
-        dist.barrier()  # wait for process 0 to finish the block
-    yield
-    if world_size > 1 and rank == 0:
-        dist.barrier()  # let the others in
-
-
-def _distributed_setup(device_arg: str) -> tuple[torch.device, int, int]:
-    """``(device, rank, world_size)``; under torchrun also joins the process group."""
-    world_size = _distributed_world_size()
-    use_cuda = device_arg == "cuda" or (device_arg == "auto" and torch.cuda.is_available())
-    if world_size == 1:
-        return torch.device("cuda" if use_cuda else "cpu"), 0, 1
-    local_rank = int(os.environ["LOCAL_RANK"])
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group("nccl" if use_cuda else "gloo")
-    return torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"), dist.get_rank(), world_size
-
-
-def _distributed_sampler(dataset, rank: int, world_size: int, seed: int) -> DistributedSampler | None:
-    """Each process trains on its own 1/world_size of the shuffled training set."""
-    if world_size == 1:
-        return None
-    return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-
-
-def _distributed_cleanup(world_size: int) -> None:
-    if world_size > 1 and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
-import time
 import warnings
 
 import numpy as np
@@ -230,71 +228,6 @@ def test_a_vanished_file_is_skipped_like_an_undecodable_one(tmp_path, image_fold
     with pytest.warns(UserWarning, match=r"(?s)Skipped 3 .*002.png: vanished.*001.png: vanished"):
         samples, _ = find_images(root)
     assert len(samples) == 4
-
-
-def _run_ranks(world_size: int, prepare_on_rank):
-    """Run ``rank_zero_first`` in ``world_size`` threads standing in for DDP processes, with a
-    broadcast made of a barrier: returns {rank: result or exception}."""
-    barrier = threading.Barrier(world_size, timeout=5)  # a broken protocol fails instead of hanging
-    shared: dict = {}
-    results: dict = {}
-
-    def run(rank: int) -> None:
-        def broadcast(value):
-            if rank == 0:
-                shared["value"] = value
-            barrier.wait()  # everyone waits here until process 0 sends
-            return shared["value"]
-
-        try:
-            results[rank] = datasets.rank_zero_first(
-                lambda: prepare_on_rank(rank), rank=rank, broadcast=broadcast
-            )
-        except Exception as error:
-            results[rank] = error
-
-    threads = [threading.Thread(target=run, args=(rank,), daemon=True) for rank in range(world_size)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=10)
-    assert not any(thread.is_alive() for thread in threads), "a process is still waiting"
-    return results
-
-
-def test_rank_zero_prepares_first_while_the_others_wait():
-    events = []
-    lock = threading.Lock()
-
-    def prepare(rank):
-        with lock:
-            events.append(("start", rank))
-        if rank == 0:
-            time.sleep(0.2)  # a slow download: the others must not start meanwhile
-        with lock:
-            events.append(("end", rank))
-        return f"data for {rank}"
-
-    results = _run_ranks(3, prepare)
-    assert results == {0: "data for 0", 1: "data for 1", 2: "data for 2"}
-    assert events[:2] == [("start", 0), ("end", 0)], events
-    assert datasets.rank_zero_first(lambda: 42) == 42, "not distributed: just run it"
-
-
-def test_when_rank_zero_fails_the_others_stop_instead_of_downloading_too():
-    calls = []
-
-    def prepare(rank):
-        calls.append(rank)
-        if rank == 0:
-            raise OSError("disk full")
-        return "data"
-
-    results = _run_ranks(3, prepare)
-    assert calls == [0], "only process 0 tried"
-    assert isinstance(results[0], OSError)
-    for rank in (1, 2):
-        assert isinstance(results[rank], RuntimeError) and "OSError: disk full" in str(results[rank])
 
 
 def test_first_per_class_keeps_the_first_of_each_label_in_order():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from helpers import pretrained, train
+from helpers import distributed, pretrained, train
 from helpers.datasets import CLASS_NAMES
 from helpers.inference import load_predictor
 from helpers.recipes import RECIPES
@@ -242,6 +242,20 @@ def test_two_processes_under_torchrun_match_one_process(easy_folder, tmp_path):
     load_predictor(ddp)  # only process 0 wrote the files, and they are complete
 
 
+def test_process_0_goes_first_for_the_data_and_for_the_weights(easy_folder, tmp_path, monkeypatch):
+    """Under torchrun both fetches go through helpers.distributed.rank_zero_first (one process here)."""
+    prepared, real = [], distributed.rank_zero_first
+
+    def spy(prepare, **kwargs):
+        prepared.append(real(prepare, **kwargs))
+        return prepared[-1]
+
+    monkeypatch.setattr(distributed, "rank_zero_first", spy)
+    assert train.main(tiny_run(easy_folder, tmp_path / "run", "--epochs", "1")) == 0
+    (loaders, (model, origin)) = prepared
+    assert loaders[-1] == list(CLASS_NAMES) and isinstance(model, ViT) and origin == "random init"
+
+
 # ---------------------------------------------------------------------------------------------
 # What a GPU user expects (issue 11): --data of a download, --compile, free space, DDP fetches
 # ---------------------------------------------------------------------------------------------
@@ -305,44 +319,3 @@ def test_space_needed_is_what_a_run_writes(easy_folder, tmp_path):
     # ViT-B/16 fine-tuning, as documented: about 3.1 GB
     args = train.parse_args(["--data", str(easy_folder), "--model", "vit_b16", "--recipe", "finetune"])
     assert abs(train.space_needed(args) / 1e9 - 3.1) < 0.05
-
-
-RANK_ZERO_FIRST = """
-import json, os, sys, time
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from helpers.train import rank_zero_first
-
-def worker(rank, log_dir, port):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    with rank_zero_first(rank, 2):
-        entered = time.monotonic()
-        time.sleep(1.0 if rank == 0 else 0.0)  # process 0 "downloads" for a second
-        left = time.monotonic()
-    with open(os.path.join(log_dir, f"{rank}.json"), "w") as f:
-        json.dump({"entered": entered, "left": left}, f)
-    dist.destroy_process_group()
-
-if __name__ == "__main__":
-    mp.spawn(worker, args=(sys.argv[1], sys.argv[2]), nprocs=2)
-"""
-
-
-def test_under_ddp_process_0_fetches_first_while_the_others_wait(tmp_path):
-    """Two gloo processes on the CPU: process 1 enters the block only after process 0 has left it."""
-    from helpers.demo_server import free_port
-
-    script = tmp_path / "rank_zero_first.py"
-    script.write_text(RANK_ZERO_FIRST)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    zero, one = (json.loads((tmp_path / f"{rank}.json").read_text()) for rank in (0, 1))
-    assert one["entered"] >= zero["left"]
