@@ -4,8 +4,9 @@
 Three steps, each done once per course home and reused afterwards:
 
 1. :func:`download_fake_or_real`: the originals. ``train.zip`` from the Hub (or placed by hand),
-   its listing checked before anything is written (image count, unsafe or clashing names, declared
-   sizes against the free disk space), extracted, and the Hub's cached copy of the zip deleted.
+   its listing checked before anything is written (image count; unsafe or clashing names and
+   declared sizes against the free disk space: :mod:`helpers.archives`), extracted, and the Hub's
+   cached copy of the zip deleted.
 2. :func:`make_resized_copy`: the prepared copy that lessons train and evaluate on. Every image's
    shorter side at most 256 pixels (PNG), with its decoded image cache (:mod:`helpers.image_cache`),
    so a DataLoader reads pixels instead of decoding 1.5-megapixel photos.
@@ -23,6 +24,7 @@ import os
 import shutil
 import threading
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
@@ -35,6 +37,7 @@ from huggingface_hub import (
 )
 from tqdm.auto import tqdm
 
+from helpers.archives import extract_zip, is_junk, size_text
 from helpers.course import announce
 from helpers.datasets import CLASS_NAMES, find_images, vanished
 from helpers.files import (
@@ -82,10 +85,6 @@ def _manual_download_help(zip_path: Path, error: BaseException | None = None) ->
     )
 
 
-def _size_text(size: float) -> str:
-    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
-
-
 # ---------------------------------------------------------------------------------------------
 # 1. The originals: download and extraction
 # ---------------------------------------------------------------------------------------------
@@ -123,11 +122,11 @@ def _fetch_zip(root: Path) -> tuple[Path, bool]:
     size = _hub_file_size()
     if size is not None:  # the zip, then its extraction (images barely compress: about as much again)
         if _same_disk(hub_cache, root):
-            check_free_space(root, 2 * size, f"downloading {ZIP_FILE} ({_size_text(size)}) and extracting it")
+            check_free_space(root, 2 * size, f"downloading {ZIP_FILE} ({size_text(size)}) and extracting it")
         else:
             check_free_space(hub_cache, size, f"downloading {ZIP_FILE}")
             check_free_space(root, size, f"extracting {ZIP_FILE}")
-    exactly = "" if size is None else f", exactly {_size_text(size)}"
+    exactly = "" if size is None else f", exactly {size_text(size)}"
     print(
         f"Downloading the Fake or Real Competition dataset ({IMAGE_COUNT:,} images; {ZIP_FILE} is about "
         f"9 GB{exactly}) into the Hugging Face cache, {hub_cache} ..."
@@ -158,87 +157,30 @@ def count_images(class_root: str | os.PathLike) -> int:
     return sum(len(list_image_files(Path(class_root) / name)) for name in CLASS_NAMES)
 
 
-def _is_junk(name: str) -> bool:
-    """macOS's ``__MACOSX/`` copies and hidden files: in the zip, but not data."""
-    parts = PurePosixPath(name).parts
-    return "__MACOSX" in parts or any(part.startswith(".") for part in parts)
-
-
 def count_listed_images(names: list[str]) -> int:
     """Image files inside a class folder, counted from a zip's listing (nothing is extracted)."""
     count = 0
     for name in names:
         parts = PurePosixPath(name).parts
         in_class = any(part in CLASS_NAMES for part in parts[:-1])
-        if in_class and not _is_junk(name) and name.lower().endswith(IMAGE_EXTENSIONS):
+        if in_class and not is_junk(name) and name.lower().endswith(IMAGE_EXTENSIONS):
             count += 1
     return count
 
 
-def _plan_extraction(archive: zipfile.ZipFile, zip_path: Path, into: Path) -> list[zipfile.ZipInfo]:
-    """The members to extract, after checking the whole listing; nothing is written yet.
+def _announce_other_count(zip_path: Path, expected_count: int) -> Callable[[list[str]], None]:
+    """A check of a zip's listing: a number of images other than ``expected_count`` is said loudly
+    (on stdout, as the course's other warnings), before anything is extracted, and the images kept."""
 
-    Refused with a RuntimeError naming the member: a path that would land outside ``into``
-    (zip-slip), the same path twice, and a path that is both a file and a folder.
-    """
-    inside = into.resolve()
-    for info in archive.infolist():  # every member, junk included: none may point outside
-        if not (inside / info.filename).resolve().is_relative_to(inside):
-            raise RuntimeError(f"{zip_path}: member {info.filename!r} would be written outside {into}")
-    members = [m for m in archive.infolist() if not _is_junk(m.filename)]
-    files = [m for m in members if not m.is_dir()]
-    folders = {PurePosixPath(m.filename.rstrip("/")) for m in members if m.is_dir()}
-    seen: set[PurePosixPath] = set()
-    for info in files:
-        name = PurePosixPath(info.filename)
-        if name in seen:
-            raise RuntimeError(
-                f"{zip_path}: member {info.filename!r} appears twice; refusing to overwrite it"
+    def check(names: list[str]) -> None:
+        count = count_listed_images(names)
+        if count != expected_count:
+            announce(
+                f"{zip_path} lists {count:,} images, expected {expected_count:,}: a different "
+                "version of the dataset, or a stand-in. Going on with the images it has."
             )
-        seen.add(name)
-        folders.update(name.parents)
-    clash = sorted(str(name) for name in seen & folders)
-    if clash:
-        raise RuntimeError(
-            f"{zip_path}: {clash[0]!r} is both a file and a folder in the archive"
-            + (f" (and {len(clash) - 1} more)" if len(clash) > 1 else "")
-            + "; it cannot be extracted. Download the file again, or place a correct one by hand."
-        )
-    return files
 
-
-def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with archive.open(info) as source, open(target, "xb") as destination:  # "x": never overwrite
-        shutil.copyfileobj(source, destination, length=1 << 20)
-
-
-def _extract_zip(zip_path: Path, into: Path, *, expected_count: int | None = None) -> None:
-    """Extract ``zip_path`` below ``into`` (a new folder), with a progress bar, after checking its
-    listing (see :func:`_plan_extraction`) and that its declared sizes fit on the disk. With
-    ``expected_count``, a different number of listed images is warned about before extracting."""
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            members = _plan_extraction(archive, zip_path, into)
-            if expected_count is not None:
-                count = count_listed_images([m.filename for m in members])
-                if count != expected_count:  # said loudly, on stdout as the course's other warnings
-                    announce(
-                        f"{zip_path} lists {count:,} images, expected {expected_count:,}: a different "
-                        "version of the dataset, or a stand-in. Going on with the images it has."
-                    )
-            total = sum(m.file_size for m in members)  # declared sizes, the most zipfile will write
-            check_free_space(into.parent, total, f"extracting {zip_path.name} ({_size_text(total)} declared)")
-            with explain_disk_full(into.parent, f"extracting {zip_path.name}"):
-                with tqdm(total=total, unit="B", unit_scale=True, desc=f"Extracting {zip_path.name}") as bar:
-                    for info in members:
-                        _extract_member(archive, info, into / info.filename)
-                        bar.update(info.file_size)
-    except zipfile.BadZipFile as error:
-        raise RuntimeError(
-            f"{zip_path} is not a valid zip file ({error}); it may be an incomplete download: "
-            "delete it and run this again."
-        ) from error
+    return check
 
 
 def _remove_hub_copy(zip_path: Path) -> None:
@@ -250,9 +192,7 @@ def _remove_hub_copy(zip_path: Path) -> None:
     size = blob.stat().st_size
     blob.unlink()
     zip_path.unlink(missing_ok=True)
-    print(
-        f"Deleted the downloaded {ZIP_FILE} from the Hugging Face cache ({blob}), {_size_text(size)} freed."
-    )
+    print(f"Deleted the downloaded {ZIP_FILE} from the Hugging Face cache ({blob}), {size_text(size)} freed.")
 
 
 def download_fake_or_real(
@@ -299,7 +239,7 @@ def download_fake_or_real(
             partial = root / ".train.partial"
             shutil.rmtree(partial, ignore_errors=True)  # left over from a run that was killed
             try:
-                _extract_zip(zip_path, partial, expected_count=expected_count)
+                extract_zip(zip_path, partial, check_listing=_announce_other_count(zip_path, expected_count))
                 class_root = _find_class_root(partial)
                 if class_root is None:
                     raise RuntimeError(
@@ -432,7 +372,7 @@ def pack_prepared_copy(folder: str | os.PathLike, archive: str | os.PathLike) ->
     # The folder now is what unpacking the archive would give: say so, so it is reused as it is.
     stat = archive.stat()
     write_marker(folder, (read_marker(folder) or {}) | _unpacked_from(archive, stat))
-    print(f"Stored the prepared copy in {archive}: {len(samples):,} images, {_size_text(stat.st_size)}.")
+    print(f"Stored the prepared copy in {archive}: {len(samples):,} images, {size_text(stat.st_size)}.")
     return archive
 
 
@@ -448,7 +388,7 @@ def unpack_prepared_copy(archive: str | os.PathLike, folder: str | os.PathLike, 
         return folder
     print(f"Unpacking the prepared copy from {archive} to {folder} ...")
     with building_folder(folder, settings) as building:
-        _extract_zip(archive, building)
+        extract_zip(archive, building)
         build_image_cache(building, max_side)
     return folder
 

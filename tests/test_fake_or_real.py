@@ -19,7 +19,7 @@ import pytest
 from huggingface_hub import constants
 from PIL import Image
 
-from helpers import data, fake_or_real, files
+from helpers import archives, data, fake_or_real, files
 from helpers.datasets import CLASS_NAMES, ImageFolderDataset, find_images
 from helpers.fake_or_real import download_fake_or_real, make_resized_copy, prepared_name
 from helpers.files import DiskSpaceError
@@ -101,7 +101,7 @@ def test_a_count_other_than_expected_is_said_before_extracting_and_the_images_ar
     tmp_path, fake_hub, monkeypatch, capsys
 ):
     root = tmp_path / "fake_or_real"
-    real_extract = fake_or_real._extract_member
+    real_extract = archives._extract_member
 
     said: list[str] = []
 
@@ -110,18 +110,18 @@ def test_a_count_other_than_expected_is_said_before_extracting_and_the_images_ar
         assert "lists 6 images, expected 6,750" in said[0], "said before the first member is extracted"
         real_extract(*args)
 
-    monkeypatch.setattr(fake_or_real, "_extract_member", extract_after_the_warning)
+    monkeypatch.setattr(archives, "_extract_member", extract_after_the_warning)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # on stdout, loudly (course.announce), not as red stderr
         folder = download_fake_or_real(root)  # expects the real 6,750
-    monkeypatch.setattr(fake_or_real, "_extract_member", real_extract)
+    monkeypatch.setattr(archives, "_extract_member", real_extract)
     assert len(find_images(folder)[0]) == 6, "the stand-in's images are kept and used"
     assert json.loads((root / ".complete").read_text())["count"] == 6
 
 
 def test_interrupted_extraction_leaves_nothing_that_looks_complete(tmp_path, fake_hub, monkeypatch):
     root = tmp_path / "fake_or_real"
-    real_extract = fake_or_real._extract_member
+    real_extract = archives._extract_member
     count = {"n": 0}
 
     def extract_then_die(*args):
@@ -130,12 +130,12 @@ def test_interrupted_extraction_leaves_nothing_that_looks_complete(tmp_path, fak
             raise KeyboardInterrupt  # the user pressed stop half-way
         real_extract(*args)
 
-    monkeypatch.setattr(fake_or_real, "_extract_member", extract_then_die)
+    monkeypatch.setattr(archives, "_extract_member", extract_then_die)
     with pytest.raises(KeyboardInterrupt):
         download_fake_or_real(root, expected_count=6)
     assert sorted(p.name for p in root.iterdir()) == [], "no train/, no marker, no partial folder"
     assert fake_hub.blob.exists(), "the zip is only deleted after a complete extraction"
-    monkeypatch.setattr(fake_or_real, "_extract_member", real_extract)
+    monkeypatch.setattr(archives, "_extract_member", real_extract)
     folder = download_fake_or_real(root, expected_count=6)
     assert len(find_images(folder)[0]) == 6
 
@@ -168,7 +168,7 @@ def test_unsafe_listings_are_refused_before_anything_is_written(tmp_path, monkey
     root.mkdir()
     _write_zip(root / "train.zip", members)
     written = []
-    monkeypatch.setattr(fake_or_real, "_extract_member", lambda *args: written.append(args))
+    monkeypatch.setattr(archives, "_extract_member", lambda *args: written.append(args))
     with pytest.raises(RuntimeError, match=message) as error:
         download_fake_or_real(root, expected_count=1)
     assert str(root / "train.zip") in str(error.value)
@@ -183,7 +183,7 @@ def test_declared_sizes_above_the_free_space_are_refused_before_extracting(tmp_p
     listing = zipfile.ZipFile(root / "train.zip").infolist()
     declared = sum(m.file_size for m in listing if not m.filename.startswith("__MACOSX"))
     monkeypatch.setattr(files, "free_bytes", lambda folder: declared - 1)
-    monkeypatch.setattr(fake_or_real, "_extract_member", None)  # must not be reached
+    monkeypatch.setattr(archives, "_extract_member", None)  # must not be reached
     with pytest.raises(DiskSpaceError) as error:
         download_fake_or_real(root, expected_count=6)
     message = str(error.value)
@@ -202,14 +202,14 @@ def test_a_full_disk_during_extraction_is_a_clear_error_and_leaves_no_partial_fo
     tmp_path, fake_hub, monkeypatch
 ):
     root = tmp_path / "fake_or_real"
-    real_extract = fake_or_real._extract_member
+    real_extract = archives._extract_member
 
     def fill_up(archive, info, target):
         if target.name == "1.jpg":
             raise OSError(errno.ENOSPC, "No space left on device")
         real_extract(archive, info, target)
 
-    monkeypatch.setattr(fake_or_real, "_extract_member", fill_up)
+    monkeypatch.setattr(archives, "_extract_member", fill_up)
     with pytest.raises(DiskSpaceError, match="filled up while extracting train.zip") as error:
         download_fake_or_real(root, expected_count=6)
     assert "No space left on device" in str(error.value) and "is free now" in str(error.value)
