@@ -27,28 +27,29 @@ ROOT = Path(__file__).resolve().parents[1]
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "field, value, message",
-    [
-        ("patch_size", 0, r"ViTConfig\.patch_size=0 must be from 1 to"),
-        ("heads", 0, r"ViTConfig\.heads=0 must be from 1 to"),
-        ("dim", -8, r"ViTConfig\.dim=-8 must be from 1 to"),
-        ("depth", 0, r"ViTConfig\.depth=0 must be from 1 to"),
-        ("image_size", 20000, r"ViTConfig\.image_size=20000 must be from 1 to 4,096"),
-        ("num_classes", 10**9, r"ViTConfig\.num_classes=1000000000 must be from 1 to 100,000"),
-        ("mlp_dim", 10**6, r"ViTConfig\.mlp_dim=1000000 must be from 1 to 32,768"),
-        ("in_channels", 0, r"ViTConfig\.in_channels=0"),
-        ("image_size", 224.0, r"ViTConfig\.image_size=224\.0 must be a whole number, not float"),
-        ("depth", True, r"ViTConfig\.depth=True must be a whole number, not bool"),
-        ("dim", "768", r"ViTConfig\.dim='768' must be a whole number, not str"),
-        ("dropout", 1.0, r"ViTConfig\.dropout=1\.0 must be a number from 0 up to"),
-        ("attention_dropout", -0.1, r"ViTConfig\.attention_dropout=-0\.1"),
-        ("dropout", math.nan, r"ViTConfig\.dropout=nan"),
-        ("patch_size", 17, r"image_size=224 is not a multiple of patch_size=17"),
-        ("heads", 7, r"dim=768 must be divisible by heads=7"),
-        ("patch_size", 1, r"50,176 patches, above the limit of 16,384"),
-    ],
-)
+# One bad value per rule: the field, the value and the start of the message that names them.
+BAD_FIELDS = [
+    ("patch_size", 0, r"ViTConfig\.patch_size=0 must be from 1 to"),
+    ("heads", 0, r"ViTConfig\.heads=0 must be from 1 to"),
+    ("dim", -8, r"ViTConfig\.dim=-8 must be from 1 to"),
+    ("depth", 0, r"ViTConfig\.depth=0 must be from 1 to"),
+    ("image_size", 20000, r"ViTConfig\.image_size=20000 must be from 1 to 4,096"),
+    ("num_classes", 10**9, r"ViTConfig\.num_classes=1000000000 must be from 1 to 100,000"),
+    ("mlp_dim", 10**6, r"ViTConfig\.mlp_dim=1000000 must be from 1 to 32,768"),
+    ("in_channels", 0, r"ViTConfig\.in_channels=0"),
+    ("image_size", 224.0, r"ViTConfig\.image_size=224\.0 must be a whole number, not float"),
+    ("depth", True, r"ViTConfig\.depth=True must be a whole number, not bool"),
+    ("dim", "768", r"ViTConfig\.dim='768' must be a whole number, not str"),
+    ("dropout", 1.0, r"ViTConfig\.dropout=1\.0 must be a number from 0 up to"),
+    ("attention_dropout", -0.1, r"ViTConfig\.attention_dropout=-0\.1"),
+    ("dropout", math.nan, r"ViTConfig\.dropout=nan"),
+    ("patch_size", 17, r"image_size=224 is not a multiple of patch_size=17"),
+    ("heads", 7, r"dim=768 must be divisible by heads=7"),
+    ("patch_size", 1, r"50,176 patches, above the limit of 16,384"),
+]
+
+
+@pytest.mark.parametrize("field, value, message", BAD_FIELDS)
 def test_every_field_is_checked_naming_it(field, value, message):
     with pytest.raises(ValueError, match=message):
         ViTConfig(**{field: value})
@@ -141,16 +142,12 @@ def test_the_untouched_detector_loads(detector):
     assert load_predictor(detector).model.config == get_config("vit_tiny", image_size=32, depth=1)
 
 
-@pytest.mark.parametrize(
-    "field, value, message",
-    [
-        ("patch_size", 0, r"patch_size=0 must be from 1"),
-        ("heads", 0, r"heads=0 must be from 1"),
-        ("dim", -192, r"dim=-192 must be from 1"),
-        ("image_size", 20000, r"image_size=20000 must be from 1 to 4,096"),
-        ("in_channels", 1, r"in_channels=1, but images are loaded as RGB"),
-    ],
-)
+# The same checks, met in a detector's config.json (the whole-number rules), and one of the detector's own.
+IN_CONFIG_JSON = [case for case in BAD_FIELDS if "must be from 1" in case[2]]
+IN_CONFIG_JSON += [("in_channels", 1, r"in_channels=1, but images are loaded as RGB")]
+
+
+@pytest.mark.parametrize("field, value, message", IN_CONFIG_JSON)
 def test_a_bad_vit_config_field_names_the_file_and_the_field(detector, tmp_path, field, value, message):
     folder = tampered(detector, tmp_path / "tampered", lambda c: c["vit_config"].update({field: value}))
     with pytest.raises(DetectorError, match=message) as error:

@@ -50,6 +50,7 @@ from pathlib import Path
 
 from rehearsal import gpu, runtime
 from rehearsal.fake_hub import FakeHub
+from rehearsal.sizes import CPU_SIZES
 
 ROOT = runtime.ROOT
 NOTEBOOKS = ROOT / "notebooks"
@@ -62,24 +63,7 @@ SIZES: dict[str, dict] = {
     "03_training_from_scratch": {"TUTORIAL_EPOCHS": 2, "EPOCHS": 10},
 }
 # --tiny: the CPU rehearsal's sizes (tools/rehearse.py), to check this script without a GPU.
-TINY_SIZES: dict[str, dict] = {
-    "04_fine_tuning": {"IMAGE_SIZE": 32, "BATCH_SIZE": 8, "PROBE_EPOCHS": 2, "FINETUNE_EPOCHS": 1},
-    "05_evaluation_and_interpretation": {
-        "IMAGE_SIZE": 64,
-        "PATCH_SIZE": 16,
-        "EPOCHS": 1,
-        "SPECTRUM_SIZE": 128,
-    },
-    "06_deployment": {"BATCH_SIZES": [1, 4], "LATENCY_REPEATS": 2},
-    "03_training_from_scratch": {
-        "TUTORIAL_IMAGE_SIZE": 32,
-        "TUTORIAL_EPOCHS": 1,
-        "IMAGE_SIZE": 64,
-        "PATCH_SIZE": 16,
-        "EPOCHS": 2,
-        "BATCH_SIZE": 16,
-    },
-}
+TINY_SIZES = {name: CPU_SIZES[name] for name in ORDER}
 
 
 def install_wheels(wheels: Path, target: Path) -> list[str]:

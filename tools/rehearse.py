@@ -11,7 +11,8 @@ with its own Hugging Face and torch caches, as in a new Colab runtime (``rehears
 - ``TORCH_HOME``: random ViT-B/16 weights under the published file name (``rehearsal/standins.py``);
 - ``FAKEVIT_HOME``: the course home, shared by the runtimes of one scenario (Google Drive in Colab).
 
-Sizes shrink only through papermill parameters (``SIZES`` below); no code path exists for the rehearsal.
+Sizes shrink only through papermill parameters (``rehearsal/sizes.py``); no code path exists for the
+rehearsal.
 
 Scenarios (``--scenario``; the first two by default):
   fresh   every lesson, each in its own runtime, one shared home, in the order 01 02 04 05 06 03:
@@ -45,6 +46,7 @@ from notebook_stderr import stray_stderr
 from rehearsal import checks, runtime
 from rehearsal.checks import Run
 from rehearsal.fake_hub import FakeHub
+from rehearsal.sizes import CPU_SIZES
 from rehearsal.standins import PUBLISHED_PREFIX, publish_standin_dataset, write_standin_vit_b16_weights
 
 from helpers.pretrained import sha256_prefix
@@ -54,27 +56,7 @@ NOTEBOOKS = ROOT / "notebooks"
 ZIP_NAME = "train.zip"
 BUDGET_SECONDS = 8 * 60  # issue 11: the whole rehearsal on 2 CPU cores
 
-# papermill parameters per lesson, on top of MODE=full: the smallest sizes that still run every cell.
-SIZES: dict[str, dict] = {
-    "01_patch_embeddings": {},
-    "02_vit_blocks": {"NUM_IMAGES": 2},
-    "03_training_from_scratch": {
-        "TUTORIAL_IMAGE_SIZE": 32,
-        "TUTORIAL_EPOCHS": 1,
-        "IMAGE_SIZE": 64,
-        "PATCH_SIZE": 16,
-        "EPOCHS": 2,
-        "BATCH_SIZE": 16,
-    },
-    "04_fine_tuning": {"IMAGE_SIZE": 32, "BATCH_SIZE": 8, "PROBE_EPOCHS": 2, "FINETUNE_EPOCHS": 1},
-    "05_evaluation_and_interpretation": {
-        "IMAGE_SIZE": 64,
-        "PATCH_SIZE": 16,
-        "EPOCHS": 1,
-        "SPECTRUM_SIZE": 128,
-    },
-    "06_deployment": {"BATCH_SIZES": [1, 4], "LATENCY_REPEATS": 2},
-}
+SIZES = CPU_SIZES  # papermill parameters per lesson, on top of MODE=full (rehearsal/sizes.py)
 LESSONS = list(SIZES)
 LOADS_IMAGENET_WEIGHTS = {"02_vit_blocks", "04_fine_tuning", "05_evaluation_and_interpretation"}
 USES_THE_DETECTOR = {"05_evaluation_and_interpretation", "06_deployment"}  # lesson 04's

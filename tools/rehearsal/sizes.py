@@ -1,0 +1,28 @@
+"""The CPU rehearsal's papermill parameters per lesson, on top of ``MODE=full``: the smallest sizes
+that still run every cell. ``tools/rehearse.py`` runs every lesson with them; ``tools/gpu_rehearsal.py
+--tiny`` uses them to check that script without a GPU. ``python tools/rehearse.py --check-sizes``
+checks that every name is a parameter of its notebook.
+"""
+
+from __future__ import annotations
+
+CPU_SIZES: dict[str, dict] = {
+    "01_patch_embeddings": {},
+    "02_vit_blocks": {"NUM_IMAGES": 2},
+    "03_training_from_scratch": {
+        "TUTORIAL_IMAGE_SIZE": 32,
+        "TUTORIAL_EPOCHS": 1,
+        "IMAGE_SIZE": 64,
+        "PATCH_SIZE": 16,
+        "EPOCHS": 2,
+        "BATCH_SIZE": 16,
+    },
+    "04_fine_tuning": {"IMAGE_SIZE": 32, "BATCH_SIZE": 8, "PROBE_EPOCHS": 2, "FINETUNE_EPOCHS": 1},
+    "05_evaluation_and_interpretation": {
+        "IMAGE_SIZE": 64,
+        "PATCH_SIZE": 16,
+        "EPOCHS": 1,
+        "SPECTRUM_SIZE": 128,
+    },
+    "06_deployment": {"BATCH_SIZES": [1, 4], "LATENCY_REPEATS": 2},
+}
