@@ -1,15 +1,16 @@
 """Load on the running demo: many clients at once, a third of them sending bad or heavy uploads.
 
-    python benchmarks/demo_load.py [--requests 200] [--clients 8] [--deep-side 9400] [--detector DIR]
+    python benchmarks/demo_load.py [--requests 200] [--clients 8] [--deep-side 5000] [--detector DIR]
 
 Starts ``python app/app.py`` on a loopback port (as the tests do), then ``--clients`` threads, each
 with its own ``gradio_client.Client``, send ``--requests`` uploads through ``/predict`` between them.
 Two thirds are ordinary images (a 1024x768 JPEG, a 640x480 PNG, an RGBA PNG, an animated GIF), one
 third are hard ones: a text file, a truncated JPEG, a 16-bit greyscale PNG of ``--deep-side``
-pixels per side (valid, small on disk, expensive to decode) and a decompression bomb's header
-(20000x20000 pixels claimed). Every request uploads its own copy under its own name, as distinct
-users would. The detector is a vit_tiny (64 px, 6 blocks) with random weights unless
-``--detector`` names a trained one: latency does not depend on the weights' values.
+pixels per side (valid, small on disk, expensive to decode; 5000: 25 M pixels, the most the demo
+accepts, see ``helpers.demo.MAX_UPLOAD_PIXELS``; a larger one must be refused from its header) and a
+decompression bomb's header (20000x20000 pixels claimed). Every request uploads its own copy under
+its own name, as distinct users would. The detector is a vit_tiny (64 px, 6 blocks) with random
+weights unless ``--detector`` names a trained one: latency does not depend on the weights' values.
 
 Prints the latency of a request (upload + queue + prediction, as the client sees it), p50 and p95,
 per kind, and what went wrong: "crashes" are requests that got no answer or an answer that is not
@@ -95,9 +96,11 @@ def plan(requests: int, seed: int) -> list[str]:
     return kinds
 
 
-def run_clients(url: str, jobs: list[tuple[int, str, Path]], clients: int) -> list[tuple[str, float, str]]:
+def run_clients(
+    url: str, jobs: list[tuple[int, str, Path]], clients: int, refused: set[str] = REFUSED
+) -> list[tuple[str, float, str]]:
     """Send every job from ``clients`` threads; ``(kind, seconds, outcome)`` per job, outcome "ok" or
-    why not."""
+    why not. The kinds in ``refused`` must get the demo's refusal, the others a prediction."""
     import gradio_client
     from gradio_client.exceptions import AppError
 
@@ -120,13 +123,13 @@ def run_clients(url: str, jobs: list[tuple[int, str, Path]], clients: int) -> li
             try:
                 answer = client.predict(gradio_client.handle_file(str(path)), api_name="/predict")
                 outcome = (
-                    "ok" if kind not in REFUSED and set(answer) == {"label", "confidences"} else "answered"
+                    "ok" if kind not in refused and set(answer) == {"label", "confidences"} else "answered"
                 )
             except AppError as err:
-                refused = any(
+                was_refused = any(
                     text in str(err) for text in expected_refusals
                 ) and demo.NOT_AN_UPLOAD not in str(err)
-                outcome = "ok" if kind in REFUSED and refused else f"error: {str(err)[:120]}"
+                outcome = "ok" if kind in refused and was_refused else f"error: {str(err)[:120]}"
             except Exception as err:  # no answer at all: the connection or the server failed
                 outcome = f"{type(err).__name__}: {str(err)[:120]}"
             with lock:
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument(
-        "--deep-side", type=int, default=9400, help="side of the 16-bit PNG (9400: 88 M pixels)"
+        "--deep-side", type=int, default=5000, help="side of the 16-bit PNG (5000: 25 M pixels, the cap)"
     )
     parser.add_argument("--detector", type=Path, default=None, help="default: vit_tiny with random weights")
     parser.add_argument("--seed", type=int, default=0)
@@ -174,7 +177,10 @@ def main(argv: list[str] | None = None) -> None:
         server_dir = work / "server"
         with running_demo(detector, server_dir, extra_args=["--no-examples"]) as url:
             start = time.perf_counter()
-            results = run_clients(url, jobs, args.clients)
+            from helpers.demo import MAX_UPLOAD_PIXELS
+
+            too_many_pixels = {"deep.png"} if args.deep_side**2 > MAX_UPLOAD_PIXELS else set()
+            results = run_clients(url, jobs, args.clients, REFUSED | too_many_pixels)
             elapsed = time.perf_counter() - start
             still_up = run_clients(url, [(0, "photo.jpg", files["photo.jpg"])], 1)[0][2] == "ok"
         log = (server_dir / "server.log").read_text(errors="replace")

@@ -13,7 +13,7 @@ imported inside :func:`build_demo` and nowhere else in ``helpers``. What happens
    says which).
 4. The page shows the softmax probability of each class.
 
-An upload that is not an image, one larger than PIL's decompression-bomb limit, or one too
+An upload that is not an image, one with more than :data:`MAX_UPLOAD_PIXELS` pixels, or one too
 elongated to resize (:func:`helpers.images.check_resized_size`) gets a message on the page and one
 line in the server's log; the server keeps serving. Run it with ``python app/app.py --detector DIR``, or from
 Python (lesson 06) with :func:`launch_demo`, which applies the same upload cap.
@@ -23,8 +23,8 @@ What a stranger can and cannot do (see :func:`uploaded_file` and :func:`build_de
 - The ``/predict`` endpoint classifies only regular files inside Gradio's upload folder. Any other
   path a caller names (``/etc/passwd``, a FIFO, a folder, a symlink out of the folder) gets the
   same refusal, :data:`NOT_AN_UPLOAD`, and is never opened.
-- An upload is at most :data:`MAX_UPLOAD_BYTES`; it is deleted as soon as it has been classified,
-  and any upload nobody classified is deleted after 15 minutes.
+- An upload is at most :data:`MAX_UPLOAD_BYTES` and :data:`MAX_UPLOAD_PIXELS`; it is deleted as soon
+  as it has been classified, and any upload nobody classified is deleted after 15 minutes.
 - :data:`CONCURRENCY` predictions run at once; at most :data:`QUEUE_SIZE` more wait in the queue,
   later ones are told that the queue is full.
 """
@@ -59,6 +59,13 @@ DETECTOR_ENV = "FAKEVIT_DETECTOR"
 # Gradio refuses larger uploads (HTTP 413) before they reach the disk. 20 MB holds any ordinary photo
 # or screenshot (the model looks at a 224 px crop of it anyway) and bounds what one request can store.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+# The most pixels an upload may have; more are refused from the file's header, before decoding. Decoding
+# and the eval transform take time in proportion to the pixels: 0.34 s (JPEG) and 0.56 s (PNG) at 24 M,
+# 0.58 s and 1.09 s at 48 M (`python benchmarks/demo_decode.py` on the course's shared 2-core machine),
+# while one prediction at a time should answer within 1 s at the 95th percentile. 25 M admits a
+# phone's usual 12 M photo and a 24 M camera's (6000 x 4000); a 48 M or larger one must be scaled down
+# first, which costs the detector nothing: it looks at a 224 px crop.
+MAX_UPLOAD_PIXELS = 25_000_000
 # One prediction at a time. On 2 cores, 2 at once gave no better p95 in benchmarks/demo_load.py (see
 # app/README.md) and would double the peak memory of heavy uploads (2 GB to decode one 88 M pixel
 # 16-bit PNG); PyTorch already spreads one prediction over all the cores.
@@ -138,12 +145,13 @@ def classify(predictor: Predictor, upload: str | Path | Mapping[str, Any] | None
     """``{display name: probability}`` for one uploaded file; the probabilities sum to 1.
 
     Raises :class:`~helpers.images.ImageLoadError`, naming the file as the user called it, when it is
-    not an image PIL can decode or when it is too large (see :func:`helpers.images.check_pixel_limit`)
-    or too elongated (see :func:`helpers.images.check_resized_size`).
+    not an image PIL can decode, when it has more than :data:`MAX_UPLOAD_PIXELS` pixels (read from its
+    header, see :func:`helpers.images.check_pixel_limit`) or when it is too elongated (see
+    :func:`helpers.images.check_resized_size`).
     """
     path, name = upload_path(upload)
     try:
-        check_pixel_limit(path)
+        check_pixel_limit(path, max_pixels=MAX_UPLOAD_PIXELS)
         check_resized_size(path, int(predictor.config["transform"]["resize"]))
         # load_image_rgb (RGB, first frame of an animation), the eval transform from config.json,
         # the ViT and a softmax.

@@ -110,12 +110,12 @@ def load_image_rgb(
 
 def check_pixel_limit(path: str | os.PathLike, max_pixels: int | None = None) -> None:
     """Refuse an image above ``max_pixels`` (default: PIL's decompression-bomb limit) before decoding
-    it (lesson 06's demo).
+    it; only the header is read (lesson 06's demo).
 
     A "decompression bomb" is a small file that would need gigabytes of memory once decoded. PIL
     refuses images with more than twice ``PIL.Image.MAX_IMAGE_PIXELS`` pixels and only warns between
-    1x and 2x; the demo, which decodes whatever strangers upload, refuses those too, and may pass a
-    smaller ``max_pixels`` to bound the time one upload can take.
+    1x and 2x; the demo, which decodes whatever strangers upload, refuses those too, and passes a
+    smaller ``max_pixels`` (:data:`helpers.demo.MAX_UPLOAD_PIXELS`) to bound the time one upload takes.
     """
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
@@ -123,12 +123,18 @@ def check_pixel_limit(path: str | os.PathLike, max_pixels: int | None = None) ->
             width, height = header.size
     except Image.DecompressionBombError as err:  # above twice the limit PIL refuses to open it at all
         raise ImageLoadError(f"it is above PIL's decompression-bomb limit ({err})") from err
-    if limit is not None and width * height > limit:
-        source = "PIL.Image.MAX_IMAGE_PIXELS" if max_pixels is None else "max_pixels"
+    if limit is None or width * height <= limit:
+        return
+    size = f"{width}x{height} pixels ({width * height / 1e6:.0f} M)"
+    if max_pixels is None:
         raise ImageLoadError(
-            f"{width}x{height} pixels ({width * height / 1e6:.0f} M) is above the decompression-bomb "
-            f"limit of {limit / 1e6:.0f} M pixels ({source})"
+            f"{size} is above the decompression-bomb limit of {limit / 1e6:.0f} M pixels "
+            "(PIL.Image.MAX_IMAGE_PIXELS)"
         )
+    raise ImageLoadError(
+        f"{size} is above the limit of {limit / 1e6:.0f} M pixels (max_pixels); scale it down to at "
+        f"most {limit / 1e6:.0f} M pixels"
+    )
 
 
 def check_resized_size(path: str | os.PathLike, resize: int) -> None:

@@ -133,6 +133,24 @@ def test_an_image_too_elongated_to_resize_is_refused_before_decoding(detector, t
     assert set(demo.classify(predictor, tmp_path / "panorama.png")) == {"fake", "real"}
 
 
+def test_uploads_above_the_pixel_cap_are_refused_from_their_header(detector, tmp_path, monkeypatch):
+    """A 24 M pixel camera photo (6000 x 4000) is classified; one pixel row more than 25 M is refused
+    before a single pixel is decoded, with a message that says how to fix it."""
+    predictor = load_predictor(detector)
+    assert demo.MAX_UPLOAD_PIXELS == 25_000_000
+    Image.new("L", (6000, 4000)).save(tmp_path / "camera.png")  # 24.0 M pixels, flat: small on disk
+    Image.new("L", (6000, 4167)).save(tmp_path / "too_big.png")  # 25.002 M pixels
+    assert set(demo.classify(predictor, tmp_path / "camera.png")) == {"fake", "real"}
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an image above the cap must be refused from its header")
+
+    monkeypatch.setattr(predictor, "predict", no_decoding)
+    refusal = r"'too_big.png' .* 6000x4167 pixels \(25 M\) is above .* scale it down to at most 25 M pixels"
+    with pytest.raises(ImageLoadError, match=refusal):
+        demo.classify(predictor, tmp_path / "too_big.png")
+
+
 # ---------------------------------------------------------------------------------------------
 # build_demo(): the endpoint in-process, the start-up check
 # ---------------------------------------------------------------------------------------------
