@@ -47,6 +47,19 @@ def mean_log_spectrum(images: Iterable[Image.Image | np.ndarray], *, window: boo
     return total / count
 
 
+def nyquist_peak(spectrum: np.ndarray) -> float:
+    """How much a period-2 pattern stands out in a centred spectrum of :func:`mean_log_spectrum`.
+
+    A heuristic summary in log units: the mean over the Nyquist row and column (index 0 after
+    ``fftshift``: a pattern repeating every 2 pixels) minus the mean over the row and column two
+    steps inside (not one: a Hann window spreads a peak over its neighbour). About 0 without such a
+    pattern. Lesson 05.
+    """
+    border = np.r_[spectrum[0, 1:], spectrum[1:, 0]].mean()
+    inside = np.r_[spectrum[2, 2:], spectrum[2:, 2]].mean()
+    return float(border - inside)
+
+
 def _images_of_class(root: Path, name: str, limit: int) -> list[Image.Image]:
     """The first ``limit`` images of class folder ``name``, decoded."""
     return [load_image_rgb(p) for p in list_image_files(root / name)[:limit]]

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from helpers import data
-from helpers.data_plots import mean_log_spectrum
+from helpers.data_plots import mean_log_spectrum, nyquist_peak
 from helpers.toy import make_toy_dataset
 
 
@@ -43,3 +43,15 @@ def test_figures_command_draws_samples_and_spectra(tmp_path):
     for name in ("toy_samples.png", "toy_spectra.png"):
         with Image.open(tmp_path / "figs" / name) as figure:
             assert figure.size[0] > 500
+
+
+def test_nyquist_peak_measures_a_period_2_pattern():
+    # As in the toy fakes, the pattern scales the content: even and odd rows and columns get
+    # different gains, which copies the content's spectrum onto the Nyquist row and column.
+    rng = np.random.default_rng(1)
+    smooth = [rng.normal(size=(32, 32)).cumsum(0).cumsum(1) for _ in range(4)]
+    y, x = np.indices((32, 32))
+    gains = (1 + 0.2 * (-1) ** x) * (1 + 0.2 * (-1) ** y)
+    plain = nyquist_peak(mean_log_spectrum(smooth, window=True))
+    marked = nyquist_peak(mean_log_spectrum([s * gains for s in smooth], window=True))
+    assert abs(plain) < 0.5 and marked > plain + 1.0
