@@ -225,7 +225,7 @@ def find_or_make(
     device: torch.device | str,
     precision: str = "fp32",
     seed: int = 42,
-    image_size: int = 64,
+    image_size: int | None = None,
     patch_size: int = 8,
     epochs: int = 4,
     num_workers: int = 0,
@@ -240,7 +240,8 @@ def find_or_make(
 
     ``which="scratch"``: lesson 03's tiny ViT in :func:`scratch_detector_dir`, reused when it was
     trained on ``dataset`` with ``seed``, ``image_size`` and ``patch_size``, else trained now for
-    ``epochs`` epochs. Lessons 05 and 06.
+    ``epochs`` epochs. ``image_size=None`` is 224 px for a probe, 64 px for the tiny ViT.
+    Lessons 05 and 06.
     """
     if which not in ("finetuned", "scratch"):
         raise ValueError(f"which must be 'finetuned' or 'scratch', got {which!r}")
@@ -264,7 +265,9 @@ def find_or_make(
                 "cheaper method), trained on the real dataset. It is not notebook 04's fine-tuned\n"
                 "model. Run notebook 04 with Google Drive on to keep the real one across runtimes."
             )
-            model = pretrained.load_pretrained_vit_b16(num_classes=len(datasets.CLASS_NAMES))
+            model = pretrained.load_pretrained_vit_b16(
+                num_classes=len(datasets.CLASS_NAMES), image_size=image_size or 224
+            )
             result = train_probe_detector(
                 model,
                 data.get_dataset(dataset),
@@ -279,7 +282,7 @@ def find_or_make(
             print(f"linear probe made in {seconds:.0f} s: test accuracy {test:.1%}")
             return folder
         print(f"No detector from notebook 04 in {folder}: using notebook 03's tiny ViT instead.")
-    folder = scratch_detector_dir()
+    folder, image_size = scratch_detector_dir(), image_size or 64
     config = read_config(folder) or {}
     vit = config.get("vit_config", {})
     wanted = {"dataset": dataset, "split_seed": seed, "image_size": image_size, "patch_size": patch_size}

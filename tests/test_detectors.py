@@ -102,11 +102,18 @@ def test_full_mode_without_a_detector_makes_a_linear_probe_and_says_so(
     monkeypatch.setattr(data, "get_dataset", lambda name: requested.append(name) or easy_folder)
     backbone = tiny_vit(image_size=32)
     backbone.reset_head(2)
-    monkeypatch.setattr(pretrained, "load_pretrained_vit_b16", lambda num_classes: backbone)
+    sizes = []
+    monkeypatch.setattr(
+        pretrained,
+        "load_pretrained_vit_b16",
+        lambda num_classes, image_size: sizes.append(image_size) or backbone,
+    )
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
 
-    folder = detectors.find_or_make("finetuned", mode="full", dataset="fake_or_real", device="cpu")
-    assert folder == course.detector_dir() and requested == ["fake_or_real"]
+    folder = detectors.find_or_make(
+        "finetuned", mode="full", dataset="fake_or_real", device="cpu", image_size=32
+    )
+    assert folder == course.detector_dir() and requested == ["fake_or_real"] and sizes == [32]
     assert "NO FINE-TUNED DETECTOR" in capsys.readouterr().out
     config = detectors.read_config(folder)
     assert config["method"] == "linear_probe" and config["mode"] == "full" and "made_by" in config
