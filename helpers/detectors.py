@@ -213,10 +213,6 @@ def train_probe_detector(
     return result
 
 
-def _banner(message: str) -> None:
-    print("!" * 80 + "\n" + message + "\n" + "!" * 80, flush=True)
-
-
 def find_or_make(
     which: str,
     *,
@@ -259,7 +255,7 @@ def find_or_make(
                 "quick linear probe."
             )
         if mode == "full":
-            _banner(
+            course.announce(
                 f"NO FINE-TUNED DETECTOR in {folder} (notebook 04 has not run with this home).\n"
                 "Making a quick stand-in now: a LINEAR PROBE on the ImageNet ViT-B/16 (notebook 04's\n"
                 "cheaper method), trained on the real dataset. It is not notebook 04's fine-tuned\n"
