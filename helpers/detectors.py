@@ -282,7 +282,7 @@ def find_or_make(
     config = read_config(folder) or {}
     vit = config.get("vit_config", {})
     wanted = {"dataset": dataset, "split_seed": seed, "image_size": image_size, "patch_size": patch_size}
-    found = {**{k: config.get(k) for k in ("dataset", "split_seed")}, **{k: vit.get(k) for k in vit}}
+    found = {"dataset": config.get("dataset"), "split_seed": config.get("split_seed"), **vit}
     if all(found.get(key) == value for key, value in wanted.items()):
         print(f"Reusing the tiny ViT that notebook 03 saved in {folder}.")
         return folder
