@@ -23,6 +23,8 @@ Where each lesson meets the package (as d2l's helpers say where they are defined
     03      files           the one atomic write; folders published complete or not at all
     04      pretrained      torchvision's ImageNet ViT-B/16 with a new head; freezing for a recipe
     04, 06  inference       export a detector (safetensors + JSON) and predict with it
+    05, 06  detectors       the detector a lesson examines: found before any data, or made and announced
+    05      perturbations   JPEG re-compression and resizing, to test a detector's robustness
     06      demo            the Gradio page (app/app.py); demo_server runs it as a process
     --      train           `python -m helpers.train`: a recipe from the command line
     --      cli             how the command lines fail: one `error: ...` line, exit status 1 or 2

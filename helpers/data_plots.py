@@ -18,27 +18,46 @@ from helpers.datasets import CLASS_NAMES
 from helpers.images import list_image_files, load_image_rgb
 
 
-def mean_log_spectrum(images: Iterable[Image.Image | np.ndarray]) -> np.ndarray:
+def mean_log_spectrum(images: Iterable[Image.Image | np.ndarray], *, window: bool = False) -> np.ndarray:
     """Mean over images of log(1 + |2-D FFT|) of the grey image, zero frequency in the centre: (H, W).
 
     Upsampling fingerprints show up as bright peaks at the edges and corners (the Nyquist frequency,
     a pattern repeating every 2 pixels) and as missing energy at high frequencies (Durall et al. 2020).
-    All images must have the same size. Lesson 05.
+    The image's mean is removed first, so the zero frequency (DC) is 0. The FFT treats an image as
+    one tile of a periodic pattern: without a window, the jump between opposite edges puts a bright
+    cross through the centre of the spectrum. ``window=True`` multiplies each image by a 2-D Hann
+    window (1 in the centre, 0 at the edges), which removes that cross; a peak then spreads over its
+    neighbouring frequencies. All images must have the same size. Lesson 05.
     """
-    total, count, shape = None, 0, None
+    total, count, shape, taper = None, 0, None, None
     for image in images:
         pixels = np.asarray(image, dtype=np.float64)
         grey = pixels.mean(axis=2) if pixels.ndim == 3 else pixels  # (H, W)
         if shape is None:
             shape = grey.shape
+            taper = np.outer(*(np.hanning(n + 1)[:-1] for n in shape)) if window else np.ones(shape)
         elif grey.shape != shape:
             raise ValueError(f"all images must have the same size, got {grey.shape} after {shape}")
-        spectrum = np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(grey - grey.mean()))))
+        centred = grey - (taper * grey).sum() / taper.sum()  # the (weighted) mean removed: DC = 0
+        spectrum = np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(taper * centred))))
         total = spectrum if total is None else total + spectrum
         count += 1
     if count == 0:
         raise ValueError("mean_log_spectrum needs at least one image")
     return total / count
+
+
+def nyquist_peak(spectrum: np.ndarray) -> float:
+    """How much a period-2 pattern stands out in a centred spectrum of :func:`mean_log_spectrum`.
+
+    A heuristic summary in log units: the mean over the Nyquist row and column (index 0 after
+    ``fftshift``: a pattern repeating every 2 pixels) minus the mean over the row and column two
+    steps inside (not one: a Hann window spreads a peak over its neighbour). About 0 without such a
+    pattern. Lesson 05.
+    """
+    border = np.r_[spectrum[0, 1:], spectrum[1:, 0]].mean()
+    inside = np.r_[spectrum[2, 2:], spectrum[2:, 2]].mean()
+    return float(border - inside)
 
 
 def _images_of_class(root: Path, name: str, limit: int) -> list[Image.Image]:
