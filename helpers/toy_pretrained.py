@@ -101,8 +101,8 @@ def load_source_model(
     progress: bool = False,
 ) -> tuple[ViT, dict[str, Any]]:
     """The source model and its summary: read from :func:`source_paths` when a cached model was made
-    with the same recipe and seed, otherwise trained on the toy dataset (about two CPU minutes) and
-    cached. The summary's ``"cached"`` says which. Lesson 04.
+    with the same recipe and seed, otherwise trained on the toy dataset (17 s on two idle CPU cores,
+    measured in lesson 04) and cached. The summary's ``"cached"`` says which. Lesson 04.
     """
     recipe = source_recipe(epochs)
     weights_path, info_path = source_paths(home)
