@@ -35,6 +35,13 @@ GENERATORS = {
     "deconv_5tap": (0.05, 0.45, 0.85, 0.45, 0.1),  # wide and smooth, still 1.0 versus 0.9
 }
 
+# Generators kept out of the toy dataset, for lesson 04's transfer question: can a detector trained on
+# the generators above spot a generator it never saw? "deconv_faint" has the same kind of fingerprint,
+# only five times fainter: even outputs 1.0, odd outputs 0.49 + 0.49 = 0.98 (the dataset's: 1.0 vs 0.9).
+UNSEEN_GENERATORS = {
+    "deconv_faint": (0.49, 1.0, 0.49),
+}
+
 # Photographs shipped inside the scikit-image package (``skimage/data/``): read straight from its
 # folder, so nothing is ever downloaded. Grey ones are used as grey RGB images.
 SOURCE_FILES = (
@@ -96,11 +103,31 @@ def _transposed_conv_upsample(low: np.ndarray, kernel: Sequence[float]) -> np.nd
     return out
 
 
+def phase_gains(kernel: Sequence[float]) -> tuple[float, float]:
+    """How much of a stride-2 transposed convolution's ``kernel`` reaches the output pixels at even and
+    at odd positions along one axis: the sums of its even and odd taps, in output order (lesson 04).
+
+    Equal gains leave no period-2 trace; the further apart they are, the stronger the checkerboard.
+    """
+    offset = (len(kernel) - 1) // 2  # output pixel 2 i + j - offset gets tap j
+    even = sum(w for j, w in enumerate(kernel) if (j - offset) % 2 == 0)
+    odd = sum(w for j, w in enumerate(kernel) if (j - offset) % 2 == 1)
+    return float(even), float(odd)
+
+
+def _kernel(generator: str) -> tuple[float, ...]:
+    """The 1-D kernel of a generator of :data:`GENERATORS` or :data:`UNSEEN_GENERATORS`."""
+    kernels = {**GENERATORS, **UNSEEN_GENERATORS}
+    if generator not in kernels:
+        raise ValueError(f"unknown generator {generator!r}; the generators are {sorted(kernels)}")
+    return kernels[generator]
+
+
 def _generate_fake(real_like: np.ndarray, generator: str) -> np.ndarray:
     """Pass a crop through a stand-in generator, then match its per-channel mean and std to the crop's."""
     height, width, channels = real_like.shape
     low = real_like.reshape(height // 2, 2, width // 2, 2, channels).mean(axis=(1, 3))  # (H/2, W/2, 3)
-    fake = _transposed_conv_upsample(low, GENERATORS[generator])  # (H, W, 3)
+    fake = _transposed_conv_upsample(low, _kernel(generator))  # (H, W, 3)
     mean, std = real_like.mean(axis=(0, 1)), real_like.std(axis=(0, 1))
     fake_mean, fake_std = fake.mean(axis=(0, 1)), fake.std(axis=(0, 1))
     return (fake - fake_mean) / np.maximum(fake_std, 1e-6) * std + mean
@@ -163,3 +190,30 @@ def make_toy_dataset(
                 rows.append(f"{name}/{filename},{label},{generator}")
         (building / "manifest.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
+
+
+def make_toy_images(
+    generator: str, images_per_class: int, image_size: int = 64, seed: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Toy images made in memory: ``images_per_class`` fakes of one ``generator`` and as many real crops.
+
+    Returns ``(images, labels)``: uint8 ``(N, image_size, image_size, 3)`` and int64 ``(N,)`` with the
+    labels of :data:`helpers.datasets.CLASS_NAMES` (0 = fake, 1 = real), fakes first. Made like
+    :func:`make_toy_dataset`'s images, but ``seed`` picks other crops: with ``seed != 0`` (the
+    dataset's) none of them is in the toy dataset. Lesson 04 uses it for a generator of
+    :data:`UNSEEN_GENERATORS`.
+    """
+    _kernel(generator)  # unknown name -> ValueError before any work
+    if image_size % 2 or image_size < 8:
+        raise ValueError(f"image_size must be even and >= 8 (the generator halves it), got {image_size}")
+    sources = _sources()
+    images, labels = [], []
+    for label, name in enumerate(CLASS_NAMES):
+        for i in range(images_per_class):
+            rng = np.random.default_rng([seed, label, i])  # one stream per image, as in the dataset
+            crop = _random_crop(rng, sources, image_size)
+            if name == "fake_images":
+                crop = _generate_fake(crop, generator)
+            images.append(np.clip(np.round(crop * 255.0), 0, 255).astype(np.uint8))
+            labels.append(label)
+    return np.stack(images), np.array(labels, dtype=np.int64)

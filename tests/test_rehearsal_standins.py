@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 from huggingface_hub import constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 from PIL import Image, ImageOps
@@ -185,3 +186,14 @@ def test_standin_weights_load_through_torchvisions_cache_and_are_announced(tmp_p
         model.blocks[0].attn.to_qkv.weight,
         saved["encoder.layers.encoder_layer_0.self_attention.in_proj_weight"],
     )
+
+
+def test_standin_cnn_weights_load_through_torchvisions_weights_api(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    path = standins.write_standin_cnn_weights(tmp_path / "torch", "resnet18")
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    assert path == tmp_path / "torch" / "hub" / "checkpoints" / Path(weights.url).name
+    model = torchvision.models.get_model("resnet18", weights=weights)  # read from the cache, no download
+    torch.testing.assert_close(model.fc.weight, torch.load(path, weights_only=True)["fc.weight"])
+    assert not pretrained.check_published_weights(path)  # random weights under the published name
+    assert "NOT THE PUBLISHED WEIGHTS" in capsys.readouterr().out

@@ -133,3 +133,42 @@ def test_toy_fake_keeps_the_colour_statistics_of_its_source_crop():
         assert fake.shape == crop.shape and not np.allclose(fake, crop)
         np.testing.assert_allclose(fake.mean(axis=(0, 1)), crop.mean(axis=(0, 1)), atol=1e-5)
         np.testing.assert_allclose(fake.std(axis=(0, 1)), crop.std(axis=(0, 1)), rtol=1e-4)
+
+
+def test_phase_gains_of_the_dataset_generators_and_of_the_fainter_unseen_one():
+    # The dataset's generators: odd output pixels get 0.9 of the weight or less, a clear checkerboard.
+    for name, kernel in toy.GENERATORS.items():
+        even, odd = toy.phase_gains(kernel)
+        assert abs(even - odd) >= 0.1 - 1e-9, name
+    # Lesson 04's unseen generator: the same kind of trace, five times fainter (1.0 versus 0.98).
+    even, odd = toy.phase_gains(toy.UNSEEN_GENERATORS["deconv_faint"])
+    assert (even, odd) == pytest.approx((1.0, 0.98))
+    assert set(toy.UNSEEN_GENERATORS).isdisjoint(toy.GENERATORS)
+    # Equal phases leave no trace: nearest-neighbour upsampling, kernel (1, 1).
+    assert toy.phase_gains((1.0, 1.0)) == (1.0, 1.0)
+
+
+def _checkerboard_strength(images: np.ndarray) -> float:
+    """Median over images of the period-2 (Nyquist) amplitude along rows and columns, relative to the
+    image's mean brightness: about (even gain - odd gain) / 2 for a fake, near 0 for a photograph."""
+    x = images.astype(np.float64).mean(axis=-1)  # (N, H, W) grey
+    sign = (-1.0) ** np.arange(x.shape[1])  # +1, -1, +1, ...
+    along_rows = np.abs((x * sign[None, None, :]).mean(axis=(1, 2)))
+    along_columns = np.abs((x * sign[None, :, None]).mean(axis=(1, 2)))
+    return float(np.median((along_rows + along_columns) / 2 / x.mean(axis=(1, 2))))
+
+
+def test_make_toy_images_is_repeatable_new_and_fainter():
+    images, labels = toy.make_toy_images("deconv_faint", images_per_class=40, image_size=32, seed=1)
+    assert images.shape == (80, 32, 32, 3) and images.dtype == np.uint8
+    assert labels.tolist() == [0] * 40 + [1] * 40  # CLASS_NAMES order: fakes first
+    again, _ = toy.make_toy_images("deconv_faint", images_per_class=40, image_size=32, seed=1)
+    assert np.array_equal(images, again)
+    other_seed, _ = toy.make_toy_images("deconv_faint", images_per_class=40, image_size=32, seed=0)
+    assert not np.array_equal(images[40:], other_seed[40:])  # other crops
+    # The faint generator's trace is measurable, and weaker than a dataset generator's on the same crops.
+    strong, _ = toy.make_toy_images("deconv_3tap", images_per_class=40, image_size=32, seed=1)
+    faint, real = _checkerboard_strength(images[:40]), _checkerboard_strength(images[40:])
+    assert 1.5 * real < faint < 0.5 * _checkerboard_strength(strong[:40])  # measured: 0.007, 0.013, 0.058
+    with pytest.raises(ValueError, match="unknown generator 'gan'"):
+        toy.make_toy_images("gan", images_per_class=1)

@@ -174,13 +174,18 @@ def main(argv: list[str] | None = None) -> int:
         for name, parameters in sizes.items():
             runtime.check_parameters(NOTEBOOKS / f"{name}.ipynb", {"MODE": "full", **parameters})
 
-        from rehearsal.standins import publish_standin_dataset, write_standin_vit_b16_weights
+        from rehearsal.standins import (
+            publish_standin_dataset,
+            write_standin_cnn_weights,
+            write_standin_vit_b16_weights,
+        )
 
         made = time.perf_counter()
         zip_path = publish_standin_dataset(
             scratch / "hub", fakes=fakes, photos=photos, workers=os.cpu_count() or 1
         )
         weights = write_standin_vit_b16_weights(scratch / "standin-torch")
+        write_standin_cnn_weights(scratch / "standin-torch")  # lesson 04's ResNet-50, also random
         report["stand_ins_seconds"] = round(time.perf_counter() - made, 1)
         report["zip_megabytes"] = round(zip_path.stat().st_size / 1e6, 1)
         print(

@@ -47,7 +47,12 @@ from rehearsal import checks, runtime
 from rehearsal.checks import Run
 from rehearsal.fake_hub import FakeHub
 from rehearsal.sizes import CPU_SIZES
-from rehearsal.standins import PUBLISHED_PREFIX, publish_standin_dataset, write_standin_vit_b16_weights
+from rehearsal.standins import (
+    PUBLISHED_PREFIX,
+    publish_standin_dataset,
+    write_standin_cnn_weights,
+    write_standin_vit_b16_weights,
+)
 
 from helpers.pretrained import sha256_prefix
 
@@ -242,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         site = runtime.install_wheel(runtime.build_wheel(scratch / "wheel", scratch), scratch / "site")
         zip_path = publish_standin_dataset(scratch / "hub", fakes=args.fakes, photos=args.photos)
         weights = write_standin_vit_b16_weights(scratch / "standin-torch")
+        write_standin_cnn_weights(scratch / "standin-torch")  # lesson 04's ResNet-50, also random
         print(
             f"STAND-INS, not the real downloads: {zip_path.name} with {args.fakes} fakes + {args.photos} "
             f"photos ({zip_path.stat().st_size / 1e6:.1f} MB, the real one: 6,750 images, ~9 GB); random "

@@ -10,6 +10,8 @@
       __MACOSX/train/real_images/._real_0000.jpg
 
   A few dozen images instead of 6,750; the same arguments always give the same bytes.
+- :func:`write_standin_cnn_weights`: the same for the ImageNet ResNet that lesson 04 fine-tunes beside
+  the ViT (``resnet50-11ad3fa6.pth``).
 - :func:`write_standin_vit_b16_weights`: a randomly initialised torchvision ``vit_b_16`` state dict
   saved where torchvision's weights API looks first (``$TORCH_HOME/hub/checkpoints/vit_b_16-c867db91.pth``).
   Its sha256 does not start with ``c867db91``, the prefix torchvision put in the published file's name,
@@ -51,6 +53,11 @@ EXIF_ROTATED_PHOTO = 2  # this photo is stored landscape with EXIF Orientation 6
 ZIP_DATE = (2023, 6, 1, 12, 0, 0)  # every member's timestamp: fixed, so the zip's bytes are reproducible
 VIT_B16_WEIGHTS = torchvision.models.ViT_B_16_Weights.IMAGENET1K_V1
 PUBLISHED_PREFIX = Path(VIT_B16_WEIGHTS.url).stem.rsplit("-", 1)[1]  # "c867db91": sha256 prefix in the name
+# The ImageNet CNNs lesson 04 may fine-tune beside the ViT (its CNN parameter), with the weights it asks for.
+CNN_WEIGHTS = {
+    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
+    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+}
 
 
 @functools.cache
@@ -174,6 +181,22 @@ def write_standin_vit_b16_weights(torch_home: str | os.PathLike, seed: int = 0) 
     return target
 
 
+def write_standin_cnn_weights(torch_home: str | os.PathLike, name: str = "resnet50", seed: int = 0) -> Path:
+    """Save random weights of torchvision's ImageNet CNN ``name`` (lesson 04 fine-tunes it beside the
+    ViT) under the published file name in ``torch_home/hub/checkpoints`` (``resnet50-11ad3fa6.pth``
+    for ``IMAGENET1K_V2``), as :func:`write_standin_vit_b16_weights` does for the ViT. Returns the path.
+    """
+    weights = CNN_WEIGHTS[name]
+    target = Path(torch_home) / "hub" / "checkpoints" / Path(weights.url).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = torchvision.models.get_model(name)  # random weights, torchvision's initialisation
+    partial = target.with_name(target.name + ".partial")
+    torch.save(model.state_dict(), partial)
+    os.replace(partial, target)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.rehearsal.standins", description=__doc__.split("\n\n")[0]
@@ -190,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{zip_path}: {args.fakes} fakes + {args.photos} photos, {zip_path.stat().st_size / 1e6:.1f} MB")
     if args.torch_home is not None:
         weights = write_standin_vit_b16_weights(args.torch_home, seed=args.seed)
+        cnn = write_standin_cnn_weights(args.torch_home, seed=args.seed)
+        print(f"{cnn}: random ResNet-50, sha256 {sha256_prefix(cnn)}...")
         print(
             f"{weights}: random ViT-B/16, sha256 {sha256_prefix(weights)}..., published {PUBLISHED_PREFIX}..."
         )
