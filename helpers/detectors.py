@@ -144,19 +144,8 @@ def train_scratch_detector(
         seed=seed,
         progress=False,
     )
-    inference.save_detector(
-        model.cpu().eval(),
-        out_dir,
-        names,
-        transforms.eval_transform_spec(image_size, pretrained=False),
-        "vit_tiny",
-        extra={
-            **(extra or {}),
-            "split_seed": seed,
-            "recipe": recipe.to_dict(),
-            "test_metrics": result["test"],
-        },
-    )
+    spec = transforms.eval_transform_spec(image_size, pretrained=False)
+    _save(model, out_dir, names, spec, "vit_tiny", recipe, result, seed=seed, extra=extra)
     return result
 
 
@@ -196,21 +185,16 @@ def train_probe_detector(
         seed=seed,
         progress=True,
     )
-    inference.save_detector(
-        model.cpu().eval(),
-        out_dir,
-        names,
-        transforms.eval_transform_spec(image_size, pretrained=True),
-        "vit_b16",
-        extra={
-            **(extra or {}),
-            "method": "linear_probe",
-            "split_seed": seed,
-            "recipe": recipe.to_dict(),
-            "test_metrics": result["test"],
-        },
-    )
+    spec = transforms.eval_transform_spec(image_size, pretrained=True)
+    extra = {**(extra or {}), "method": "linear_probe"}
+    _save(model, out_dir, names, spec, "vit_b16", recipe, result, seed=seed, extra=extra)
     return result
+
+
+def _save(model, out_dir, names, spec, model_name, recipe, result, *, seed, extra) -> None:
+    """Save ``model`` as a detector; ``config.json`` records the split, the recipe and the test metrics."""
+    info = {**(extra or {}), "split_seed": seed, "recipe": recipe.to_dict(), "test_metrics": result["test"]}
+    inference.save_detector(model.cpu().eval(), out_dir, names, spec, model_name, extra=info)
 
 
 def find_or_make(
