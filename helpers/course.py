@@ -65,9 +65,8 @@ def resolve_mode(mode: str = "auto", *, verbose: bool = True) -> str:
         if requested == "small":
             print(
                 "=" * 72 + f"\nSMALL MODE ({source}): smaller sizes where a lesson trains, the toy dataset.\n"
-                "Pretrained weights are used when they can be loaded; where they cannot, the\n"
-                "model starts from RANDOM weights, and its numbers mean little. For the real thing,\n"
-                'run on a GPU (full mode) or set MODE = "full".\n' + "=" * 72
+                "A lesson that would load ImageNet weights that are not on this machine says so.\n"
+                'For the real thing, run on a GPU (full mode) or set MODE = "full".\n' + "=" * 72
             )
         else:
             print(f"FULL MODE ({source}): paper sizes, the real dataset and pretrained weights.")
