@@ -15,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if (REPO_ROOT / "helpers" / "demo.py").is_file() and str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from helpers.demo import main  # noqa: E402
+from helpers.serving.demo import main  # noqa: E402
 
 if __name__ == "__main__":
     main(sys.argv[1:])  # exits with status 0, or 1 or 2 after one "error: ..." line

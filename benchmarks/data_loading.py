@@ -4,7 +4,7 @@
 
 Writes ``--images`` synthetic 256-pixel images (the prepared copy of Fake or Real: shorter side
 256, half of them 256 x 341 "photos", half 256 x 256 "fakes", as PNG) to a temporary folder, builds
-their image cache (``helpers.image_cache``), then measures, side by side in one run, the images per
+their image cache (``helpers.data.cache``), then measures, side by side in one run, the images per
 second that a DataLoader with ``--workers`` worker processes delivers for 224-pixel training batches
 (``pretrained_transforms(224)``: random crop, flip, normalise) when it
 
@@ -31,9 +31,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from helpers.datasets import CLASS_NAMES, ImageFolderDataset, find_images
-from helpers.image_cache import build_image_cache
-from helpers.transforms import pretrained_transforms
+from helpers.data.cache import build_image_cache
+from helpers.data.datasets import CLASS_NAMES, ImageFolderDataset, find_images
+from helpers.data.transforms import pretrained_transforms
 
 
 def write_prepared_images(root: Path, count: int, seed: int = 0) -> None:

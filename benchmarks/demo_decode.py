@@ -3,11 +3,11 @@
     python benchmarks/demo_decode.py [--megapixels 12 24 32 48] [--repeats 3]
 
 For each size a photo-like image (gradients plus noise, 4:3) is written once as a JPEG and as an
-8-bit PNG; then ``helpers.images.load_image_rgb`` followed by ViT-B/16's eval transform (resize the
+8-bit PNG; then ``helpers.data.images.load_image_rgb`` followed by ViT-B/16's eval transform (resize the
 shorter side to 256, centre crop 224, normalise) is timed, the median of ``--repeats`` runs, in
 this one process with torch's default threads, as the demo runs it. Prints seconds per upload and
 the ratio to the smallest size: the time grows with the pixels, which is why the demo refuses
-uploads above ``helpers.demo.MAX_UPLOAD_PIXELS`` (see app/README.md).
+uploads above ``helpers.serving.demo.MAX_UPLOAD_PIXELS`` (see app/README.md).
 
 Measure on an otherwise idle machine; on a shared one the numbers are upper bounds.
 """
@@ -26,8 +26,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from helpers.images import load_image_rgb  # noqa: E402
-from helpers.transforms import build_eval_transform, eval_transform_spec  # noqa: E402
+from helpers.data.images import load_image_rgb  # noqa: E402
+from helpers.data.transforms import build_eval_transform, eval_transform_spec  # noqa: E402
 
 
 def photo_like(megapixels: float, seed: int = 0) -> Image.Image:

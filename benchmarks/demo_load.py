@@ -7,7 +7,7 @@ with its own ``gradio_client.Client``, send ``--requests`` uploads through ``/pr
 Two thirds are ordinary images (a 1024x768 JPEG, a 640x480 PNG, an RGBA PNG, an animated GIF), one
 third are hard ones: a text file, a truncated JPEG, a 16-bit greyscale PNG of ``--deep-side``
 pixels per side (valid, small on disk, expensive to decode; 5000: 25 M pixels, the most the demo
-accepts, see ``helpers.demo.MAX_UPLOAD_PIXELS``; a larger one must be refused from its header) and a
+accepts, see ``helpers.serving.demo.MAX_UPLOAD_PIXELS``; a larger one must be refused from its header) and a
 decompression bomb's header (20000x20000 pixels claimed). Every request uploads its own copy under
 its own name, as distinct users would. The detector is a vit_tiny (64 px, 6 blocks) with random
 weights unless ``--detector`` names a trained one: latency does not depend on the weights' values.
@@ -42,7 +42,7 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
 
-from helpers.demo_server import running_demo  # noqa: E402
+from helpers.serving.demo_server import running_demo  # noqa: E402
 
 GOOD = ["photo.jpg", "screenshot.png", "rgba.png", "animated.gif"]
 BAD = ["notes.txt", "truncated.jpg", "deep.png", "bomb.png"]  # deep.png is valid, but heavy
@@ -104,7 +104,7 @@ def run_clients(
     import gradio_client
     from gradio_client.exceptions import AppError
 
-    from helpers import demo
+    from helpers.serving import demo
 
     results: list[tuple[str, float, str]] = []
     lock = threading.Lock()
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         server_dir = work / "server"
         with running_demo(detector, server_dir, extra_args=["--no-examples"]) as url:
             start = time.perf_counter()
-            from helpers.demo import MAX_UPLOAD_PIXELS
+            from helpers.serving.demo import MAX_UPLOAD_PIXELS
 
             too_many_pixels = {"deep.png"} if args.deep_side**2 > MAX_UPLOAD_PIXELS else set()
             results = run_clients(url, jobs, args.clients, REFUSED | too_many_pixels)
@@ -219,10 +219,10 @@ def random_vit_tiny(out_dir: Path) -> Path:
     """The vit_tiny preset (64 px, 6 blocks, what `make run` trains) with random weights and head."""
     import torch
 
-    from helpers.datasets import CLASS_NAMES
-    from helpers.inference import save_detector
-    from helpers.transforms import eval_transform_spec
-    from helpers.vit import ViT, get_config
+    from helpers.data.datasets import CLASS_NAMES
+    from helpers.data.transforms import eval_transform_spec
+    from helpers.model.vit import ViT, get_config
+    from helpers.serving.inference import save_detector
 
     torch.manual_seed(0)
     model = ViT(get_config("vit_tiny"))

@@ -5,7 +5,7 @@
 
 Model-bound on purpose: every step trains on the same random batch, already on the device, so the
 loader plays no part (``benchmarks/data_loading.py`` measures the feed). A step is exactly what
-``python -m helpers.train`` runs (:func:`helpers.engine.train_one_epoch`: autocast forward,
+``python -m helpers.train`` runs (:func:`helpers.train.loop.train_one_epoch`: autocast forward,
 cross-entropy, backward with the fp16 gradient scaler, gradient clipping, AdamW), with the
 ``finetune`` recipe's settings. The settings, each on a fresh model:
 
@@ -38,10 +38,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from helpers import engine  # noqa: E402
-from helpers.precision import make_scaler, native_bf16  # noqa: E402
-from helpers.recipes import get_recipe, make_optimizer  # noqa: E402
-from helpers.vit import ViT, get_config  # noqa: E402
+from helpers.model.vit import ViT, get_config  # noqa: E402
+from helpers.train import loop  # noqa: E402
+from helpers.train.precision import make_scaler, native_bf16  # noqa: E402
+from helpers.train.recipes import get_recipe, make_optimizer  # noqa: E402
 
 
 def settings(device: torch.device) -> list[tuple[str, bool]]:
@@ -79,9 +79,9 @@ def measure(
         progress=False,
     )
     start = time.perf_counter()
-    engine.train_one_epoch(model, [(images, labels)] * warmup, **options)  # waits for the GPU at its end
+    loop.train_one_epoch(model, [(images, labels)] * warmup, **options)  # waits for the GPU at its end
     first = time.perf_counter() - start
-    timed = engine.train_one_epoch(model, [(images, labels)] * steps, **options)
+    timed = loop.train_one_epoch(model, [(images, labels)] * steps, **options)
     return first, timed["images"] / timed["seconds"]
 
 

@@ -30,11 +30,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from helpers.datasets import CLASS_NAMES  # noqa: E402
-from helpers.inference import Predictor  # noqa: E402
-from helpers.precision import native_bf16, resolve_precision  # noqa: E402
-from helpers.transforms import build_eval_transform, eval_transform_spec  # noqa: E402
-from helpers.vit import ViT, count_parameters, get_config  # noqa: E402
+from helpers.data.datasets import CLASS_NAMES  # noqa: E402
+from helpers.data.transforms import build_eval_transform, eval_transform_spec  # noqa: E402
+from helpers.model.vit import ViT, count_parameters, get_config  # noqa: E402
+from helpers.serving.inference import Predictor  # noqa: E402
+from helpers.train.precision import native_bf16, resolve_precision  # noqa: E402
 
 
 def median_latencies_ms(predictors: list[Predictor], image: Path, runs: int, warmup: int) -> list[float]:

@@ -1,7 +1,7 @@
 """Linear probe: cached features versus a full forward pass through the frozen backbone every epoch.
 
 The source tutorial trains the new head of a frozen ViT-B/16 by running every image through all 12
-frozen blocks in every epoch. The backbone's output never changes, so ``helpers.engine.fit_linear_probe``
+frozen blocks in every epoch. The backbone's output never changes, so ``helpers.train.loop.fit_linear_probe``
 runs it once, caches the [class]-token features, and trains the head on them. Both train the same
 head on the same batches in the same order; this script times the two and checks that they agree.
 
@@ -22,12 +22,14 @@ from pathlib import Path
 
 import torch
 
-from helpers import course, engine, pretrained
-from helpers.datasets import create_dataloaders
-from helpers.recipes import get_recipe
-from helpers.toy import make_toy_dataset
-from helpers.transforms import pretrained_transforms
-from helpers.vit import ViT, get_config
+from helpers import course
+from helpers.data.datasets import create_dataloaders
+from helpers.data.toy import make_toy_dataset
+from helpers.data.transforms import pretrained_transforms
+from helpers.model import pretrained
+from helpers.model.vit import ViT, get_config
+from helpers.train import loop
+from helpers.train.recipes import get_recipe
 
 
 def main() -> None:
@@ -55,7 +57,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.data or make_toy_dataset(Path(tmp) / "toy", images_per_class=args.images_per_class)
-        engine.set_seed(0)
+        loop.set_seed(0)
         if args.model == "vit_b16":
             backbone = pretrained.load_pretrained_vit_b16(2, args.image_size, allow_random=True)
         else:
@@ -80,13 +82,13 @@ def main() -> None:
 
         full_model = copy.deepcopy(backbone)
         start = time.perf_counter()
-        full = engine.fit(full_model, train, val, recipe, test_loader=test, **settings)
+        full = loop.fit(full_model, train, val, recipe, test_loader=test, **settings)
         full_seconds = time.perf_counter() - start
 
         train, val, test, _ = make_loaders()
         probe_model = copy.deepcopy(backbone)
         start = time.perf_counter()
-        cached = engine.fit_linear_probe(probe_model, train, val, recipe, test_loader=test, **settings)
+        cached = loop.fit_linear_probe(probe_model, train, val, recipe, test_loader=test, **settings)
         cached_seconds = time.perf_counter() - start
 
     difference = (probe_model.head.weight - full_model.head.weight).abs().max().item()

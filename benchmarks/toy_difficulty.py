@@ -6,9 +6,9 @@
    (the toy fakes have their colour statistics matched to real crops).
 2. ``vit_tiny`` (64 px, patch 8) from scratch with AdamW and a warm-up + cosine schedule, using the
    course's scratch transforms (flips + translations) and the numbers of the "scratch" recipe
-   (``helpers.recipes``): test accuracy after every epoch, wall time and CPU time (on a busy
+   (``helpers.train.recipes``): test accuracy after every epoch, wall time and CPU time (on a busy
    machine CPU-seconds / cores is the better guide).
-The loop is written out here on purpose, so this check does not depend on helpers.engine.
+The loop is written out here on purpose, so this check does not depend on helpers.train.loop.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers.datasets import create_dataloaders, find_images
-from helpers.images import load_image_rgb
-from helpers.recipes import RECIPES
-from helpers.toy import make_toy_dataset
-from helpers.transforms import scratch_transforms
-from helpers.vit import ViT, count_parameters, get_config
+from helpers.data.datasets import create_dataloaders, find_images
+from helpers.data.images import load_image_rgb
+from helpers.data.toy import make_toy_dataset
+from helpers.data.transforms import scratch_transforms
+from helpers.model.vit import ViT, count_parameters, get_config
+from helpers.train.recipes import RECIPES
 
 RECIPE = RECIPES["scratch"]
 

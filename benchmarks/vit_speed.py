@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import vit_b_16
 
-from helpers.vit import ViT
+from helpers.model.vit import ViT
 
 
 def time_call(fn) -> tuple[float, float]:

@@ -119,7 +119,7 @@ def figures_dir() -> Path:
 def data_dir() -> Path:
     """Where datasets are generated or downloaded: ``home()/data``.
 
-    Lessons 03 to 06, through helpers.data.get_dataset.
+    Lessons 03 to 06, through helpers.data.sources.get_dataset.
     """
     return home() / "data"
 

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
-from helpers.datasets import CLASS_NAMES
-from helpers.inference import save_detector
-from helpers.transforms import eval_transform_spec
-from helpers.vit import ViT, get_config
+from helpers.data.datasets import CLASS_NAMES
+from helpers.data.transforms import eval_transform_spec
+from helpers.model.vit import ViT, get_config
+from helpers.serving.inference import save_detector
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import demo
-from helpers.inference import load_predictor
+from helpers.serving import demo
+from helpers.serving.inference import load_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("FAKEVIT_CHROMIUM", "/usr/bin/chromium")  # as tools/demo_screenshot.py

@@ -1,8 +1,8 @@
-"""Tests for helpers/checks.py, the checks of the your-turn cells (issue 14).
+"""Tests for helpers/lessons/checks.py, the checks of the your-turn cells (issue 14).
 
 Every check must accept right answers written in several ways, reject each mistake it claims to catch
 with that mistake's hint, and treat a stub as skipped. The wrong answers below are written as a learner
-would write them, not taken from the known-wrong versions inside helpers.checks: a mistake must be
+would write them, not taken from the known-wrong versions inside helpers.lessons.checks: a mistake must be
 recognised by what it computes, whatever the code looks like.
 """
 
@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import checks, mistakes
-from helpers.vit import MultiHeadSelfAttention, PatchEmbedding, TransformerEncoderBlock
+from helpers.lessons import checks, mistakes
+from helpers.model.vit import MultiHeadSelfAttention, PatchEmbedding, TransformerEncoderBlock
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -402,7 +402,7 @@ def test_every_known_mistake_is_far_from_the_tolerance(monkeypatch):
     assert min(gaps.values()) > 0.03, gaps
 
 
-# --- the references agree with helpers.vit and PyTorch ------------------------------------------
+# --- the references agree with helpers.model.vit and PyTorch ------------------------------------------
 
 
 def test_reference_patchify_is_what_the_patch_convolution_sees():

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from helpers import train
-from helpers.toy import make_toy_dataset
+from helpers.data.toy import make_toy_dataset
+from helpers.train import cli as train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "vit_tiny", "--image-size", "32", "--batch-size", "16", "--num-workers", "0"]
@@ -33,7 +33,9 @@ def run_command(args: list[str], *, patch: str = "", cwd: Path = ROOT) -> subpro
 
     ``patch``: Python lines run in that process before the command (to fake a full disk where no
     tmpfs can be mounted, or to skip the free-space check so that a run reaches the full disk)."""
-    module = {"train": "helpers.train", "data": "helpers.data", "app": "helpers.demo"}[args[0]]
+    module = {"train": "helpers.train.cli", "data": "helpers.data.sources", "app": "helpers.serving.demo"}[
+        args[0]
+    ]
     code = f"import sys\n{patch}\nfrom {module} import main\nsys.exit(main(sys.argv[1:]))\n"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
@@ -53,7 +55,7 @@ def assert_one_error_line(result: subprocess.CompletedProcess, status: int, *fra
 
 # Where no tmpfs can be mounted: the third weights file fails as safetensors fails on a full disk.
 FAKE_FULL_DISK = """
-import helpers.training_state
+import helpers.train.state
 from safetensors.torch import save_file as real_save_file
 calls = []
 def save_file(tensors, path, metadata=None):
@@ -61,7 +63,7 @@ def save_file(tensors, path, metadata=None):
     if len(calls) > 2:
         raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
     real_save_file(tensors, path, metadata=metadata)
-helpers.training_state.save_file = save_file
+helpers.train.state.save_file = save_file
 """
 
 
@@ -143,7 +145,7 @@ def test_too_little_free_space_is_refused_before_training(toy, tmp_path):
 def test_a_disk_that_fills_up_during_training_is_one_line_and_the_last_epoch_resumes(toy, tmp_path):
     """40 MB holds one epoch's training state of the 32-px vit_tiny (29 MB), not two."""
     disk = tmp_path / "disk"
-    skip_check = "import helpers.train\nhelpers.train.space_needed = lambda args: 0\n"
+    skip_check = "import helpers.train.cli\nhelpers.train.cli.space_needed = lambda args: 0\n"
     with tmpfs(disk, "40m") as mounted:
         patch = skip_check
         if not mounted:
@@ -220,7 +222,7 @@ def test_other_usage_errors_are_one_line_with_status_2(toy, tmp_path, capsys, ar
 )
 def test_every_kind_of_damaged_trainer_json_is_a_training_state_error(finished_run, tmp_path, damage):
     """What the subprocess tests above print as one line: each damage raises TrainingStateError."""
-    from helpers import training_state
+    from helpers.train import state as training_state
 
     run = copy_of(finished_run, tmp_path / "run")
     path = run / "training_state" / "trainer.json"
@@ -252,7 +254,7 @@ def test_helpers_data_failures_are_one_line(tmp_path, capsys):
     result = run_command(["data", "make-toy", "--out", str(tmp_path / "a_file" / "toy")])
     assert_one_error_line(result, 1, str(tmp_path / "a_file"))
     # the same command line in this process: a usage error and a bad value
-    from helpers import data
+    from helpers.data import sources as data
 
     with pytest.raises(SystemExit) as exit_info:
         data.main(["figures", "--data", str(tmp_path / "nowhere")])
@@ -279,7 +281,7 @@ def test_app_with_a_damaged_detector_is_one_line(finished_run, tmp_path):
 def test_atomic_write_reports_a_full_disk_as_enospc_naming_the_file(tmp_path):
     import errno
 
-    from helpers import files
+    from helpers import _files as files
 
     def safetensors_on_a_full_disk(path):
         path.write_bytes(b"half")

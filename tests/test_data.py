@@ -1,12 +1,12 @@
-"""helpers.data: datasets by name, and the `python -m helpers.data` command line."""
+"""helpers.data.sources: datasets by name, and the `python -m helpers.data` command line."""
 
 from __future__ import annotations
 
 import pytest
 
-from helpers import data
-from helpers.data import get_dataset
-from helpers.datasets import find_images
+from helpers.data import sources as data
+from helpers.data.datasets import find_images
+from helpers.data.sources import get_dataset
 
 
 def test_get_dataset_makes_the_toy_set_once_and_knows_its_names(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""helpers.data_plots: the mean spectrum shows a period-2 pattern; the figures command draws both figures."""
+"""helpers.data.plots: the mean spectrum shows a period-2 pattern; the figures command draws both figures."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import data
-from helpers.data_plots import mean_log_spectrum, nyquist_peak
-from helpers.toy import make_toy_dataset
+from helpers.data import sources as data
+from helpers.data.plots import mean_log_spectrum, nyquist_peak
+from helpers.data.toy import make_toy_dataset
 
 
 def test_mean_log_spectrum_shows_a_checkerboard_at_the_nyquist_frequency():

@@ -1,4 +1,4 @@
-"""helpers.datasets: indexing a folder, the Dataset, stratified splits, DataLoaders, smaller splits."""
+"""helpers.data.datasets: indexing a folder, the Dataset, stratified splits, DataLoaders, smaller splits."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import datasets
-from helpers.datasets import (
+from helpers.data import datasets
+from helpers.data.datasets import (
     CLASS_NAMES,
     ImageFolderDataset,
     create_dataloaders,
@@ -19,7 +19,7 @@ from helpers.datasets import (
     first_per_class,
     stratified_split,
 )
-from helpers.transforms import scratch_transforms
+from helpers.data.transforms import scratch_transforms
 
 
 def test_find_images_skips_undecodable_files_with_one_warning(

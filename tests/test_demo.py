@@ -1,5 +1,5 @@
-"""The web demo (helpers/demo.py, app/app.py): every kind of upload, bad uploads, the CLI's errors,
-and the real server (helpers.demo_server) answering gradio_client on a loopback port."""
+"""The web demo (helpers/serving/demo.py, app/app.py): every kind of upload, bad uploads, the CLI's errors,
+and the real server (helpers.serving.demo_server) answering gradio_client on a loopback port."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import demo
-from helpers.demo_server import running_demo
-from helpers.images import ImageLoadError
-from helpers.inference import load_predictor
-from helpers.toy import make_toy_dataset
-from helpers.transforms import IMAGENET_MEAN, IMAGENET_STD
+from helpers.data.images import ImageLoadError
+from helpers.data.toy import make_toy_dataset
+from helpers.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from helpers.serving import demo
+from helpers.serving.demo_server import running_demo
+from helpers.serving.inference import load_predictor
 
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
@@ -266,7 +266,7 @@ def test_launch_demo_serves_with_the_upload_cap_and_returns_the_page_to_close(
     detector, monkeypatch, tmp_path
 ):
     """What lesson 06 calls: the server runs in the background, caps uploads, and stops on close()."""
-    from helpers.demo_server import free_port
+    from helpers.serving.demo_server import free_port
 
     httpx = pytest.importorskip("httpx")
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))

@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from helpers import demo
-from helpers.demo_server import running_demo
-from helpers.images import ImageLoadError
-from helpers.inference import DetectorError, load_predictor
+from helpers.data.images import ImageLoadError
+from helpers.serving import demo
+from helpers.serving.demo_server import running_demo
+from helpers.serving.inference import DetectorError, load_predictor
 
 gr = pytest.importorskip("gradio")
 httpx = pytest.importorskip("httpx")

@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from helpers.inference import DetectorError, check_transform_spec, load_predictor
-from helpers.vit import PRESETS, ViT, ViTConfig, count_parameters, get_config
-from helpers.vit_limits import MAX_PARAMETERS
+from helpers.model.limits import MAX_PARAMETERS
+from helpers.model.vit import PRESETS, ViT, ViTConfig, count_parameters, get_config
+from helpers.serving.inference import DetectorError, check_transform_spec, load_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -224,7 +224,7 @@ def test_a_damaged_weights_file_names_the_file(detector, tmp_path, damage):
 
 LOAD_AND_MEASURE = """
 import resource, sys
-from helpers.inference import DetectorError, load_predictor
+from helpers.serving.inference import DetectorError, load_predictor
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)  # peak memory after the imports, MB
 try:
     load_predictor(sys.argv[1])

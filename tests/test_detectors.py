@@ -1,4 +1,4 @@
-"""helpers.detectors: lessons 05 and 06 find a detector before touching data, or make one and say so."""
+"""helpers.lessons.detectors: lessons 05 and 06 find a detector before touching data, or make one and say so."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ import json
 
 import pytest
 
-from helpers import course, data, datasets, detectors, inference, pretrained, transforms
-from helpers.datasets import CLASS_NAMES
+from helpers import course
+from helpers.data import datasets, transforms
+from helpers.data import sources as data
+from helpers.data.datasets import CLASS_NAMES
+from helpers.lessons import detectors
+from helpers.model import pretrained
+from helpers.serving import inference
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""helpers.distributed.rank_zero_first: process 0 first, the others after it, and released when it fails.
+"""helpers.train.distributed.rank_zero_first: process 0 first, the others after it, and released when it fails.
 
 Threads stand in for processes where only the order matters; one test runs two real gloo processes,
 so the broadcast that torchrun's processes use is the one under test.
@@ -14,8 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from helpers import distributed
-from helpers.distributed import RankZeroFailed, rank_zero_first
+from helpers.train import distributed
+from helpers.train.distributed import RankZeroFailed, rank_zero_first
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ TWO_GLOO_PROCESSES = """
 import json, os, sys, time
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from helpers.distributed import RankZeroFailed, rank_zero_first
+from helpers.train.distributed import RankZeroFailed, rank_zero_first
 
 def slow_on_zero(rank):
     entered = time.monotonic()
@@ -122,7 +122,7 @@ if __name__ == "__main__":
 def test_two_gloo_processes_wait_for_process_0_and_learn_of_its_failure(tmp_path):
     """Process 1 starts only after process 0 has finished; when process 0 fails, process 1 does not
     try at all and raises RankZeroFailed naming process 0's error."""
-    from helpers.demo_server import free_port
+    from helpers.serving.demo_server import free_port
 
     script = tmp_path / "two_processes.py"
     script.write_text(TWO_GLOO_PROCESSES)

@@ -23,14 +23,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import data, demo, train, vit
-from helpers.datasets import CLASS_NAMES
-from helpers.image_cache import ImageCache
-from helpers.toy import make_toy_dataset
+from helpers.data import sources as data
+from helpers.data.cache import ImageCache
+from helpers.data.datasets import CLASS_NAMES
+from helpers.data.toy import make_toy_dataset
+from helpers.model import vit
+from helpers.serving import demo
+from helpers.train import cli as train
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["README.md", "app/README.md", "data/README.md", "docs/workshop.md"]
-DOCSTRINGS = ["helpers/train.py", "helpers/data.py", "helpers/demo.py"]  # each module's docstring
+DOCSTRINGS = [
+    "helpers/train/cli.py",
+    "helpers/data/sources.py",
+    "helpers/serving/demo.py",
+]  # each module's docstring
 COMMAND = re.compile(r"(?:\.venv/bin/)?(python (?:-m helpers\.\w+|app/app\.py)|torchrun)\b[^`\n#]*")
 
 # Every documented command that this test runs ...
@@ -141,7 +148,7 @@ class Launched(Exception):
 def run(command: str, monkeypatch) -> dict:
     """Run ``command`` in this process with the tiny overrides; return what it did."""
     words = shlex.split(command)
-    if words[:3] == ["python", "-m", "helpers.train"]:
+    if words[:3] == ["python", "-m", "helpers.train.cli"]:
         argv = words[3:]
         if "--help" in argv:
             with pytest.raises(SystemExit) as exit_info:
@@ -152,7 +159,7 @@ def run(command: str, monkeypatch) -> dict:
         if argv[argv.index("--data") + 1] == "data/fake_or_real":  # downloaded first, as the README says
             assert data.main(["download", "--out", "data/fake_or_real"]) == 0
         return {"status": train.main([*argv, *TINY_TRAINING]), "out": Path(argv[argv.index("--out") + 1])}
-    if words[:3] == ["python", "-m", "helpers.data"]:
+    if words[:3] == ["python", "-m", "helpers.data.sources"]:
         argv = words[3:]
         if argv[0] == "make-toy":
             argv += ["--images-per-class", "6", "--image-size", "32"]
@@ -174,13 +181,13 @@ def run(command: str, monkeypatch) -> dict:
 @pytest.mark.parametrize("command", RUN)
 def test_every_documented_command_runs(command, checkout, monkeypatch, capsys):
     result = run(command, monkeypatch)
-    if "helpers.train" in command:
+    if "helpers.train.cli" in command:
         assert result["status"] == 0, capsys.readouterr().err
         if "--help" in command:
             assert "--precision {auto,bf16,fp16,fp32}" in capsys.readouterr().out
         else:
             assert (result["out"] / "detector" / "model.safetensors").is_file()
-    elif "helpers.data" in command:
+    elif "helpers.data.sources" in command:
         assert result["status"] == 0, capsys.readouterr().err
         if "download" in command:
             assert (checkout / "data" / "fake_or_real" / "train" / "fake_images").is_dir()

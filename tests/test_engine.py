@@ -1,4 +1,4 @@
-"""helpers.engine: fit learns, keeps the best weights, repeats itself exactly; the linear probe on
+"""helpers.train.loop: fit learns, keeps the best weights, repeats itself exactly; the linear probe on
 cached features trains the same head as full forward passes."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import copy
 import pytest
 import torch
 
-from helpers import engine
-from helpers.recipes import get_recipe
+from helpers.train import loop
+from helpers.train.recipes import get_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -23,9 +23,7 @@ def without_timings(history: list[dict]) -> list[dict]:
 
 def test_fit_learns_restores_best_weights_and_is_repeatable(synthetic_loaders, tiny_vit):
     train, val, test = synthetic_loaders()
-    result = engine.fit(
-        tiny_vit(), train, val, RECIPE, device="cpu", test_loader=test, seed=7, progress=False
-    )
+    result = loop.fit(tiny_vit(), train, val, RECIPE, device="cpu", test_loader=test, seed=7, progress=False)
     history = result["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert list(history[0]) == [
@@ -52,7 +50,7 @@ def test_fit_learns_restores_best_weights_and_is_repeatable(synthetic_loaders, t
     assert history[-1]["lr"] == pytest.approx(0.0)  # the cosine ends at 0
 
     train, val, test = synthetic_loaders()
-    again = engine.fit(tiny_vit(), train, val, RECIPE, device="cpu", test_loader=test, seed=7, progress=False)
+    again = loop.fit(tiny_vit(), train, val, RECIPE, device="cpu", test_loader=test, seed=7, progress=False)
     assert without_timings(again["history"]) == without_timings(history)
     assert again["test"] == result["test"]
 
@@ -63,11 +61,11 @@ def test_train_one_epoch_clips_the_gradient_norm(synthetic_loaders, tiny_vit):
     train, _, _ = synthetic_loaders(batch_size=64)  # one batch
     model = tiny_vit()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # a step that changes nothing
-    engine.train_one_epoch(
+    loop.train_one_epoch(
         model, train, optimizer=optimizer, loss_fn=torch.nn.CrossEntropyLoss(), device="cpu", progress=False
     )
     free = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).norm()
-    engine.train_one_epoch(
+    loop.train_one_epoch(
         model,
         train,
         optimizer=optimizer,
@@ -89,10 +87,10 @@ def test_cached_feature_probe_trains_the_same_head_as_full_forward_passes(synthe
 
     full_model.requires_grad_(False)
     full_model.head.requires_grad_(True)  # the tutorial's way: frozen backbone run on every batch
-    full = engine.fit(full_model, train, val, recipe, test_loader=test, **settings)
+    full = loop.fit(full_model, train, val, recipe, test_loader=test, **settings)
 
     train, val, test = synthetic_loaders()
-    probe = engine.fit_linear_probe(probe_model, train, val, recipe, test_loader=test, **settings)
+    probe = loop.fit_linear_probe(probe_model, train, val, recipe, test_loader=test, **settings)
 
     torch.testing.assert_close(probe_model.head.weight, full_model.head.weight, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(probe_model.head.bias, full_model.head.bias, atol=1e-5, rtol=1e-4)
@@ -108,8 +106,8 @@ def test_cached_feature_probe_trains_the_same_head_as_full_forward_passes(synthe
 def test_fit_refuses_fp16_on_a_cpu_and_resume_without_a_folder(synthetic_loaders, tiny_vit):
     train, val, _ = synthetic_loaders()
     with pytest.raises(ValueError, match="fp16.*needs a CUDA GPU"):
-        engine.fit(tiny_vit(), train, val, RECIPE, device="cpu", precision="fp16", progress=False)
+        loop.fit(tiny_vit(), train, val, RECIPE, device="cpu", precision="fp16", progress=False)
     with pytest.raises(ValueError, match="precision must be one of"):
-        engine.fit(tiny_vit(), train, val, RECIPE, device="cpu", precision="fp64", progress=False)
+        loop.fit(tiny_vit(), train, val, RECIPE, device="cpu", precision="fp64", progress=False)
     with pytest.raises(ValueError, match="resume=True needs the out_dir"):
-        engine.fit(tiny_vit(), train, val, RECIPE, device="cpu", resume=True, progress=False)
+        loop.fit(tiny_vit(), train, val, RECIPE, device="cpu", resume=True, progress=False)

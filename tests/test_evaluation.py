@@ -1,4 +1,4 @@
-"""helpers.evaluation: metrics against counts done by hand, predictions and losses over a loader."""
+"""helpers.train.evaluation: metrics against counts done by hand, predictions and losses over a loader."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from helpers.evaluation import compute_metrics, evaluate, predict_loader
+from helpers.train.evaluation import compute_metrics, evaluate, predict_loader
 
 
 def binary_probs(p_fake: list[float]) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""helpers.fake_or_real: download, extraction, the prepared copy and its one-file form, without the network.
+"""helpers.data.fake_or_real: download, extraction, the prepared copy and its one-file form, without the network.
 
 ``hf_hub_download`` is replaced by a function returning a small zip built here, stored the way the
 Hugging Face cache stores files (a link in ``snapshots/`` to a blob), in a cache folder of the test's own.
@@ -19,13 +19,15 @@ import pytest
 from huggingface_hub import constants
 from PIL import Image
 
-from helpers import archives, data, fake_or_real, files
-from helpers.datasets import CLASS_NAMES, ImageFolderDataset, find_images
-from helpers.fake_or_real import download_fake_or_real, make_resized_copy, prepared_name
-from helpers.files import DiskSpaceError
-from helpers.image_cache import ImageCache, resize_for_cache
-from helpers.images import load_image_rgb
-from helpers.transforms import pretrained_transforms, scratch_transforms
+from helpers import _files as files
+from helpers._files import DiskSpaceError
+from helpers.data import archives, fake_or_real
+from helpers.data import sources as data
+from helpers.data.cache import ImageCache, resize_for_cache
+from helpers.data.datasets import CLASS_NAMES, ImageFolderDataset, find_images
+from helpers.data.fake_or_real import download_fake_or_real, make_resized_copy, prepared_name
+from helpers.data.images import load_image_rgb
+from helpers.data.transforms import pretrained_transforms, scratch_transforms
 
 
 def _noise_jpeg(rng: np.random.Generator, width: int = 60, height: int = 40) -> bytes:

@@ -1,4 +1,4 @@
-"""helpers.files: a failed write leaves the old file; a folder appears complete or not at all."""
+"""helpers._files: a failed write leaves the old file; a folder appears complete or not at all."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from helpers import files
+from helpers import _files as files
 
 
 def test_atomic_write_replaces_the_file_only_when_the_write_finished(tmp_path):

@@ -1,4 +1,4 @@
-"""helpers.image_cache: decoded once, read as the same pixels the decoded path gives."""
+"""helpers.data.cache: decoded once, read as the same pixels the decoded path gives."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms as T1
 
-from helpers import data
-from helpers.datasets import CLASS_NAMES, ImageFolderDataset, create_dataloaders, find_images
-from helpers.image_cache import CACHE_FOLDER, PIXELS_FILE, ImageCache, build_image_cache
-from helpers.transforms import IMAGENET_STD, pretrained_transforms, scratch_transforms
+from helpers.data import sources as data
+from helpers.data.cache import CACHE_FOLDER, PIXELS_FILE, ImageCache, build_image_cache
+from helpers.data.datasets import CLASS_NAMES, ImageFolderDataset, create_dataloaders, find_images
+from helpers.data.transforms import IMAGENET_STD, pretrained_transforms, scratch_transforms
 
 
 @pytest.fixture
@@ -168,6 +168,6 @@ def test_cache_is_read_without_decoding(mixed_folder, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("a cached image must not be decoded")
 
-    monkeypatch.setattr("helpers.datasets.load_image_rgb", no_decoding)
+    monkeypatch.setattr("helpers.data.datasets.load_image_rgb", no_decoding)
     assert all(dataset[i][0].shape == (3, 20, 20) for i in range(len(dataset)))
     assert np.isfinite(torch.stack([dataset[i][0] for i in range(len(dataset))]).numpy()).all()

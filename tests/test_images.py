@@ -1,4 +1,4 @@
-"""helpers.images: every kind of image file becomes RGB; every bad one raises ImageLoadError naming it."""
+"""helpers.data.images: every kind of image file becomes RGB; every bad one raises ImageLoadError naming it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.images import ImageLoadError, check_pixel_limit, list_image_files, load_image_rgb
+from helpers.data.images import ImageLoadError, check_pixel_limit, list_image_files, load_image_rgb
 
 
 def _encoded(image: Image.Image, format: str) -> bytes:

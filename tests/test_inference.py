@@ -1,4 +1,4 @@
-"""helpers.inference: a detector exported to safetensors + JSON loads back and predicts the same."""
+"""helpers.serving.inference: a detector exported to safetensors + JSON loads back and predicts the same."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from helpers.inference import DetectorError, load_predictor, save_detector
-from helpers.transforms import eval_transform_spec
-from helpers.vit import get_config
+from helpers.data.transforms import eval_transform_spec
+from helpers.model.vit import get_config
+from helpers.serving.inference import DetectorError, load_predictor, save_detector
 
 CLASSES = ["fake_images", "real_images"]
 

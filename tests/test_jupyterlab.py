@@ -96,10 +96,10 @@ def test_blank_and_rich_stderr_are_reported_too(tmp_path):
 
 
 def test_the_skipped_files_warning_is_allowed_but_not_what_follows_it(tmp_path, image_folder):
-    """The allow-list's one entry, against the warning helpers.datasets really writes."""
+    """The allow-list's one entry, against the warning helpers.data.datasets really writes."""
     import warnings
 
-    from helpers import datasets
+    from helpers.data import datasets
 
     root = image_folder(tmp_path / "images", {"fake_images": 2, "real_images": 2})
     (root / "real_images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n and then nothing")
@@ -110,9 +110,7 @@ def test_the_skipped_files_warning_is_allowed_but_not_what_follows_it(tmp_path, 
     # as the kernel shows it: the file of the calling cell, the message, the calling line
     shown = warnings.formatwarning(warning.message, warning.category, "/tmp/ipykernel_1/2.py", 3, "x = 1")
     assert "broken.png" in shown
-    resizing = (
-        "/x/helpers/fake_or_real.py:224: UserWarning: Skipped 1 undecodable file(s):\n  a.jpg: truncated\n"
-    )
+    resizing = "/x/helpers/data/fake_or_real.py:224: UserWarning: Skipped 1 undecodable file(s):\n  a.jpg: truncated\n"
     allowed = executed_notebook(
         tmp_path / "allowed.ipynb", [stream("stderr", shown)], [stream("stderr", resizing)]
     )

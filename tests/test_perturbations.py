@@ -1,4 +1,4 @@
-"""helpers.perturbations: JPEG and resizing keep the size and remove what lesson 05 says they remove."""
+"""helpers.data.perturbations: JPEG and resizing keep the size and remove what lesson 05 says they remove."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.perturbations import down_up, jpeg, shrink
+from helpers.data.perturbations import down_up, jpeg, shrink
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Precision chosen by the machine (issues 11 and 15): helpers.precision.resolve_precision for training and
+"""Precision chosen by the machine (issues 11 and 15): helpers.train.precision.resolve_precision for training and
 inference, TF32, and the predictor's auto precision agreeing with fp32 on the toy test split."""
 
 from __future__ import annotations
@@ -9,13 +9,15 @@ from types import MappingProxyType
 import pytest
 import torch
 
-from helpers import engine, train, transforms
-from helpers.datasets import create_dataloaders
-from helpers.inference import load_predictor, save_detector
-from helpers.precision import allow_tf32, native_bf16, resolve_precision
-from helpers.recipes import get_recipe
-from helpers.toy import make_toy_dataset
-from helpers.vit import ViT, get_config
+from helpers.data import transforms
+from helpers.data.datasets import create_dataloaders
+from helpers.data.toy import make_toy_dataset
+from helpers.model.vit import ViT, get_config
+from helpers.serving.inference import load_predictor, save_detector
+from helpers.train import cli as train
+from helpers.train import loop
+from helpers.train.precision import allow_tf32, native_bf16, resolve_precision
+from helpers.train.recipes import get_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -105,7 +107,7 @@ def test_the_cli_resolves_auto_before_training(easy_folder, cpu_with):
 def test_fit_takes_auto(synthetic_loaders, tiny_vit, tmp_path):
     train_loader, val_loader, _ = synthetic_loaders()
     recipe = get_recipe("scratch", epochs=1)
-    engine.fit(tiny_vit(), train_loader, val_loader, recipe, device="cpu", precision="auto", out_dir=tmp_path)
+    loop.fit(tiny_vit(), train_loader, val_loader, recipe, device="cpu", precision="auto", out_dir=tmp_path)
     saved = json.loads((tmp_path / "training_state" / "trainer.json").read_text())
     assert saved["settings"]["precision"] == "fp32"  # what ran, not "auto"
 
@@ -126,7 +128,7 @@ def toy_run(tmp_path_factory):
     torch.manual_seed(0)
     model = ViT(get_config("vit_tiny", image_size=32, depth=2, dim=64, heads=2, mlp_dim=128, num_classes=2))
     recipe = get_recipe("scratch", epochs=10, lr=3e-3, warmup_epochs=1)
-    engine.fit(model, train_loader, val_loader, recipe, device="cpu", progress=False)
+    loop.fit(model, train_loader, val_loader, recipe, device="cpu", progress=False)
     detector = save_detector(
         model, root / "detector", classes, transforms.eval_transform_spec(32, pretrained=False), "vit_tiny"
     )

@@ -1,4 +1,4 @@
-"""helpers.pretrained: torchvision's ViT-B/16 weights load offline from the hub cache; without them,
+"""helpers.model.pretrained: torchvision's ViT-B/16 weights load offline from the hub cache; without them,
 a clear error or a loudly announced random start."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import urllib.error
 import pytest
 import torch
 
-from helpers import pretrained
+from helpers.model import pretrained
 
 
 @pytest.fixture

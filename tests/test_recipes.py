@@ -1,4 +1,4 @@
-"""helpers.recipes: the named recipes, their checks, parameter groups, optimisers and schedules."""
+"""helpers.train.recipes: the named recipes, their checks, parameter groups, optimisers and schedules."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from helpers import recipes
-from helpers.pretrained import freeze_for_recipe
-from helpers.recipes import RECIPES, Recipe, get_recipe
+from helpers.model.pretrained import freeze_for_recipe
+from helpers.train import recipes
+from helpers.train.recipes import RECIPES, Recipe, get_recipe
 
 
 def test_the_named_recipes():

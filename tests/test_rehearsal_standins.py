@@ -20,7 +20,8 @@ from huggingface_hub import constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 from PIL import Image, ImageOps
 
-from helpers import datasets, fake_or_real, pretrained
+from helpers.data import datasets, fake_or_real
+from helpers.model import pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))

@@ -1,4 +1,4 @@
-"""helpers.toy: the toy set is balanced, repeatable, reused when complete, and only its fingerprint
+"""helpers.data.toy: the toy set is balanced, repeatable, reused when complete, and only its fingerprint
 (not its colours) tells the classes apart."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import toy
-from helpers.datasets import CLASS_NAMES, find_images
-from helpers.toy import make_toy_dataset
+from helpers.data import toy
+from helpers.data.datasets import CLASS_NAMES, find_images
+from helpers.data.toy import make_toy_dataset
 
 
 def _all_files(folder: Path) -> dict[str, bytes]:

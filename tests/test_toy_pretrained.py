@@ -1,4 +1,4 @@
-"""helpers.toy_pretrained: lesson 04's source model is repeatable, cached in the home and reused."""
+"""helpers.lessons.toy_pretrained: lesson 04's source model is repeatable, cached in the home and reused."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import toy_pretrained
-from helpers.toy import make_toy_dataset
+from helpers.data.toy import make_toy_dataset
+from helpers.lessons import toy_pretrained
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_the_source_model_is_cached_in_the_home_and_reused(tiny_toy, tmp_path, m
         return real_pretrain(tiny_toy, recipe, **options)
 
     monkeypatch.setattr(toy_pretrained, "pretrain_source_model", pretrain_on_the_tiny_set)
-    monkeypatch.setattr("helpers.data.get_dataset", lambda name, root=None, **kw: tiny_toy)
+    monkeypatch.setattr("helpers.data.sources.get_dataset", lambda name, root=None, **kw: tiny_toy)
     home = tmp_path / "home"
 
     made, info = toy_pretrained.load_source_model(epochs=1, home=home)

@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from helpers import distributed, pretrained, train
-from helpers.datasets import CLASS_NAMES
-from helpers.inference import load_predictor
-from helpers.recipes import RECIPES
-from helpers.toy import make_toy_dataset
-from helpers.vit import ViT
+from helpers.data.datasets import CLASS_NAMES
+from helpers.data.toy import make_toy_dataset
+from helpers.model import pretrained
+from helpers.model.vit import ViT
+from helpers.serving.inference import load_predictor
+from helpers.train import cli as train
+from helpers.train import distributed
+from helpers.train.recipes import RECIPES
 
 ROOT = Path(__file__).resolve().parents[1]
 RATES = ("accuracy", "precision", "recall", "f1", "auroc")
@@ -208,7 +210,7 @@ def test_two_processes_under_torchrun_match_one_process(easy_folder, tmp_path):
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "helpers.train",
+        "helpers.train.cli",
         *tiny_run(easy_folder, ddp, "--batch-size", "8", "--device", "cpu"),
     ]
     # A session of its own, so that on a timeout the launcher AND its workers are killed: a worker
@@ -243,7 +245,7 @@ def test_two_processes_under_torchrun_match_one_process(easy_folder, tmp_path):
 
 
 def test_process_0_goes_first_for_the_data_and_for_the_weights(easy_folder, tmp_path, monkeypatch):
-    """Under torchrun both fetches go through helpers.distributed.rank_zero_first (one process here)."""
+    """Under torchrun both fetches go through helpers.train.distributed.rank_zero_first (one process here)."""
     prepared, real = [], distributed.rank_zero_first
 
     def spy(prepare, **kwargs):

@@ -1,4 +1,4 @@
-"""helpers.training_state through fit: files named by epoch, nothing unpickled, and a kill at any
+"""helpers.train.state through fit: files named by epoch, nothing unpickled, and a kill at any
 moment (mid-epoch, or at any step of a save) resumes to exactly the numbers of an uninterrupted run."""
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from helpers import engine, files, training_state
-from helpers.recipes import get_recipe
+from helpers import _files as files
+from helpers.train import loop
+from helpers.train import state as training_state
+from helpers.train.recipes import get_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -57,14 +59,12 @@ def test_resume_after_a_kill_mid_epoch_gives_exactly_the_uninterrupted_run(
     train, val, test = synthetic_loaders(generator=generator)
     straight_model = tiny_vit()
     settings = dict(device="cpu", test_loader=test, seed=7, progress=False)
-    straight = engine.fit(straight_model, train, val, RECIPE, **settings)
+    straight = loop.fit(straight_model, train, val, RECIPE, **settings)
 
     # Killed in the middle of epoch 3 (4 batches per epoch): epochs 1-2 are saved.
     train, val, test = synthetic_loaders(generator=generator)
     with pytest.raises(KeyboardInterrupt):
-        engine.fit(
-            tiny_vit(), KilledAfter(train, batches=2 * 4 + 2), val, RECIPE, out_dir=tmp_path, **settings
-        )
+        loop.fit(tiny_vit(), KilledAfter(train, batches=2 * 4 + 2), val, RECIPE, out_dir=tmp_path, **settings)
     folder = tmp_path / "training_state"
     trainer = json.loads((folder / "trainer.json").read_text())
     assert trainer["epoch"] == 2 and trainer["settings"]["recipe"] == RECIPE.to_dict()
@@ -85,7 +85,7 @@ def test_resume_after_a_kill_mid_epoch_gives_exactly_the_uninterrupted_run(
     # Resume into a model with other initial weights: they are replaced by the saved ones.
     train, val, test = synthetic_loaders(generator=generator)
     resumed_model = tiny_vit(seed=123)
-    resumed = engine.fit(resumed_model, train, val, RECIPE, out_dir=tmp_path, resume=True, **settings)
+    resumed = loop.fit(resumed_model, train, val, RECIPE, out_dir=tmp_path, resume=True, **settings)
     assert_same_run(resumed, straight)
     for key, value in straight_model.state_dict().items():
         assert torch.equal(resumed_model.state_dict()[key], value), key
@@ -95,10 +95,10 @@ def test_resume_after_a_kill_mid_epoch_gives_exactly_the_uninterrupted_run(
 def test_resume_with_other_settings_is_refused_naming_each_difference(tmp_path, synthetic_loaders, tiny_vit):
     train, val, _ = synthetic_loaders()
     one_epoch = get_recipe("scratch", epochs=1, lr=3e-3)
-    engine.fit(tiny_vit(), train, val, one_epoch, device="cpu", out_dir=tmp_path, progress=False)
+    loop.fit(tiny_vit(), train, val, one_epoch, device="cpu", out_dir=tmp_path, progress=False)
     other = get_recipe("scratch", epochs=1, lr=1e-3)
     with pytest.raises(training_state.TrainingStateError) as error:
-        engine.fit(tiny_vit(), train, val, other, device="cpu", out_dir=tmp_path, resume=True, seed=5)
+        loop.fit(tiny_vit(), train, val, other, device="cpu", out_dir=tmp_path, resume=True, seed=5)
     message = str(error.value)
     assert "recipe.lr: saved 0.003, now 0.001" in message and "seed: saved 42, now 5" in message
     assert "recipe.epochs" not in message  # only what differs is named
@@ -180,7 +180,7 @@ def test_a_kill_at_any_step_of_a_save_resumes_to_the_uninterrupted_numbers(tmp_p
     recipe = get_recipe("scratch", epochs=3, lr=1e-4, warmup_epochs=0)
     model, train, val, test = small_problem(synthetic_loaders)
     settings = dict(device="cpu", test_loader=test, seed=7, progress=False)
-    straight = engine.fit(model, train, val, recipe, **settings)
+    straight = loop.fit(model, train, val, recipe, **settings)
     straight_weights = {k: v.clone() for k, v in model.state_dict().items()}
     history = straight["history"]
     assert history[1]["val_accuracy"] > history[0]["val_accuracy"], "epoch 2 must be a new best"
@@ -192,7 +192,7 @@ def test_a_kill_at_any_step_of_a_save_resumes_to_the_uninterrupted_numbers(tmp_p
             switch = KillSwitch(monkeypatch, at)
             model, train, val, test = small_problem(synthetic_loaders)
             try:
-                engine.fit(model, train, val, recipe, out_dir=out, **settings)
+                loop.fit(model, train, val, recipe, out_dir=out, **settings)
             except Kill:
                 pass
             else:  # the save had fewer steps than `at`: every step has been killed once
@@ -201,7 +201,7 @@ def test_a_kill_at_any_step_of_a_save_resumes_to_the_uninterrupted_numbers(tmp_p
         trainer = json.loads((out / "training_state" / "trainer.json").read_text())
         assert trainer["epoch"] in (1, 2), at  # the last completed epoch, or the one being saved
         model, train, val, test = small_problem(synthetic_loaders)
-        resumed = engine.fit(model, train, val, recipe, out_dir=out, resume=True, **settings)
+        resumed = loop.fit(model, train, val, recipe, out_dir=out, resume=True, **settings)
         assert_same_run(resumed, straight)
         for key, value in straight_weights.items():
             assert torch.equal(model.state_dict()[key], value), (at, key)

@@ -1,4 +1,4 @@
-"""helpers.transforms: the pretrained eval transform is torchvision's; the scratch one never resamples."""
+"""helpers.data.transforms: the pretrained eval transform is torchvision's; the scratch one never resamples."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.transforms import (
+from helpers.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     build_eval_transform,

@@ -1,4 +1,4 @@
-"""Tests for helpers/vit.py: sizes, agreement with torchvision and PyTorch's own layers, errors, training.
+"""Tests for helpers/model/vit.py: sizes, agreement with torchvision and PyTorch's own layers, errors, training.
 
 ViT-B/16 is built only a few times (module-scoped fixtures) and run on small batches, so the whole
 file takes well under a minute on a 2-core CPU.
@@ -12,7 +12,7 @@ from torch import nn
 from torchvision.models import vit_b_16
 from torchvision.models.vision_transformer import VisionTransformer, interpolate_embeddings
 
-from helpers.vit import (
+from helpers.model.vit import (
     PRESETS,
     MultiHeadSelfAttention,
     PatchEmbedding,

@@ -1,4 +1,4 @@
-"""Tests for helpers/vit_figure.py: the architecture figure names what helpers.vit really has."""
+"""Tests for helpers/model/figure.py: the architecture figure names what helpers.model.vit really has."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from helpers import vit_figure
-from helpers.vit import ViT, get_config
+from helpers.model import figure as vit_figure
+from helpers.model.vit import ViT, get_config
 
 
 def figure_text(fig) -> str:

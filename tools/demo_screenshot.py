@@ -77,12 +77,12 @@ def classify_in_browser(
 
 def main(argv: Sequence[str] | None = None) -> None:
     from helpers import course
-    from helpers.datasets import CLASS_NAMES
-    from helpers.demo_server import running_demo
-    from helpers.inference import save_detector
-    from helpers.toy import make_toy_dataset
-    from helpers.transforms import eval_transform_spec
-    from helpers.vit import ViT, get_config
+    from helpers.data.datasets import CLASS_NAMES
+    from helpers.data.toy import make_toy_dataset
+    from helpers.data.transforms import eval_transform_spec
+    from helpers.model.vit import ViT, get_config
+    from helpers.serving.demo_server import running_demo
+    from helpers.serving.inference import save_detector
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detector", type=Path, default=None, help="default: build/detector if it exists")

@@ -27,7 +27,7 @@ from pathlib import Path
 ALLOWED: list[tuple[str, str]] = [
     (
         r"^.*UserWarning: Skipped \d+ undecodable file\(s\).*\n(?:[ \t]+.*\n?)*",
-        "helpers.datasets (indexing) and helpers.fake_or_real (the resized copy) skip a corrupt image with "
+        "helpers.data.datasets (indexing) and helpers.data.fake_or_real (the resized copy) skip a corrupt image with "
         "one warning naming it, instead of crashing mid-epoch; the real dataset may hold one (the "
         "warning's indented lines list the files)",
     ),

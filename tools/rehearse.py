@@ -54,7 +54,7 @@ from rehearsal.standins import (
     write_standin_vit_b16_weights,
 )
 
-from helpers.pretrained import sha256_prefix
+from helpers.model.pretrained import sha256_prefix
 
 ROOT = runtime.ROOT
 NOTEBOOKS = ROOT / "notebooks"

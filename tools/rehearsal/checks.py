@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STANDIN_WEIGHTS_ANNOUNCEMENT = "NOT THE PUBLISHED WEIGHTS"  # what helpers.pretrained prints
+STANDIN_WEIGHTS_ANNOUNCEMENT = "NOT THE PUBLISHED WEIGHTS"  # what helpers.model.pretrained prints
 SENDS_TO_LESSON_04 = re.compile(r"\b04\b")  # "run notebook 04 first", "04_fine_tuning.ipynb", ...
 
 

@@ -19,11 +19,11 @@ MEASURE_CELL = f"""\
 import json as _json
 
 import torch as _torch
-from helpers import engine as _engine
+from helpers.train import loop as _loop
 
 _cuda = _torch.cuda.is_available()
 _precision = globals().get("PRECISION")  # what the lesson trained with; "auto" is resolved as it would be
-_resolve = getattr(_engine, "resolve_precision", None)
+_resolve = getattr(_loop, "resolve_precision", None)
 if _precision == "auto" and _resolve is not None:
     _precision = _resolve("auto", globals().get("DEVICE") or ("cuda" if _cuda else "cpu"))
 print("{REPORT_MARK}" + _json.dumps({{

@@ -15,7 +15,7 @@
 - :func:`write_standin_vit_b16_weights`: a randomly initialised torchvision ``vit_b_16`` state dict
   saved where torchvision's weights API looks first (``$TORCH_HOME/hub/checkpoints/vit_b_16-c867db91.pth``).
   Its sha256 does not start with ``c867db91``, the prefix torchvision put in the published file's name,
-  which is how ``helpers.pretrained.check_published_weights`` tells them from the published ones.
+  which is how ``helpers.model.pretrained.check_published_weights`` tells them from the published ones.
 
 Command line (stand-ins for the rehearsal, or for trying full mode by hand)::
 
@@ -40,12 +40,12 @@ import torch
 import torchvision
 from PIL import Image
 
-# The toy set's recipe, imported rather than copied: helpers.toy makes the toy set's "fakes" with these.
-from helpers.datasets import CLASS_NAMES
-from helpers.fake_or_real import REPO_ID, ZIP_FILE
-from helpers.pretrained import sha256_prefix
-from helpers.toy import GENERATORS, _generate_fake, _random_crop
-from helpers.toy import _sources as _toy_sources
+# The toy set's recipe, imported rather than copied: helpers.data.toy makes the toy set's "fakes" with these.
+from helpers.data.datasets import CLASS_NAMES
+from helpers.data.fake_or_real import REPO_ID, ZIP_FILE
+from helpers.data.toy import GENERATORS, _generate_fake, _random_crop
+from helpers.data.toy import _sources as _toy_sources
+from helpers.model.pretrained import sha256_prefix
 
 PHOTO_SIZES = ((2000, 1500), (1500, 2000), (2048, 1536))  # (width, height): 3.0, 3.0 and 3.1 megapixels
 FAKE_SIZE = 512  # side of the square PNG "fakes"

@@ -1,0 +1,214 @@
+"""Writing files so that no reader ever sees half of one.
+
+Two mechanisms, used everywhere the course writes something another program reads later:
+
+- :func:`atomic_write`: write under a temporary name, then rename. A rename within one folder is
+  atomic, so the file is either the old version or the complete new one, never half written.
+  Used by the training state (lesson 03), the exported detector (lesson 04), the training CLI's
+  ``metrics.json`` and the datasets' marker files.
+- :func:`building_folder`: build a whole folder under a hidden name next to its final place, write
+  a marker file (``.complete``) into it last, and publish it with one rename. Used by the toy set,
+  the prepared copy of the real set, its download and the image cache (see ``helpers.data.sources``).
+
+And the disk itself: :func:`check_free_space` says before a big write whether it fits, and
+:func:`explain_disk_full` turns "No space left on device" in the middle of one into the same clear
+message. :func:`is_network_filesystem` tells a local disk from Google Drive's (slow for many small
+files), and :func:`local_scratch_dir` is where the course unpacks data when the home is on such a drive.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+MARKER = ".complete"  # written last into a finished dataset folder, with the settings that made it
+SCRATCH_ENV = "FAKEVIT_SCRATCH"  # overrides local_scratch_dir()
+# Filesystem types (the third column of /proc/mounts) that live across a network: Colab's Google
+# Drive is "fuse.drive"; every FUSE mount counts, as do NFS and SMB shares.
+NETWORK_FILESYSTEMS = ("fuse", "nfs", "cifs", "smb", "9p", "sshfs")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(temporary_path)``, then rename the temporary file to ``path``; return ``path``.
+
+    If ``write`` fails, the temporary file is removed and ``path`` is left as it was. A failure on
+    a full disk is raised as ``OSError(ENOSPC)`` naming ``path``, whatever the writer raised
+    (safetensors and ``torch.save`` report it in errors of their own, without the errno).
+    """
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except Exception as error:
+        disk_full = _disk_is_full(error, path.parent)  # before the partial file is removed
+        temporary.unlink(missing_ok=True)
+        if disk_full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from error
+        raise
+    except BaseException:  # Ctrl-C
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _disk_is_full(error: Exception, folder: Path) -> bool:
+    """Whether ``error``, raised while writing into ``folder``, means that the disk is full."""
+    if getattr(error, "errno", None) == errno.ENOSPC:  # Python's own file writes
+        return True
+    if os.strerror(errno.ENOSPC) in str(error):  # safetensors: "I/O error: No space left on device ..."
+        return True
+    try:  # torch.save says only "unexpected pos ...": look at the disk, which it filled to the last byte
+        return shutil.disk_usage(folder).free < 2**20
+    except OSError:
+        return False
+
+
+def write_json(path: str | os.PathLike, content: Any) -> Path:
+    """``content`` as indented JSON in ``path``, written with :func:`atomic_write`."""
+    text = json.dumps(content, indent=2) + "\n"
+    return atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def read_marker(folder: str | os.PathLike) -> dict | None:
+    """The settings recorded in ``folder/.complete``, or None when the folder is not complete."""
+    try:
+        return json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_marker(folder: str | os.PathLike, info: dict) -> None:
+    """Record ``info`` in ``folder/.complete``: the folder is finished."""
+    write_json(Path(folder) / MARKER, info)
+
+
+def marker_matches(folder: str | os.PathLike, settings: dict) -> bool:
+    """True when ``folder`` is complete and was made with ``settings`` (its marker holds each of them)."""
+    marker = read_marker(folder)
+    return marker is not None and all(marker.get(key) == value for key, value in settings.items())
+
+
+@contextmanager
+def building_folder(target: str | os.PathLike, marker: dict) -> Iterator[Path]:
+    """Yield a new hidden folder next to ``target`` to fill; when the block ends without an error,
+    write ``marker`` into it and rename it to ``target`` (replacing an older version).
+
+    ``target`` is therefore always either absent, the old version, or complete; an interrupted
+    build leaves only a ``.NAME.partial-*`` folder, removed here or by the next attempt's clean-up.
+    If another process published the same folder first, its copy is kept.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    building.chmod(0o755)  # mkdtemp makes it private (0o700); a dataset is readable like any folder
+    try:
+        yield building
+        write_marker(building, marker)
+        if target.exists():
+            shutil.rmtree(target)
+        try:
+            os.replace(building, target)
+        except OSError:
+            if not marker_matches(target, marker):
+                raise
+    finally:
+        shutil.rmtree(building, ignore_errors=True)  # already gone after a successful rename
+
+
+class DiskSpaceError(RuntimeError):
+    """Not enough free disk space for a write the course was about to make, or one that failed with
+    "No space left on device". The message says where, how much is needed and how much is free."""
+
+
+def _gigabytes(size: float) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Free space for this user on the disk that holds ``folder`` (or its nearest existing parent)."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def check_free_space(folder: str | os.PathLike, needed: int, what: str) -> None:
+    """Raise :class:`DiskSpaceError` unless ``needed`` bytes fit on the disk that holds ``folder``.
+
+    Called before the dataset's download, its extraction and its prepared copy (lesson 03's full mode).
+    """
+    free = free_bytes(folder)
+    if needed > free:
+        raise DiskSpaceError(
+            f"{what} needs {_gigabytes(needed)} of free disk space in {folder}, but only {_gigabytes(free)} "
+            "is free there. Free some space, or set FAKEVIT_HOME to a folder on a bigger disk, and run this "
+            "again."
+        )
+
+
+def _disk_full_error(error: BaseException | None) -> OSError | None:
+    """The "No space left on device" (or "Disk quota exceeded") error in ``error``'s chain of causes
+    (libraries such as huggingface_hub wrap it), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@contextmanager
+def explain_disk_full(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Turn "No space left on device" (or a full quota) raised inside the block into a
+    :class:`DiskSpaceError` that says what was being written where, and how much is free now."""
+    try:
+        yield
+    except Exception as error:
+        full = _disk_full_error(error)
+        if full is None:
+            raise
+        free = _gigabytes(free_bytes(folder))
+        raise DiskSpaceError(
+            f"The disk filled up while {what} in {folder} ({full.strerror}); {free} is free now. "
+            "Free some space, or set FAKEVIT_HOME to a folder on a bigger disk, and run this again."
+        ) from error
+
+
+def _mount_types() -> dict[str, str]:
+    """Mount point -> filesystem type, from /proc/mounts (empty where there is none, e.g. macOS)."""
+    try:
+        lines = Path("/proc/mounts").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return {}
+    mounts = {}
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 3:  # device, mount point (spaces written as \040), type, ...
+            mounts[fields[1].replace("\\040", " ")] = fields[2]
+    return mounts
+
+
+def is_network_filesystem(path: str | os.PathLike) -> bool:
+    """True when ``path`` is on a network or FUSE filesystem such as Colab's Google Drive, where
+    reading thousands of small files is slow. Decided by the mount that holds it (/proc/mounts)."""
+    path = Path(path).absolute()
+    mounts = _mount_types()
+    for folder in (path, *path.parents):
+        if str(folder) in mounts:
+            return mounts[str(folder)].lower().startswith(NETWORK_FILESYSTEMS)
+    return False
+
+
+def local_scratch_dir() -> Path:
+    """A folder on this machine's own disk for data that is quick to remake: ``$FAKEVIT_SCRATCH``, else
+    ``fakevit`` in the temporary folder (in Colab the runtime's disk, lost when the runtime ends)."""
+    return Path(os.environ.get(SCRATCH_ENV) or Path(tempfile.gettempdir()) / "fakevit")

@@ -1,0 +1,5 @@
+"""``python -m helpers.data``: make the toy set, download the real one, build a cache, draw figures."""
+
+from helpers.data.sources import main
+
+raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""Zip files extracted safely: the whole listing is checked before a single file is written.
+
+The real dataset arrives as one 9 GB zip (``train.zip``) from the Hugging Face Hub or from whoever
+placed it by hand, and a course home on Google Drive keeps the prepared copy as one zip
+(:mod:`helpers.data.fake_or_real`). A zip names its own paths, so before extracting one
+:func:`extract_zip` refuses, naming the member: a path that would land outside the target folder
+("zip-slip", e.g. ``../evil.jpg``), the same path twice, and a path that is both a file and a folder;
+then it checks that the declared sizes fit on the disk. macOS's ``__MACOSX/`` copies and hidden
+files are left out (:func:`is_junk`). Full mode of lesson 03.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+from tqdm.auto import tqdm
+
+from helpers._files import check_free_space, explain_disk_full
+
+
+def size_text(size: float) -> str:
+    """``size`` bytes for a person: "9.1 GB", or "12.3 MB" below 0.1 GB."""
+    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
+
+
+def is_junk(name: str) -> bool:
+    """macOS's ``__MACOSX/`` copies and hidden files: in a zip, but not data."""
+    parts = PurePosixPath(name).parts
+    return "__MACOSX" in parts or any(part.startswith(".") for part in parts)
+
+
+def plan_extraction(archive: zipfile.ZipFile, zip_path: Path, into: Path) -> list[zipfile.ZipInfo]:
+    """The files to extract, after checking the whole listing; nothing is written yet.
+
+    Refused with a RuntimeError naming the member: a path that would land outside ``into``
+    (zip-slip), the same path twice, and a path that is both a file and a folder.
+    """
+    inside = into.resolve()
+    for info in archive.infolist():  # every member, junk included: none may point outside
+        if not (inside / info.filename).resolve().is_relative_to(inside):
+            raise RuntimeError(f"{zip_path}: member {info.filename!r} would be written outside {into}")
+    members = [m for m in archive.infolist() if not is_junk(m.filename)]
+    files = [m for m in members if not m.is_dir()]
+    folders = {PurePosixPath(m.filename.rstrip("/")) for m in members if m.is_dir()}
+    seen: set[PurePosixPath] = set()
+    for info in files:
+        name = PurePosixPath(info.filename)
+        if name in seen:
+            raise RuntimeError(
+                f"{zip_path}: member {info.filename!r} appears twice; refusing to overwrite it"
+            )
+        seen.add(name)
+        folders.update(name.parents)
+    clash = sorted(str(name) for name in seen & folders)
+    if clash:
+        raise RuntimeError(
+            f"{zip_path}: {clash[0]!r} is both a file and a folder in the archive"
+            + (f" (and {len(clash) - 1} more)" if len(clash) > 1 else "")
+            + "; it cannot be extracted. Download the file again, or place a correct one by hand."
+        )
+    return files
+
+
+def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with archive.open(info) as source, open(target, "xb") as destination:  # "x": never overwrite
+        shutil.copyfileobj(source, destination, length=1 << 20)
+
+
+def extract_zip(
+    zip_path: Path, into: Path, *, check_listing: Callable[[list[str]], None] | None = None
+) -> None:
+    """Extract ``zip_path`` below ``into`` (a new folder), with a progress bar, after checking its
+    listing (:func:`plan_extraction`) and that its declared sizes fit on the disk.
+
+    ``check_listing(names)``, when given, sees the names of the files to extract before anything is
+    written (the dataset counts its images there). A file that is not a zip, or a truncated one,
+    raises a RuntimeError saying to delete it and download it again; a disk that fills up on the way,
+    :class:`helpers._files.DiskSpaceError`.
+    """
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            members = plan_extraction(archive, zip_path, into)
+            if check_listing is not None:
+                check_listing([m.filename for m in members])
+            total = sum(m.file_size for m in members)  # declared sizes, the most zipfile will write
+            check_free_space(into.parent, total, f"extracting {zip_path.name} ({size_text(total)} declared)")
+            with explain_disk_full(into.parent, f"extracting {zip_path.name}"):
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"Extracting {zip_path.name}") as bar:
+                    for info in members:
+                        _extract_member(archive, info, into / info.filename)
+                        bar.update(info.file_size)
+    except zipfile.BadZipFile as error:
+        raise RuntimeError(
+            f"{zip_path} is not a valid zip file ({error}); it may be an incomplete download: "
+            "delete it and run this again."
+        ) from error

@@ -1,0 +1,222 @@
+"""The decoded image cache: every image of a folder decoded once into one file of raw pixels.
+
+Decoding costs more than anything else a DataLoader does: about 2.7 ms for a 256-pixel PNG on one
+core, so two workers feed at most ~700 images per second, while a fine-tuning ViT-B/16 on a recent
+GPU asks for more. The cache decodes every image once and stores its pixels, uint8, channels first
+(the layout torch uses), one image after the other in a single file that is then read without
+decoding through ``np.memmap`` (``benchmarks/data_loading.py`` measures the difference)::
+
+    root/.image_cache/pixels.u8    image after image, (3, H, W) uint8 each
+    root/.image_cache/index.json   {"size": S, "images": [[name, bytes, mtime_ns, H, W, offset, side], ...]}
+    root/.image_cache/.complete    written last (helpers._files.building_folder)
+
+What is stored is ``Resize(S)`` of each decoded file (shorter side S pixels, PIL bilinear with
+antialiasing, the very function the course's transforms call first); ``side`` is the file's own
+shorter side. The whole image is kept, not only its centre, so random crops lose nothing. Two
+cases give the decoded path's pixels:
+
+- the transform resizes to S first (lesson 04's pretrained transforms at 224 resize to 256, the
+  prepared copy's size): Resize has nothing left to do on the cached tensor, and every later step
+  (crops, flips, normalisation) sees exactly the decoded file's pixels;
+- the file's shorter side already is S (every image of a prepared copy but the few smaller ones):
+  the cached pixels are the file's, and a transform that resizes to another size resizes the
+  uint8 tensor instead of the PIL image. torchvision's uint8 resize follows Pillow's; they differ
+  by at most 1/255 on a few pixels.
+
+``tests/test_image_cache.py`` checks both. Anything else (a file that would be resized twice) is
+decoded as before. :class:`helpers.data.datasets.ImageFolderDataset` uses the cache by itself when the
+folder has one, the transform is a ``torchvision.transforms.v2`` one (all of
+:mod:`helpers.data.transforms` are) and the file has not changed since (same size and modification time).
+Made by :func:`build_image_cache` (``python -m helpers.data cache --data FOLDER``) and, for the real
+dataset, by its prepared copy (lesson 03's full mode, :mod:`helpers.data.fake_or_real`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as TF
+from tqdm.auto import tqdm
+
+from helpers._files import building_folder, explain_disk_full, read_marker, write_json
+from helpers.data.images import ImageLoadError, list_image_files, load_image_rgb, warn_skipped
+
+CACHE_FOLDER = ".image_cache"  # hidden: find_images and list_image_files never see it
+PIXELS_FILE = "pixels.u8"
+INDEX_FILE = "index.json"
+VERSION = 2
+
+
+def cache_folder(root: str | os.PathLike) -> Path:
+    """Where the image cache of the image folder ``root`` lives."""
+    return Path(root) / CACHE_FOLDER
+
+
+def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+    """The image with its shorter side resized to ``size`` pixels: exactly what the course's
+    transforms do first (``T.Resize(size)``: PIL, bilinear, antialiased); unchanged at that size."""
+    return TF.resize(image, [size], antialias=True)
+
+
+def resize_for_cache(image: Image.Image, size: int) -> np.ndarray:
+    """``Resize(size)`` of a decoded RGB image as a (3, H, W) uint8 array: shorter side ``size``."""
+    resized = resize_shorter_side(image, size)
+    return np.ascontiguousarray(np.asarray(resized).transpose(2, 0, 1))  # (H, W, 3) -> (3, H, W)
+
+
+class CacheWriter:
+    """Appends images to ``folder/pixels.u8`` and writes ``folder/index.json`` at :meth:`finish`.
+
+    Used by :func:`build_image_cache` and by the real dataset's prepared copy, which already holds each
+    resized image in memory and so need not decode it again.
+    """
+
+    def __init__(self, folder: Path, size: int):
+        self.folder, self.size = Path(folder), size
+        self.rows: list[list] = []
+        self.offset = 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.folder / PIXELS_FILE, "wb")  # noqa: SIM115 (closed by finish)
+
+    def add(self, name: str, pixels: np.ndarray, file_stat: os.stat_result, side: int) -> None:
+        """Append ``pixels`` (3, H, W) uint8 of the file ``name`` (relative, with / separators) whose
+        own shorter side is ``side`` pixels."""
+        _, height, width = pixels.shape
+        self.file.write(pixels.tobytes())
+        self.rows.append([name, file_stat.st_size, file_stat.st_mtime_ns, height, width, self.offset, side])
+        self.offset += pixels.nbytes
+
+    def finish(self) -> None:
+        self.file.close()
+        write_json(self.folder / INDEX_FILE, {"version": VERSION, "size": self.size, "images": self.rows})
+
+
+def _decode_for_cache(path: Path, size: int) -> tuple[np.ndarray, os.stat_result, int] | str:
+    """(pixels (3, H, W), the file's stat, its shorter side) of one image, or why it was skipped."""
+    try:
+        file_stat = path.stat()  # first: a file changed after this is found stale later, never trusted
+        image = load_image_rgb(path)
+        return resize_for_cache(image, size), file_stat, min(image.size)
+    except ImageLoadError as error:
+        return str(error)
+    except FileNotFoundError:
+        return f"{path}: vanished before it could be read (deleted, moved, or a link to a missing file)"
+
+
+def build_image_cache(root: str | os.PathLike, size: int, *, workers: int | None = None) -> Path:
+    """Decode every image under ``root`` once into ``root/.image_cache`` at shorter side ``size``.
+
+    Undecodable and vanished files are skipped with one warning, as :func:`helpers.data.datasets.find_images`
+    skips them. Reused as it is when it was made with the same ``size`` and no file changed since.
+    Returns the cache folder. Full mode of lessons 03 to 05, and ``python -m helpers.data cache``.
+    """
+    root = Path(root)
+    files = list_image_files(root)
+    existing = ImageCache.open(root)
+    if existing is not None and existing.size == size and existing.covers(files):
+        return existing.folder
+    problems: list[str] = []
+    with building_folder(cache_folder(root), {"cache": "decoded images", "size": size}) as building:
+        with explain_disk_full(root, "writing the image cache"):
+            writer = CacheWriter(building, size)
+            # PIL decodes and resizes without holding the GIL, so threads decode in parallel.
+            with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+                results = pool.map(_decode_for_cache, files, [size] * len(files))
+                progress = tqdm(results, total=len(files), desc=f"Caching at {size} px")
+                for path, result in zip(files, progress, strict=True):
+                    if isinstance(result, str):
+                        problems.append(result)
+                    else:
+                        writer.add(path.relative_to(root).as_posix(), *result)
+            writer.finish()
+    warn_skipped(problems, f"while caching {root}")
+    return cache_folder(root)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_index(index_path: str, stamp: int) -> dict:
+    """The parsed index.json (cached per modification time: the three split datasets share it)."""
+    return json.loads(Path(index_path).read_text(encoding="utf-8"))
+
+
+class ImageCache:
+    """A complete image cache, opened for reading (see the module docstring).
+
+    ``row(path)`` says which cached image holds a file (None when it is not cached or changed since),
+    ``tensor(row)`` returns its pixels without decoding. Picklable, so DataLoader workers can use it:
+    each process maps ``pixels.u8`` into memory itself, on first use.
+    """
+
+    def __init__(self, folder: Path, index: dict):
+        self.folder = Path(folder)
+        self.root = self.folder.parent
+        self.size = int(index["size"])
+        self.rows = {name: i for i, (name, *_) in enumerate(index["images"])}
+        # (N, 6) int64: file size, file mtime_ns, H, W, offset, the file's shorter side
+        self.table = np.array([row[1:] for row in index["images"]], dtype=np.int64).reshape(-1, 6)
+        self._pixels: np.ndarray | None = None
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> ImageCache | None:
+        """The cache of the image folder ``root``, or None when it has none that is complete."""
+        folder = cache_folder(root)
+        index_path = folder / INDEX_FILE
+        if read_marker(folder) is None:
+            return None
+        try:
+            index = _read_index(str(index_path), index_path.stat().st_mtime_ns)
+        except (OSError, ValueError):
+            return None
+        return cls(folder, index) if index.get("version") == VERSION else None
+
+    @classmethod
+    def for_files(cls, paths: Sequence[Path]) -> ImageCache | None:
+        """The cache of the folder that holds ``paths`` (searched from the first path up to three
+        folders above it: root/class/file or root/class/sub/file), or None."""
+        if not paths:
+            return None
+        for folder in list(Path(paths[0]).parents)[:3]:
+            if (folder / CACHE_FOLDER).is_dir():
+                return cls.open(folder)
+        return None
+
+    def row(self, path: str | os.PathLike, resize: int | None = None) -> int | None:
+        """The cached image of file ``path``, or None if it is not cached, changed since, or (with
+        ``resize``, the size a transform resizes to first) would not give the decoded path's pixels:
+        only when ``resize`` is the cache's size or the file's shorter side already is."""
+        path = Path(path)
+        try:
+            i = self.rows.get(path.relative_to(self.root).as_posix())
+            if i is None:
+                return None
+            file_stat = path.stat()
+        except (ValueError, OSError):  # not under this root, or vanished
+            return None
+        size, mtime_ns, side = self.table[i, [0, 1, 5]]
+        if (file_stat.st_size, file_stat.st_mtime_ns) != (size, mtime_ns):
+            return None
+        return i if resize is None or self.size in (resize, side) else None
+
+    def covers(self, paths: Sequence[Path]) -> bool:
+        """True when every one of ``paths`` is cached and unchanged, and nothing else is cached."""
+        return len(paths) == len(self.rows) and all(self.row(p) is not None for p in paths)
+
+    def tensor(self, row: int) -> torch.Tensor:
+        """The cached pixels of image ``row``: uint8 (3, H, W), read from the memory-mapped file."""
+        if self._pixels is None:
+            # "c" (copy on write): a writable view, so torch does not warn, that never writes the file
+            self._pixels = np.memmap(self.folder / PIXELS_FILE, dtype=np.uint8, mode="c")
+        _, _, height, width, offset, _ = self.table[row]
+        flat = self._pixels[offset : offset + 3 * height * width]
+        return torch.from_numpy(flat).view(3, int(height), int(width))
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pixels": None}  # each worker process maps the file itself

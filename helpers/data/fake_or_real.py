@@ -1,0 +1,449 @@
+"""The real dataset: the "Fake or Real Competition" train split from the Hugging Face Hub (full mode).
+
+``mncai/Fake_or_Real_Competition_Dataset``, file ``train.zip`` (~9 GB, 6,750 images, apache-2.0).
+Three steps, each done once per course home and reused afterwards:
+
+1. :func:`download_fake_or_real`: the originals. ``train.zip`` from the Hub (or placed by hand),
+   its listing checked before anything is written (image count; unsafe or clashing names and
+   declared sizes against the free disk space: :mod:`helpers.data.archives`), extracted, and the Hub's
+   cached copy of the zip deleted.
+2. :func:`make_resized_copy`: the prepared copy that lessons train and evaluate on. Every image's
+   shorter side at most 256 pixels (PNG), with its decoded image cache (:mod:`helpers.data.cache`),
+   so a DataLoader reads pixels instead of decoding 1.5-megapixel photos.
+3. :func:`pack_prepared_copy` / :func:`unpack_prepared_copy`: when the home is on Google Drive, the
+   prepared copy is kept there as ONE uncompressed zip (Drive reads one big file quickly and 6,750
+   small ones slowly) and unpacked to this machine's disk by every new runtime.
+
+:func:`prepared_fake_or_real` strings them together; lessons reach it through
+``helpers.data.sources.get_dataset("fake_or_real")``. Full mode of lessons 03 to 06.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import zipfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+
+from huggingface_hub import (
+    constants,
+    get_hf_file_metadata,
+    hf_hub_download,
+    hf_hub_url,
+    try_to_load_from_cache,
+)
+from tqdm.auto import tqdm
+
+from helpers._files import (
+    DiskSpaceError,
+    building_folder,
+    check_free_space,
+    explain_disk_full,
+    is_network_filesystem,
+    local_scratch_dir,
+    marker_matches,
+    read_marker,
+    write_marker,
+)
+from helpers.course import announce
+from helpers.data.archives import extract_zip, is_junk, size_text
+from helpers.data.cache import (
+    CACHE_FOLDER,
+    CacheWriter,
+    build_image_cache,
+    resize_for_cache,
+    resize_shorter_side,
+)
+from helpers.data.datasets import CLASS_NAMES, find_images, vanished
+from helpers.data.images import (
+    IMAGE_EXTENSIONS,
+    ImageLoadError,
+    list_image_files,
+    load_image_rgb,
+    warn_skipped,
+)
+
+REPO_ID = "mncai/Fake_or_Real_Competition_Dataset"
+ZIP_FILE = "train.zip"
+IMAGE_COUNT = 6750  # images in train.zip: fake_images + real_images
+PAGE_URL = f"https://huggingface.co/datasets/{REPO_ID}"
+ZIP_URL = f"{PAGE_URL}/resolve/main/{ZIP_FILE}"
+PREPARED_SIDE = 256  # shorter side of the prepared copy: what the pretrained eval transform at 224 resizes to
+# Disk space the prepared copy and its cache need per image, an upper estimate: a 256 x 384 image
+# (aspect 3:2) as raw pixels in the cache plus about as much again as a PNG.
+PREPARED_BYTES_PER_IMAGE = 2 * 256 * 384 * 3
+
+
+def _manual_download_help(zip_path: Path, error: BaseException | None = None) -> str:
+    reason = ""
+    if error:
+        reason = (
+            f"Downloading {ZIP_FILE} from the Hugging Face Hub failed ({type(error).__name__}: {error}). "
+        )
+    return (
+        f"{reason}To place the data by hand: download {ZIP_FILE} (about 9 GB) from {ZIP_URL} "
+        f"(dataset page: {PAGE_URL}), save it as {zip_path}, and run this again "
+        f"(python -m helpers.data download --out {zip_path.parent}); it is then used without the network. "
+        "If you are offline on purpose (HF_HUB_OFFLINE=1), use the toy dataset instead: get_dataset('toy')."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. The originals: download and extraction
+# ---------------------------------------------------------------------------------------------
+
+
+def _hub_file_size() -> int | None:
+    """Size in bytes of train.zip on the Hub (one HEAD request), or None when it cannot be asked."""
+    try:
+        url = hf_hub_url(REPO_ID, ZIP_FILE, repo_type="dataset")
+        return get_hf_file_metadata(url, timeout=30).size
+    except Exception:  # offline, Hub errors: the download itself will say what is wrong
+        return None
+
+
+def _same_disk(a: Path, b: Path) -> bool:
+    def device(path: Path) -> int:
+        path = path.absolute()
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        return path.stat().st_dev
+
+    return device(a) == device(b)
+
+
+def _fetch_zip(root: Path) -> tuple[Path, bool]:
+    """``(zip path, True if it is the Hub's cached copy)``: ``root/train.zip`` if placed there by
+    hand, else the Hub's cached copy, downloaded first if needed (after a free-space check)."""
+    by_hand = root / ZIP_FILE
+    if by_hand.is_file():
+        return by_hand, False
+    cached = try_to_load_from_cache(REPO_ID, ZIP_FILE, repo_type="dataset")
+    if isinstance(cached, str):
+        return Path(cached), True
+    hub_cache = Path(constants.HF_HUB_CACHE)
+    size = _hub_file_size()
+    if size is not None:  # the zip, then its extraction (images barely compress: about as much again)
+        if _same_disk(hub_cache, root):
+            check_free_space(root, 2 * size, f"downloading {ZIP_FILE} ({size_text(size)}) and extracting it")
+        else:
+            check_free_space(hub_cache, size, f"downloading {ZIP_FILE}")
+            check_free_space(root, size, f"extracting {ZIP_FILE}")
+    exactly = "" if size is None else f", exactly {size_text(size)}"
+    print(
+        f"Downloading the Fake or Real Competition dataset ({IMAGE_COUNT:,} images; {ZIP_FILE} is about "
+        f"9 GB{exactly}) into the Hugging Face cache, {hub_cache} ..."
+    )
+    try:
+        with explain_disk_full(hub_cache, f"downloading {ZIP_FILE}"):
+            # Timeouts come from huggingface_hub (etag_timeout here, HF_HUB_DOWNLOAD_TIMEOUT for reads),
+            # and HF_HUB_OFFLINE=1 makes this fail at once unless the file is already cached.
+            path = hf_hub_download(repo_id=REPO_ID, filename=ZIP_FILE, repo_type="dataset", etag_timeout=30)
+    except DiskSpaceError:
+        raise
+    except Exception as error:  # network, offline mode, Hub errors: all mean "no zip"
+        raise RuntimeError(_manual_download_help(by_hand, error)) from error
+    return Path(path), True
+
+
+def _find_class_root(folder: Path) -> Path | None:
+    """The folder at or below ``folder`` (2 levels at most) that holds both class folders."""
+    candidates = [folder, *folder.glob("*"), *folder.glob("*/*")]
+    for candidate in candidates:
+        if candidate.name != "__MACOSX" and all((candidate / name).is_dir() for name in CLASS_NAMES):
+            return candidate
+    return None
+
+
+def count_images(class_root: str | os.PathLike) -> int:
+    """Files with an image extension in ``class_root``'s class folders (nothing is decoded)."""
+    return sum(len(list_image_files(Path(class_root) / name)) for name in CLASS_NAMES)
+
+
+def count_listed_images(names: list[str]) -> int:
+    """Image files inside a class folder, counted from a zip's listing (nothing is extracted)."""
+    count = 0
+    for name in names:
+        parts = PurePosixPath(name).parts
+        in_class = any(part in CLASS_NAMES for part in parts[:-1])
+        if in_class and not is_junk(name) and name.lower().endswith(IMAGE_EXTENSIONS):
+            count += 1
+    return count
+
+
+def _announce_other_count(zip_path: Path, expected_count: int) -> Callable[[list[str]], None]:
+    """A check of a zip's listing: a number of images other than ``expected_count`` is said loudly
+    (on stdout, as the course's other warnings), before anything is extracted, and the images kept."""
+
+    def check(names: list[str]) -> None:
+        count = count_listed_images(names)
+        if count != expected_count:
+            announce(
+                f"{zip_path} lists {count:,} images, expected {expected_count:,}: a different "
+                "version of the dataset, or a stand-in. Going on with the images it has."
+            )
+
+    return check
+
+
+def _remove_hub_copy(zip_path: Path) -> None:
+    """Delete the Hub's cached ``train.zip`` (never a zip placed by hand): extracted, it is 9 GB of
+    nothing. Only a file inside the Hugging Face cache folder is deleted."""
+    blob = zip_path.resolve()  # the cache stores a link snapshots/<rev>/train.zip -> blobs/<hash>
+    if not blob.is_relative_to(Path(constants.HF_HUB_CACHE).resolve()):
+        return
+    size = blob.stat().st_size
+    blob.unlink()
+    zip_path.unlink(missing_ok=True)
+    print(f"Deleted the downloaded {ZIP_FILE} from the Hugging Face cache ({blob}), {size_text(size)} freed.")
+
+
+def download_fake_or_real(
+    root: str | os.PathLike, max_side: int | None = None, *, expected_count: int = IMAGE_COUNT
+) -> Path:
+    """Fetch and extract the Fake or Real Competition train split; return the folder with the
+    class folders (the originals). Full mode of lessons 03 to 06.
+
+    Steps, each skipped when already done (a second call does nothing):
+
+    1. ``train.zip`` (~9 GB) from the Hugging Face dataset ``mncai/Fake_or_Real_Competition_Dataset``
+       via ``huggingface_hub`` (cached), or ``root/train.zip`` if you placed it there by hand. The
+       free space for the zip and its extraction is checked first.
+    2. The listing is checked before anything is written: unsafe, repeated or clashing names are
+       refused; a number of images other than ``expected_count`` is warned about (and kept); the
+       declared sizes must fit on the disk. The zip is extracted into a temporary folder, moved to
+       ``root/train``, and only then is ``root/.complete`` written. Any failure removes the
+       temporary folder; a folder that looks complete always is.
+    3. The Hub's cached copy of the zip is deleted (a zip placed by hand is kept).
+    4. With ``max_side``, the prepared copy ``<root>_<max_side>px`` is made (see
+       :func:`make_resized_copy`) and returned instead.
+
+    Raises:
+        RuntimeError: the download failed (offline, Hub error) or the archive is not usable; the
+            message says how to place the file by hand. ``helpers._files.DiskSpaceError`` (also a
+            RuntimeError) when the disk is too small or fills up.
+    """
+    root = Path(root)
+    data = root / "train"
+    if not (read_marker(root) and data.is_dir()):
+        if data.is_dir():  # placed by hand, or moved there before the marker was written
+            if _find_class_root(data) != data:
+                raise RuntimeError(
+                    f"{data} exists but holds {sorted(p.name for p in data.iterdir())}, not the class "
+                    f"folders {list(CLASS_NAMES)}. Delete {data} and run this again."
+                )
+            if count_images(data) != expected_count:
+                announce(
+                    f"{data} holds {count_images(data):,} images, expected {expected_count:,}. Going on."
+                )
+        else:
+            zip_path, from_hub = _fetch_zip(root)
+            root.mkdir(parents=True, exist_ok=True)
+            partial = root / ".train.partial"
+            shutil.rmtree(partial, ignore_errors=True)  # left over from a run that was killed
+            try:
+                extract_zip(zip_path, partial, check_listing=_announce_other_count(zip_path, expected_count))
+                class_root = _find_class_root(partial)
+                if class_root is None:
+                    raise RuntimeError(
+                        f"{zip_path} has no folder with {' and '.join(CLASS_NAMES)} inside: not the "
+                        f"expected archive. {_manual_download_help(root / ZIP_FILE)}"
+                    )
+                os.replace(class_root, data)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+            if from_hub:
+                _remove_hub_copy(zip_path)
+        info = {"dataset": "fake_or_real", "source": f"{REPO_ID}/{ZIP_FILE}", "count": count_images(data)}
+        write_marker(root, info)
+    if max_side is None:
+        return data
+    return make_resized_copy(data, root.parent / f"{root.name}_{max_side}px", max_side)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. The prepared copy
+# ---------------------------------------------------------------------------------------------
+
+
+def prepared_name(name: str, reencoded: bool) -> str:
+    """The file name an image gets in the prepared copy; never the same for two originals.
+
+    A re-encoded image is a PNG: ``photo.jpg`` -> ``photo.jpg.png``, ``fake.png`` stays ``fake.png``.
+    A PNG name whose stem is itself an image name (``c.jpg.png``) always gets ``.png`` appended
+    (``c.jpg.png.png``), so it cannot meet the re-encoded ``c.jpg``. A copied non-PNG keeps its name.
+    """
+    stem, extension = os.path.splitext(name)
+    plain_png = extension.lower() == ".png" and not stem.lower().endswith(IMAGE_EXTENSIONS)
+    if plain_png or (not reencoded and extension.lower() != ".png"):
+        return name
+    return name + ".png"
+
+
+def _copy_one(path: Path, target_dir: Path, max_side: int, taken: set[str], lock: threading.Lock):
+    """Write one image of the prepared copy; return (written file, its cache pixels) or a problem."""
+    try:
+        image = load_image_rgb(path)
+        reencoded = min(image.size) > max_side
+        target = target_dir / prepared_name(path.name, reencoded)
+        with lock:  # the names are unique by construction; this makes an overwrite impossible anyway
+            if str(target) in taken:
+                raise RuntimeError(f"two images would be written to {target}")
+            taken.add(str(target))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if reencoded:
+            image = resize_shorter_side(image, max_side)
+            with open(target, "xb") as out:
+                image.save(out, format="PNG")
+        else:  # small enough: the original bytes
+            with open(path, "rb") as source, open(target, "xb") as out:
+                shutil.copyfileobj(source, out)
+    except ImageLoadError as error:
+        return str(error)
+    except FileNotFoundError:
+        return vanished(path)
+    return target, resize_for_cache(image, max_side), min(image.size)
+
+
+def make_resized_copy(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, max_side: int) -> Path:
+    """Write the prepared copy of an ImageFolder tree: shorter sides at most ``max_side`` pixels (PNG),
+    with its decoded image cache at ``max_side``. Full mode of lessons 03 to 06.
+
+    Decoding a 1.5-megapixel JPEG costs far more than training on its 224x224 crop; a copy at
+    ``max_side=256`` (the pretrained eval resize at 224) loads many times faster, and its image cache
+    (pixels, no decoding at all) faster still. The resize is the same bilinear, antialiased one as
+    ``build_eval_transform``, so Resize(256) then finds nothing to do. Smaller images are copied
+    unchanged. File names follow :func:`prepared_name`. Undecodable and vanished files are skipped
+    with one warning. Returns ``dst_dir``; reused when its marker matches.
+    """
+    src_dir, dst_dir = Path(src_dir), Path(dst_dir)
+    settings = {"dataset": "prepared_copy", "source": str(src_dir.resolve()), "max_side": max_side}
+    if marker_matches(dst_dir, settings):
+        return dst_dir  # without listing the originals: they may be gone
+    samples, class_names = find_images(src_dir, check=False)
+    check_free_space(dst_dir.parent, len(samples) * PREPARED_BYTES_PER_IMAGE, "the prepared copy")
+    taken: set[str] = set()
+    lock = threading.Lock()
+    with building_folder(dst_dir, {**settings, "count": len(samples)}) as building:
+        with explain_disk_full(dst_dir.parent, "writing the prepared copy"):
+            writer = CacheWriter(building / CACHE_FOLDER, max_side)
+
+            def copy_one(sample: tuple[Path, int]):
+                path, label = sample
+                relative = path.parent.relative_to(src_dir / class_names[label])
+                return _copy_one(path, building / class_names[label] / relative, max_side, taken, lock)
+
+            problems = []
+            # Threads are enough: PIL decodes, resizes and encodes without holding the GIL.
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+                results = tqdm(
+                    pool.map(copy_one, samples), total=len(samples), desc=f"Resizing to {max_side} px"
+                )
+                for result in results:
+                    if isinstance(result, str):
+                        problems.append(result)
+                        continue
+                    target, pixels, side = result
+                    writer.add(target.relative_to(building).as_posix(), pixels, target.stat(), side)
+            writer.finish()
+            write_marker(building / CACHE_FOLDER, {"cache": "decoded images", "size": max_side})
+        warn_skipped(problems, f"while preparing {dst_dir}")
+    return dst_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. One file for a home on Google Drive
+# ---------------------------------------------------------------------------------------------
+
+
+def pack_prepared_copy(folder: str | os.PathLike, archive: str | os.PathLike) -> Path:
+    """Store the prepared copy's images in ONE uncompressed zip (PNG and JPEG are compressed already),
+    written under a temporary name and renamed when complete. Returns ``archive``."""
+    folder, archive = Path(folder), Path(archive)
+    samples, _ = find_images(folder, check=False)
+    total = sum(path.stat().st_size for path, _ in samples)
+    check_free_space(archive.parent, total, f"storing the prepared copy as {archive.name}")
+    temporary = archive.with_name(archive.name + ".partial")
+    try:
+        with explain_disk_full(archive.parent, f"writing {archive.name}"):
+            with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as out:
+                for path, _ in tqdm(samples, desc=f"Storing {archive.name}"):
+                    out.write(path, path.relative_to(folder).as_posix())
+        os.replace(temporary, archive)
+    finally:
+        temporary.unlink(missing_ok=True)
+    # The folder now is what unpacking the archive would give: say so, so it is reused as it is.
+    stat = archive.stat()
+    write_marker(folder, (read_marker(folder) or {}) | _unpacked_from(archive, stat))
+    print(f"Stored the prepared copy in {archive}: {len(samples):,} images, {size_text(stat.st_size)}.")
+    return archive
+
+
+def unpack_prepared_copy(archive: str | os.PathLike, folder: str | os.PathLike, max_side: int) -> Path:
+    """Unpack a zip made by :func:`pack_prepared_copy` into ``folder`` and build its image cache.
+
+    Reused when ``folder`` was unpacked from this very archive (same size and modification time).
+    Returns ``folder``.
+    """
+    archive, folder = Path(archive), Path(folder)
+    settings = {"dataset": "prepared_copy", "max_side": max_side, **_unpacked_from(archive, archive.stat())}
+    if marker_matches(folder, settings):
+        return folder
+    print(f"Unpacking the prepared copy from {archive} to {folder} ...")
+    with building_folder(folder, settings) as building:
+        extract_zip(archive, building)
+        build_image_cache(building, max_side)
+    return folder
+
+
+def _unpacked_from(archive: Path, stat: os.stat_result) -> dict:
+    """What identifies an archive: a folder unpacked from it records this in its marker."""
+    return {"archive": str(archive), "archive_bytes": stat.st_size, "archive_mtime_ns": stat.st_mtime_ns}
+
+
+def original_fake_or_real(root: str | os.PathLike, *, expected_count: int = IMAGE_COUNT) -> Path:
+    """The originals at native resolution (for lessons that want full-resolution crops): in ``root``
+    on a local disk, on this machine's disk when ``root`` is on a network drive (see
+    :func:`prepared_fake_or_real`). Downloaded and extracted the first time (9 GB)."""
+    root = Path(root)
+    if is_network_filesystem(root.parent):
+        root = local_scratch_dir() / root.name
+    return download_fake_or_real(root, expected_count=expected_count)
+
+
+def prepared_fake_or_real(
+    root: str | os.PathLike, max_side: int = PREPARED_SIDE, *, expected_count: int = IMAGE_COUNT
+) -> Path:
+    """The prepared copy of the real dataset, made once per course home; its folder on this machine.
+
+    ``root`` is the dataset's folder in the home (``data/fake_or_real``). On a local disk the
+    prepared copy is ``<root>_<max_side>px`` beside it, made from the originals the first time
+    (:func:`download_fake_or_real`, :func:`make_resized_copy`). When the home is on a network drive
+    (Colab's Google Drive), the originals and the working copy live on this machine's disk
+    (:func:`helpers._files.local_scratch_dir`) and the home keeps ``<root>_<max_side>px.zip``, one
+    file that a later runtime unpacks in seconds instead of downloading 9 GB again. Lessons 03 to 06.
+    """
+    root = Path(root)
+    name = f"{root.name}_{max_side}px"
+    archive = root.parent / f"{name}.zip"
+    if not is_network_filesystem(root.parent):
+        folder = root.parent / name
+        if marker_matches(folder, {"dataset": "prepared_copy", "max_side": max_side}):
+            return folder  # also when the home has moved, or the originals were deleted
+        if archive.is_file():  # e.g. copied here from a home on Drive
+            return unpack_prepared_copy(archive, folder, max_side)
+        return download_fake_or_real(root, max_side, expected_count=expected_count)
+    folder = local_scratch_dir() / name
+    if archive.is_file():
+        return unpack_prepared_copy(archive, folder, max_side)
+    scratch_root = local_scratch_dir() / root.name
+    by_hand = root / ZIP_FILE
+    if by_hand.is_file() and not (scratch_root / ZIP_FILE).exists():  # placed by hand in the home
+        scratch_root.mkdir(parents=True, exist_ok=True)
+        (scratch_root / ZIP_FILE).symlink_to(by_hand)
+    copy = download_fake_or_real(scratch_root, max_side, expected_count=expected_count)
+    pack_prepared_copy(copy, archive)
+    return copy

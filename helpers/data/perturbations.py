@@ -1,0 +1,47 @@
+"""What images go through on their way around the internet, as functions of a PIL image (lesson 05).
+
+Lesson 05 applies them to the test images before the evaluation transform, to see whether the
+detector's evidence survives:
+
+    jpeg     -- save as JPEG at a quality and decode again (social networks, messengers)
+    down_up  -- shrink by a factor and enlarge back to the same size (thumbnails, screen sizes)
+    shrink   -- an anti-aliased downscale by a whole factor (what a resizing pipeline does)
+
+Pillow's resize widens its filter by the shrink factor, so every shrink here is anti-aliased, as
+torchvision's ``Resize(antialias=True)`` is: patterns with a period shorter than 2 x factor pixels
+are averaged away instead of folding back as aliases.
+"""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from helpers.data.images import load_image_rgb
+
+
+def jpeg(image: Image.Image, quality: int) -> Image.Image:
+    """``image`` saved as a JPEG of ``quality`` (1-95) in memory and decoded again, as RGB."""
+    if not 1 <= quality <= 95:
+        raise ValueError(f"JPEG quality must be between 1 and 95, got {quality}")
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    return load_image_rgb(buffer)
+
+
+def down_up(image: Image.Image, factor: float) -> Image.Image:
+    """Shrink ``image`` by ``factor`` (0 < factor <= 1), then enlarge it back to its size; bilinear."""
+    if not 0 < factor <= 1:
+        raise ValueError(f"factor must be in (0, 1], got {factor}")
+    small_size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+    return image.resize(small_size, Image.Resampling.BILINEAR).resize(image.size, Image.Resampling.BILINEAR)
+
+
+def shrink(image: Image.Image, factor: int = 2) -> Image.Image:
+    """``image`` made ``factor`` times smaller on each side (a whole factor >= 1), anti-aliased."""
+    if not (isinstance(factor, int) and factor >= 1):
+        raise ValueError(f"factor must be a whole number >= 1, got {factor!r}")
+    size = (max(1, image.width // factor), max(1, image.height // factor))
+    return image.resize(size, Image.Resampling.BILINEAR)

@@ -1,0 +1,132 @@
+"""The course's datasets by name, and the ``python -m helpers.data`` command line.
+
+Notebooks call :func:`get_dataset` with ``"toy"`` (small mode: made in seconds by
+:mod:`helpers.data.toy`) or ``"fake_or_real"`` (full mode: downloaded by :mod:`helpers.data.fake_or_real`);
+either way they get a folder with ``fake_images/`` and ``real_images/`` inside.
+
+Command line::
+
+    python -m helpers.data make-toy --out data/toy [--images-per-class N --image-size S --seed K]
+    python -m helpers.data download --out data/fake_or_real [--max-side 256]
+    python -m helpers.data cache --data data/toy [--size 64]
+    python -m helpers.data figures --data data/toy --out figures
+
+An expected failure (no network, a full disk, a folder that cannot be written, a folder without
+the two classes) ends with one ``error: ...`` line and exit status 1 or 2 (:mod:`helpers._cli`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from helpers import _cli as cli
+from helpers import course
+from helpers._files import read_marker
+from helpers.data.cache import build_image_cache
+from helpers.data.fake_or_real import (
+    PREPARED_SIDE,
+    count_images,
+    download_fake_or_real,
+    original_fake_or_real,
+    prepared_fake_or_real,
+)
+from helpers.data.plots import plot_samples, plot_spectra
+from helpers.data.toy import IMAGES_PER_CLASS, make_toy_dataset
+
+
+def get_dataset(name: str, root: str | os.PathLike | None = None, **kwargs: Any) -> Path:
+    """The folder of dataset ``name``, made or downloaded into ``data/<name>`` if needed (lessons 03-06).
+
+    ``"toy"`` -> :func:`helpers.data.toy.make_toy_dataset` (seconds); keyword arguments go to it.
+    ``"fake_or_real"`` -> what lessons train and evaluate on: the prepared copy (shorter sides at most
+    ``max_side=256`` pixels, with its decoded image cache), made once per course home and reused by
+    every later lesson and runtime (:func:`helpers.data.fake_or_real.prepared_fake_or_real`: ~9 GB
+    download the first time). ``max_side=None`` gives the originals at native resolution instead;
+    ``expected_count`` is passed on. Returns the folder holding fake_images/ and real_images/.
+    """
+    if name == "toy":
+        root = Path(root) if root is not None else course.data_dir() / "toy"
+        before, start = read_marker(root), time.perf_counter()
+        path = make_toy_dataset(root, **kwargs)
+        if read_marker(path) != before:  # made now, not reused
+            print(f"Made the toy dataset in {path} ({time.perf_counter() - start:.1f} s).")
+        return path
+    if name == "fake_or_real":
+        root = Path(root) if root is not None else course.data_dir() / "fake_or_real"
+        max_side = kwargs.pop("max_side", PREPARED_SIDE)
+        if max_side is None:
+            return original_fake_or_real(root, **kwargs)
+        return prepared_fake_or_real(root, max_side, **kwargs)
+    raise ValueError(f"Unknown dataset {name!r}; valid names are 'toy' and 'fake_or_real'.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run the command; returns the exit status (see :mod:`helpers._cli`)."""
+    parser = cli.ArgumentParser(
+        prog="python -m helpers.data",
+        description="Make the toy dataset, download the Fake or Real dataset, or draw figures of one.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    toy = commands.add_parser("make-toy", help="write the toy dataset (seconds)")
+    toy.add_argument("--out", type=Path, default=None, help="folder to write (default: data/toy)")
+    toy.add_argument("--images-per-class", type=int, default=IMAGES_PER_CLASS)
+    toy.add_argument("--image-size", type=int, default=64)
+    toy.add_argument("--seed", type=int, default=0)
+    download = commands.add_parser("download", help="download and extract the Fake or Real dataset (~9 GB)")
+    download.add_argument(
+        "--out", type=Path, default=None, help="folder to write (default: data/fake_or_real)"
+    )
+    download.add_argument(
+        "--max-side", type=int, default=None, help="also write the prepared copy, shorter sides <= N px"
+    )
+    cache = commands.add_parser("cache", help="decode an image folder once into its image cache")
+    cache.add_argument("--data", type=Path, required=True, help="image folder (fake_images/, real_images/)")
+    cache.add_argument(
+        "--size", type=int, default=PREPARED_SIDE, help="shorter side of the cached images, in pixels"
+    )
+    figures = commands.add_parser("figures", help="draw sample and spectrum figures of an image folder")
+    figures.add_argument("--data", type=Path, default=None, help="image folder (default: data/toy)")
+    figures.add_argument("--out", type=Path, default=None, help="figures folder (default: figures/)")
+    args = parser.parse_args(argv)
+    if args.command == "cache" and not args.data.is_dir():
+        parser.error(f"--data {args.data}: no such folder; give the image folder to cache")
+    if args.command == "figures" and args.data is not None and not args.data.is_dir():
+        parser.error(
+            f"--data {args.data}: no such folder; make the toy set with `python -m helpers.data make-toy`"
+        )
+    # RuntimeError: the download failed; ValueError: a folder without the two classes of images
+    return cli.run(lambda: run(args), expected=(RuntimeError, ValueError))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command ``args.command``; returns 0."""
+    if args.command == "make-toy":
+        out = args.out or course.data_dir() / "toy"
+        start = time.perf_counter()
+        make_toy_dataset(
+            out, images_per_class=args.images_per_class, image_size=args.image_size, seed=args.seed
+        )
+        print(f"{out}: {2 * args.images_per_class} images ready in {time.perf_counter() - start:.1f} s")
+    elif args.command == "download":
+        out = args.out or course.data_dir() / "fake_or_real"
+        data = download_fake_or_real(out, max_side=args.max_side)
+        print(f"{data}: {count_images(data)} images ready")
+    elif args.command == "cache":  # a full disk: helpers._files.DiskSpaceError, a RuntimeError
+        folder = build_image_cache(args.data, args.size)
+        print(f"{folder}: image cache at {args.size} px ready; loaders of {args.data} now read it")
+    else:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        data = args.data or course.data_dir() / "toy"
+        out = args.out or course.figures_dir()
+        out.mkdir(parents=True, exist_ok=True)
+        plot_samples(data, out / "toy_samples.png")
+        plot_spectra(data, out / "toy_spectra.png")
+        print(f"wrote {out / 'toy_samples.png'} and {out / 'toy_spectra.png'}")
+    return 0

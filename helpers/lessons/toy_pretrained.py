@@ -1,0 +1,155 @@
+"""Small mode's own "ImageNet": a tiny ViT pretrained on the toy dataset, made and cached by the course.
+
+Lesson 04 teaches transfer learning: reuse what a model learnt on a large source task for a small
+target task. Full mode transfers torchvision's ImageNet ViT-B/16. Offline, on a CPU, small mode
+cannot, so it makes its own source model: ``vit_tiny`` trained to tell real toy images from the
+fakes of the toy dataset's three generators (:data:`helpers.data.toy.GENERATORS`). The target task is a
+generator that model never saw (:data:`helpers.data.toy.UNSEEN_GENERATORS`), with a few labelled images.
+
+    source_paths          -- where the source model is cached: <home>/build/pretrained/toy_vit_tiny_source.*
+    pretrain_source_model -- train it on a toy dataset folder (seeded: the same seed, the same weights)
+    load_source_model     -- the cached model when its recipe matches, otherwise train and cache it
+    tensor_loader         -- a DataLoader over images held in memory (uint8), for the target images
+
+The weights are saved as safetensors (loading cannot run code), next to a JSON file with the recipe,
+the seed and the accuracy reached on the source task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
+
+from helpers import course
+from helpers._files import atomic_write, write_json
+from helpers.data import datasets, toy, transforms
+from helpers.model.vit import ViT, get_config
+from helpers.train import loop, recipes
+
+SOURCE_NAME = "toy_vit_tiny_source"
+MODEL = "vit_tiny"  # helpers.model.vit preset: 64-px images, 8-px patches, width 192, 6 blocks
+SOURCE_EPOCHS = 4  # toy-dataset epochs of the "scratch" recipe; measured: 100 % source test accuracy
+
+
+def source_recipe(epochs: int = SOURCE_EPOCHS) -> recipes.Recipe:
+    """The source task's recipe: lesson 03's small-data recipe "scratch", for ``epochs`` epochs."""
+    return recipes.get_recipe("scratch", epochs=epochs)
+
+
+def source_paths(home: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """``(weights, info)``: ``<home>/build/pretrained/toy_vit_tiny_source.safetensors`` and ``.json``."""
+    folder = Path(home) if home is not None else course.home()
+    stem = folder / "build" / "pretrained" / SOURCE_NAME
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def pretrain_source_model(
+    data_root: str | os.PathLike, recipe: recipes.Recipe, *, seed: int = 0, progress: bool = False
+) -> tuple[ViT, dict[str, Any]]:
+    """Train ``vit_tiny`` from random weights on the toy dataset in ``data_root`` (real versus fake).
+
+    The split (train 80 %, validation 10 %, test 10 %), the initial weights and every epoch's
+    shuffling and augmentation follow from ``seed``, so the same seed gives the same weights on the
+    same machine. Returns the model (best epoch on validation) and a summary: recipe, seed, source
+    validation and test accuracy, seconds. Lesson 04.
+    """
+    start = time.perf_counter()
+    train_tf, eval_tf = transforms.scratch_transforms(64)  # flips and whole-pixel shifts: no resampling
+    train_loader, val_loader, test_loader, class_names = datasets.create_dataloaders(
+        data_root, train_tf, eval_tf, batch_size=recipe.batch_size, seed=seed, num_workers=0
+    )
+    loop.set_seed(seed)
+    model = ViT(get_config(MODEL, num_classes=len(class_names)))
+    result = loop.fit(
+        model, train_loader, val_loader, recipe, device="cpu", test_loader=test_loader, seed=seed,
+        progress=progress,
+    )  # fmt: skip
+    info = {
+        "name": SOURCE_NAME,
+        "what": "vit_tiny trained from random weights on the toy dataset: real versus the fakes of "
+        f"{sorted(toy.GENERATORS)} (helpers.lessons.toy_pretrained, lesson 04)",
+        "model": MODEL,
+        "recipe": recipe.to_dict(),
+        "seed": seed,
+        "toy_version": toy.VERSION,
+        "class_names": class_names,
+        "train_images": len(train_loader.dataset),
+        "source_val_accuracy": result["val"]["accuracy"],
+        "source_test_accuracy": result["test"]["accuracy"],
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    return model.eval(), info
+
+
+def _matches(info: dict[str, Any], recipe: recipes.Recipe, seed: int) -> bool:
+    """Was the cached model made with this recipe and seed, from the current toy dataset?"""
+    wanted = {"model": MODEL, "recipe": recipe.to_dict(), "seed": seed, "toy_version": toy.VERSION}
+    return all(info.get(key) == value for key, value in wanted.items())
+
+
+def load_source_model(
+    epochs: int = SOURCE_EPOCHS,
+    seed: int = 0,
+    *,
+    home: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> tuple[ViT, dict[str, Any]]:
+    """The source model and its summary: read from :func:`source_paths` when a cached model was made
+    with the same recipe and seed, otherwise trained on the toy dataset (17 s on two idle CPU cores,
+    measured in lesson 04) and cached. The summary's ``"cached"`` says which. Lesson 04.
+    """
+    recipe = source_recipe(epochs)
+    weights_path, info_path = source_paths(home)
+    if weights_path.is_file() and info_path.is_file():
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        if _matches(info, recipe, seed):
+            model = ViT(get_config(MODEL, num_classes=len(info["class_names"])))
+            model.load_state_dict(load_file(weights_path))  # strict: every key and shape must match
+            return model.eval(), {**info, "cached": True}
+    from helpers.data import (
+        sources as data,  # here, not at the top: helpers.data.sources imports the whole dataset machinery
+    )
+
+    data_root = data.get_dataset("toy", root=Path(home) / "data" / "toy" if home is not None else None)
+    model, info = pretrain_source_model(data_root, recipe, seed=seed, progress=progress)
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    info_path.unlink(missing_ok=True)  # no JSON may describe weights other than those beside it
+    state = {key: value.contiguous() for key, value in model.state_dict().items()}
+    atomic_write(weights_path, lambda path: save_file(state, path))
+    write_json(info_path, info)  # written last: a folder with weights but no JSON is retrained
+    return model, {**info, "cached": False}
+
+
+class TensorImages(Dataset):
+    """Images held in memory as uint8 ``(N, H, W, 3)`` with labels ``(N,)``; item ``i`` is
+    ``(transform(image (3, H, W) uint8 tensor), label)``."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
+        self.targets = [int(label) for label in labels]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.images[index]), self.targets[index]
+
+
+def tensor_loader(
+    images: np.ndarray, labels: np.ndarray, transform, batch_size: int, *, shuffle: bool, seed: int = 0
+) -> DataLoader:
+    """A DataLoader over in-memory images (:class:`TensorImages`); shuffled by its own seeded
+    generator, which ``loop.fit`` re-seeds every epoch. Lesson 04."""
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(
+        TensorImages(images, labels, transform), batch_size=batch_size, shuffle=shuffle, generator=generator
+    )

@@ -1,0 +1,170 @@
+"""torchvision's ImageNet ViT-B/16, loaded into our :class:`helpers.model.vit.ViT`, with a new head.
+
+Training a ViT from scratch needs far more images than a few thousand (the paper pre-trains on
+ImageNet-21k and JFT-300M). The usual way out is transfer learning: start from weights learned on
+ImageNet, swap the 1000-class head for a new one, and train on the small dataset, either
+
+- the ``linear_probe`` recipe: freeze the whole backbone and train only the head (fast, hard to
+  overfit), or
+- the ``finetune`` recipe: train every layer, the backbone with a smaller learning rate than the
+  new head (the parameter groups are in :func:`helpers.train.recipes.param_groups`).
+
+Lesson 04 uses both (see :mod:`helpers.train.recipes`).
+
+The weights come from torchvision's weights API (``ViT_B_16_Weights.IMAGENET1K_V1``, 81.1 % top-1
+on ImageNet), which stores them in the torch hub cache as ``vit_b_16-c867db91.pth``. They are read
+with ``weights_only=True`` (plain tensors, no code). Without internet access, put that file into
+``torch.hub.get_dir()/checkpoints`` yourself, or pass ``allow_random=True`` (small mode) to go on
+with a randomly initialised ViT-B/16.
+
+torchvision names its weight files after the first hex digits of their sha256 (``c867db91``). A
+download is checked against them; a file already in the cache is checked here once per process
+(:func:`check_published_weights`), and any other file under that name is announced loudly as NOT
+THE PUBLISHED WEIGHTS (the course's full-mode rehearsal puts random stand-in weights there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import torch
+from torchvision.models import ViT_B_16_Weights
+
+from helpers import course
+from helpers.model.vit import ViT, get_config
+from helpers.train.recipes import Recipe
+
+WEIGHTS = ViT_B_16_Weights.IMAGENET1K_V1
+VIT_B16_WEIGHTS_FILE = "vit_b_16-c867db91.pth"
+VIT_B16_URL = WEIGHTS.url  # https://download.pytorch.org/models/vit_b_16-c867db91.pth
+HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's convention: name-<sha256 prefix>.ext
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """The ImageNet ViT-B/16 weights are neither in the torch hub cache nor downloadable."""
+
+
+def weights_cache_path() -> Path:
+    """Where torchvision keeps (or would keep) the ViT-B/16 weights: ``torch.hub.get_dir()/checkpoints``.
+
+    Lesson 04.
+    """
+    return Path(torch.hub.get_dir()) / "checkpoints" / VIT_B16_WEIGHTS_FILE
+
+
+def sha256_prefix(path: str | Path, length: int = 8) -> str:
+    """The first ``length`` hex digits of the file's sha256 (about a second for the 330 MB weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]
+
+
+_checked: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime) -> matches; each file hashed once
+
+
+def check_published_weights(path: str | Path | None = None) -> bool:
+    """True when a weights file's sha256 starts with the hex digits in its name, as torchvision's
+    published files do; otherwise a loud announcement, NOT THE PUBLISHED WEIGHTS, once per file.
+
+    ``path`` defaults to the ViT-B/16 file in the torch hub cache (:func:`weights_cache_path`). Call it
+    after ``torchvision.models.vit_b_16(weights=...)`` (lesson 02); :func:`load_vit_b16_state_dict`
+    calls it itself (lessons 04, 05). Raises ``FileNotFoundError`` when there is no such file.
+    """
+    path = Path(path) if path is not None else weights_cache_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file {path} to check; load the weights first")
+    named = HASH_IN_NAME.search(path.name)
+    if named is None:
+        raise ValueError(f"{path.name} has no sha256 prefix in its name (name-<hex>.pth), nothing to check")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _checked:
+        actual = sha256_prefix(path, len(named[1]))
+        _checked[key] = actual == named[1]
+        if not _checked[key]:
+            course.announce(
+                f"NOT THE PUBLISHED WEIGHTS: {path}\nhas sha256 {actual}..., but its name promises "
+                f"{named[1]}...: other weights under the published name (a stand-in, or a damaged file).\n"
+                f"Results will not be the lesson's. Delete the file to download the published {path.name}."
+            )
+    return _checked[key]
+
+
+def _check_reachable(url: str, timeout: float) -> None:
+    """Raise ``OSError`` within ``timeout`` seconds when ``url`` cannot be reached (e.g. offline)."""
+    request = urllib.request.Request(url, method="HEAD")
+    with urllib.request.urlopen(request, timeout=timeout):
+        pass
+
+
+def load_vit_b16_state_dict(download: bool = True, timeout: float = 10.0) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet ViT-B/16 state dict: from the hub cache, else downloaded (~330 MB).
+
+    Fails fast (within ``timeout`` seconds) without internet access, raising
+    :class:`PretrainedWeightsUnavailable` with what to do.
+    """
+    path = weights_cache_path()
+    if not path.is_file():
+        why = "downloading is switched off"
+        if download:
+            try:
+                _check_reachable(VIT_B16_URL, timeout)
+                why = ""
+            except OSError as err:  # URLError and HTTPError are OSErrors
+                why = f"the download failed: {err}"
+        if why:
+            raise PretrainedWeightsUnavailable(
+                f"The ImageNet ViT-B/16 weights {VIT_B16_WEIGHTS_FILE} are not in the torch hub cache "
+                f"folder {path.parent} and {why}.\n"
+                f"Fix: connect to the internet, or download {VIT_B16_URL} on another machine and copy it "
+                f"to {path} (set TORCH_HOME to use another cache folder).\n"
+                "In small mode you may instead go on with RANDOM weights (allow_random=True, or "
+                "--allow-random-weights on the command line); the numbers then mean little."
+            )
+    # The weights API checks the cache first and downloads only when the file is missing; check_hash
+    # makes it verify a download against the sha256 prefix in the file name.
+    state_dict = WEIGHTS.get_state_dict(progress=True, weights_only=True, check_hash=True)
+    check_published_weights(path)
+    return state_dict
+
+
+def load_pretrained_vit_b16(
+    num_classes: int | None, image_size: int = 224, allow_random: bool = False, timeout: float = 10.0
+) -> ViT:
+    """Our ViT-B/16 with torchvision's ImageNet weights and a new zero-initialised head.
+
+    ``num_classes=None`` keeps the 1000-class ImageNet head. ``image_size`` other than 224 resizes
+    the position embeddings (``ViT.from_torchvision``). When the weights cannot be had, raises
+    :class:`PretrainedWeightsUnavailable`, unless ``allow_random`` is True: then it announces it
+    loudly and returns a randomly initialised ViT-B/16. Lessons 04 and 05.
+    """
+    try:
+        model = ViT.from_torchvision(load_vit_b16_state_dict(timeout=timeout), image_size=image_size)
+    except PretrainedWeightsUnavailable:
+        if not allow_random:
+            raise
+        message = (
+            f"RANDOM WEIGHTS: {VIT_B16_WEIGHTS_FILE} is not in {weights_cache_path().parent} and could "
+            "not be downloaded, so this ViT-B/16 starts from random weights: expect chance-level results."
+        )
+        # Printed once: not a warnings.warn too, which a notebook would show a second time, in red,
+        # with the path of the cell's temporary file.
+        course.announce(message)
+        model = ViT(get_config("vit_b16", image_size=image_size, num_classes=num_classes or 1000))
+    if num_classes is not None:
+        model.reset_head(num_classes)
+    return model
+
+
+def freeze_for_recipe(model: ViT, recipe: Recipe) -> ViT:
+    """Freeze everything except ``model.head`` when ``recipe.train_backbone`` is False (linear
+    probe); otherwise let every layer train. Returns ``model``. Lesson 04."""
+    model.requires_grad_(recipe.train_backbone)
+    model.head.requires_grad_(True)
+    return model

@@ -1,0 +1,460 @@
+"""The Vision Transformer (ViT), block by block.
+
+"An Image is Worth 16x16 Words" (Dosovitskiy et al., 2021, https://arxiv.org/abs/2010.11929) cuts an
+image into fixed-size patches, turns each patch into a vector ("patch embedding"), puts a learnable
+[class] token in front, adds learnable position embeddings, and runs a standard Transformer encoder
+over the sequence. The encoder output of the [class] token, after a final LayerNorm, is the image
+representation; a linear head turns it into class scores (Eq. 1-4 of the paper).
+
+This file is the whole model:
+
+    ViTConfig                -- the sizes (ViT-B/16 by default), PRESETS, get_config
+    PatchEmbedding           -- Eq. 1: patches -> tokens, [class] token, position embeddings
+    MultiHeadSelfAttention   -- MSA: softmax(q k^T / sqrt(d)) v over several heads
+    MLPBlock                 -- the two-layer GELU MLP of every encoder block
+    TransformerEncoderBlock  -- Eq. 2-3: pre-norm MSA and MLP with residual connections
+    ViT                      -- Eq. 4: stack of blocks, final LayerNorm, head on the [class] token
+
+The layers, initialisation and LayerNorm epsilon follow torchvision's ``vit_b_16``, so
+``ViT.from_torchvision`` loads its ImageNet weights and gives the same outputs (to float rounding).
+Shapes in comments: B batch, C channels, H/W image height/width, P patch size, N number of patches,
+D model width ("dim"), h heads, d = D / h width of one head.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers.model import limits as vit_limits
+
+LAYER_NORM_EPS = 1e-6  # torchvision (and the original JAX code) use 1e-6, not PyTorch's default 1e-5
+
+
+@dataclass
+class ViTConfig:
+    """Sizes of a Vision Transformer. The defaults are ViT-B/16 (Table 1 of the paper). Lesson 02.
+
+    Every field is checked when a config is made, also from a ``config.json``: a bad value raises a
+    ValueError naming the field and the value (the limits and checks: :mod:`helpers.model.limits`).
+    """
+
+    image_size: int = 224  # side of the square input image, in pixels
+    patch_size: int = 16  # side of one square patch, in pixels ("/16" in ViT-B/16)
+    in_channels: int = 3  # colour channels of the input (RGB)
+    num_classes: int = 1000  # outputs of the classification head (1000 ImageNet classes)
+    dim: int = 768  # D: width of every token ("Hidden size D" in Table 1)
+    depth: int = 12  # number of Transformer encoder blocks ("Layers")
+    heads: int = 12  # attention heads per block; each head has width dim // heads
+    mlp_dim: int = 3072  # hidden width of the MLP inside each block ("MLP size")
+    dropout: float = 0.0  # dropout on embeddings, after attention and inside the MLP
+    attention_dropout: float = 0.0  # dropout on the attention weights
+
+    def __post_init__(self) -> None:
+        """Check every field, so that a bad config fails here, naming the field, not deep inside torch."""
+        for name, value in vit_limits.checked_fields(self).items():
+            setattr(self, name, value)  # plain int and float: NumPy's numbers become JSON-able too
+        vit_limits.check_sizes_fit(self)  # whole patches, heads that divide dim, bounded N and parameters
+
+    @property
+    def num_parameters(self) -> int:
+        """How many parameters :class:`ViT` has for this config, without building it (lesson 02's formula).
+
+        Patch embedding (a P x P convolution) + [class] token + N + 1 position embeddings + ``depth``
+        blocks (2 LayerNorms, qkv, output projection, MLP) + final LayerNorm + head.
+        """
+        D, M, P, C = self.dim, self.mlp_dim, self.patch_size, self.in_channels
+        embedding = C * P * P * D + D + D + (self.num_patches + 1) * D
+        block = 2 * D + (3 * D * D + 3 * D) + (D * D + D) + 2 * D + (D * M + M) + (M * D + D)
+        return embedding + self.depth * block + 2 * D + (D * self.num_classes + self.num_classes)
+
+    @property
+    def num_patches(self) -> int:
+        """N = (image_size / patch_size)^2, the number of patch tokens (without the [class] token)."""
+        return (self.image_size // self.patch_size) ** 2
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict of the fields (what ``config.json`` files store)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> ViTConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error rather than silently dropped."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Unknown ViTConfig field(s) {unknown}; valid fields are {sorted(known)}.")
+        return cls(**d)
+
+
+PRESETS: dict[str, ViTConfig] = {
+    # ViT-B/16 exactly as in the paper and torchvision: 86,567,656 parameters with 1000 classes.
+    "vit_b16": ViTConfig(),
+    # A ViT small enough to train from scratch on a 2-core CPU: 64x64 images in 8x8 patches
+    # (64 tokens + [class]), width 192, 6 blocks of 3 heads: 1.83 M parameters. One training epoch
+    # over ~500 images takes about 5 s of one CPU core, so 10-20 epochs fit in 1-2 minutes.
+    "vit_tiny": ViTConfig(image_size=64, patch_size=8, num_classes=2, dim=192, depth=6, heads=3, mlp_dim=384),
+}
+
+
+def get_config(name: str, **overrides) -> ViTConfig:
+    """A copy of ``PRESETS[name]`` with some fields changed, e.g. ``get_config("vit_b16", num_classes=2)``.
+
+    Lessons 02 and 03.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"Unknown ViT preset {name!r}; valid names are {sorted(PRESETS)}.")
+    return replace(PRESETS[name], **overrides)  # replace() returns a new, validated config
+
+
+class PatchEmbedding(nn.Module):
+    """Eq. 1: z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos.
+
+    A Conv2d with kernel = stride = P is the same as cutting the image into P x P patches, flattening
+    each and multiplying by the patch-embedding matrix E (of shape P*P*C x D). The learnable [class]
+    token is one (1, 1, D) parameter, expanded (not copied) to the batch, so the model works for any
+    batch size. Position embeddings are added after the [class] token is put in front, so the
+    [class] token has a position embedding too (N + 1 of them). Lesson 01.
+    """
+
+    def __init__(self, image_size: int, patch_size: int, in_channels: int, dim: int):
+        super().__init__()
+        if image_size % patch_size != 0:
+            raise ValueError(f"image_size={image_size} is not a multiple of patch_size={patch_size}.")
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.in_channels = in_channels
+        num_patches = (image_size // patch_size) ** 2
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, dim))  # (1, 1, D), zeros as in torchvision
+        self.pos_embedding = nn.Parameter(
+            torch.empty(1, num_patches + 1, dim).normal_(std=0.02)
+        )  # (1, N+1, D)
+        # torchvision's init of the patchify stem: truncated normal with std sqrt(1 / fan_in).
+        fan_in = in_channels * patch_size * patch_size
+        nn.init.trunc_normal_(self.proj.weight, std=math.sqrt(1 / fan_in))
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        if C != self.in_channels:
+            raise ValueError(
+                f"Got images with {C} channels but this model expects {self.in_channels} (B, C, H, W)."
+            )
+        if (H, W) != (self.image_size, self.image_size):
+            whole = H % self.patch_size == 0 and W % self.patch_size == 0
+            why = "" if whole else f" ({H}x{W} is not a multiple of the patch size {self.patch_size})"
+            raise ValueError(
+                f"Got {H}x{W} images but this model expects {self.image_size}x{self.image_size}{why}. "
+                f"Resize the images to {self.image_size}, or build the model with image_size={H}."
+            )
+        x = self.proj(x)  # (B, D, H/P, W/P): one D-vector per patch
+        x = x.flatten(2).transpose(1, 2)  # (B, N, D) with N = (H/P) * (W/P), row by row
+        cls = self.class_token.expand(B, -1, -1)  # (B, 1, D), a view: no new parameters per batch
+        x = torch.cat([cls, x], dim=1)  # (B, N+1, D)
+        return x + self.pos_embedding  # (B, N+1, D)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Multi-head self-attention (MSA, Appendix A of the paper).
+
+    One linear layer ``to_qkv`` makes queries, keys and values for all heads at once; each head
+    computes softmax(q k^T / sqrt(d)) v over the N+1 tokens; ``proj`` mixes the concatenated heads.
+
+    ``fused=True`` (the default) calls ``F.scaled_dot_product_attention``, which does the same maths
+    in one optimised kernel without storing the (N+1) x (N+1) weights. ``return_attention=True``
+    always takes the written-out path, because only it has the softmaxed weights to return.
+    ``class_token_only=True`` computes the output of the [class] token only (query 0 against all
+    keys): the same numbers as ``forward(x)[:, :1]`` for less work. Lesson 02.
+    """
+
+    def __init__(self, dim: int, heads: int, attention_dropout: float = 0.0, fused: bool = True):
+        super().__init__()
+        if dim % heads != 0:
+            raise ValueError(f"dim={dim} must be divisible by heads={heads}.")
+        self.heads = heads
+        self.head_dim = dim // heads  # d
+        self.scale = self.head_dim**-0.5  # 1 / sqrt(d)
+        self.attention_dropout = attention_dropout
+        self.fused = fused
+        self.to_qkv = nn.Linear(dim, 3 * dim)  # rows: [W_q; W_k; W_v], like torchvision's in_proj_weight
+        self.attn_drop = nn.Dropout(attention_dropout)
+        self.proj = nn.Linear(dim, dim)  # torchvision's out_proj
+        # torchvision (nn.MultiheadAttention) init: xavier on the stacked qkv matrix, zero biases,
+        # PyTorch's default Linear init for the output projection weight.
+        nn.init.xavier_uniform_(self.to_qkv.weight)
+        nn.init.zeros_(self.to_qkv.bias)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(
+        self, x: torch.Tensor, return_attention: bool = False, class_token_only: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        B, N, D = x.shape  # here N counts all tokens, [class] included
+        qkv = self.to_qkv(x).view(B, N, 3, self.heads, self.head_dim)  # (B, N, 3, h, d)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, h, N, d), views: no copies
+        if class_token_only:
+            q = q[:, :, :1]  # (B, h, 1, d): only the [class] token asks; all N tokens still answer
+        Q = q.shape[2]  # number of queries: N, or 1 with class_token_only
+
+        if return_attention or not self.fused:
+            scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, h, Q, N): how much query i matches key j
+            attn = scores.softmax(dim=-1)  # (B, h, Q, N), each row sums to 1
+            out = self.attn_drop(attn) @ v  # (B, h, Q, d): weighted average of the values
+        else:
+            p = self.attention_dropout if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, h, Q, d), same maths fused
+            attn = None
+
+        out = out.transpose(1, 2).reshape(B, Q, D)  # (B, Q, h*d): concatenate the heads
+        out = self.proj(out)  # (B, Q, D)
+        return (out, attn) if return_attention else out
+
+
+class MLPBlock(nn.Module):
+    """The MLP of each encoder block: Linear(D -> mlp_dim), GELU, dropout, Linear(mlp_dim -> D), dropout.
+
+    Lesson 02.
+    """
+
+    def __init__(self, dim: int, mlp_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, mlp_dim)
+        self.act = nn.GELU()  # exact (erf) GELU, as in the paper and torchvision
+        self.drop1 = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(mlp_dim, dim)
+        self.drop2 = nn.Dropout(dropout)
+        for layer in (self.fc1, self.fc2):  # torchvision's MLPBlock init
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.normal_(layer.bias, std=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop1(self.act(self.fc1(x)))  # (B, N, mlp_dim)
+        return self.drop2(self.fc2(x))  # (B, N, D)
+
+
+class TransformerEncoderBlock(nn.Module):
+    """Eq. 2-3, one encoder block with LayerNorm *before* each sub-layer ("pre-norm"):
+
+    z' = MSA(LN(z)) + z
+    z  = MLP(LN(z')) + z'
+
+    With ``class_token_only=True`` only the [class] token is updated and returned, (B, 1, D): the ViT
+    uses this in its last block, whose other outputs the head never reads (about 1/12 less work). Lesson 02.
+    """
+
+    def __init__(
+        self, dim: int, heads: int, mlp_dim: int, dropout: float = 0.0, attention_dropout: float = 0.0
+    ):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.attn = MultiHeadSelfAttention(dim, heads, attention_dropout)
+        self.drop = nn.Dropout(dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.mlp = MLPBlock(dim, mlp_dim, dropout)
+
+    def forward(
+        self, x: torch.Tensor, return_attention: bool = False, class_token_only: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if return_attention:
+            a, attn = self.attn(self.norm1(x), True, class_token_only)  # (B, Q, D), (B, h, Q, N)
+        else:
+            a = self.attn(self.norm1(x), class_token_only=class_token_only)  # (B, Q, D)
+        if class_token_only:
+            x = x[:, :1]  # (B, 1, D): keep the [class] token only
+        x = self.drop(a) + x  # residual around attention
+        x = self.mlp(self.norm2(x)) + x  # residual around the MLP
+        return (x, attn) if return_attention else x
+
+
+class ViT(nn.Module):
+    """The Vision Transformer: patch embedding, ``depth`` encoder blocks, LayerNorm, linear head.
+
+    The head reads only the [class] token (token 0) after the final LayerNorm (Eq. 4). Layers and
+    initialisation follow torchvision's ``VisionTransformer``; the head starts at zero. Lesson 02.
+    """
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.config = replace(config)  # own copy: reset_head changes num_classes
+        c = self.config
+        self.patch_embedding = PatchEmbedding(c.image_size, c.patch_size, c.in_channels, c.dim)
+        self.dropout = nn.Dropout(c.dropout)  # on the embedded tokens, as in torchvision
+        self.blocks = nn.ModuleList(
+            TransformerEncoderBlock(c.dim, c.heads, c.mlp_dim, c.dropout, c.attention_dropout)
+            for _ in range(c.depth)
+        )
+        self.norm = nn.LayerNorm(c.dim, eps=LAYER_NORM_EPS)
+        self.head = self._zero_head(c.dim, c.num_classes)
+
+    @staticmethod
+    def _zero_head(dim: int, num_classes: int) -> nn.Linear:
+        head = nn.Linear(dim, num_classes)
+        nn.init.zeros_(head.weight)  # zero head, as in torchvision and the paper's fine-tuning recipe
+        nn.init.zeros_(head.bias)
+        return head
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> the [class] token after the final LayerNorm, (B, D): the head's input."""
+        x = self.dropout(self.patch_embedding(x))  # (B, N+1, D)
+        for block in self.blocks[:-1]:
+            x = block(x)  # (B, N+1, D)
+        # The head reads only the [class] token, so the last block needs to update only that token.
+        # Same numbers as running it in full and taking x[:, :1], for about 1/12 less work.
+        x = self.blocks[-1](x, class_token_only=True)  # (B, 1, D)
+        return self.norm(x[:, 0])  # (B, D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> class scores (logits), (B, num_classes)."""
+        return self.head(self.forward_features(x))
+
+    def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Softmaxed attention weights of every block, each (B, heads, N+1, N+1); token 0 is [class].
+
+        Uses the written-out attention. Wrap the call in ``torch.no_grad()`` when only plotting.
+        """
+        maps = []
+        x = self.dropout(self.patch_embedding(x))  # (B, N+1, D)
+        for block in self.blocks:
+            x, attn = block(x, return_attention=True)  # (B, N+1, D), (B, h, N+1, N+1)
+            maps.append(attn)
+        return maps
+
+    def reset_head(self, num_classes: int) -> None:
+        """Replace the head with a new zero-initialised one with ``num_classes`` outputs (for fine-tuning)."""
+        old = self.head
+        self.head = self._zero_head(self.config.dim, num_classes).to(old.weight.device, old.weight.dtype)
+        self.config.num_classes = num_classes
+
+    @classmethod
+    def from_torchvision(
+        cls,
+        model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
+        image_size: int | None = None,
+        *,
+        heads: int | None = None,
+    ) -> ViT:
+        """Build a ViT with the weights of a torchvision ``VisionTransformer`` (a module or its state dict).
+
+        The sizes are read from the weights: ``dim``, ``in_channels`` and ``patch_size`` from
+        ``conv_proj.weight``, ``depth`` from the number of encoder layers, ``mlp_dim`` from the first
+        MLP layer, ``num_classes`` from ``heads.head.weight`` and the image size from the number of
+        position embeddings. A state dict does not record the number of heads: it is taken from the
+        module when one is given, else from ``heads=``, else assumed to be ``dim // 64`` (heads of
+        width 64, true for all of torchvision's ViTs). Both the current MLP keys (``mlp.0``, ``mlp.3``)
+        and the legacy ones (``mlp.linear_1``, ``mlp.linear_2``) load.
+
+        With ``image_size`` different from the weights' own, the position embeddings of the patches
+        are resized on their 2-D grid exactly like torchvision's ``interpolate_embeddings`` (bicubic,
+        align_corners=True; the [class] token's embedding is kept). The new model is on the CPU, in
+        training mode, with its own copy of the weights.
+        """
+        dropout = attention_dropout = 0.0
+        if isinstance(model_or_state_dict, nn.Module):
+            module = model_or_state_dict
+            if not hasattr(module, "conv_proj"):
+                raise TypeError(
+                    f"from_torchvision expects torchvision's VisionTransformer or its state dict, "
+                    f"got a {type(module).__name__}."
+                )
+            state = module.state_dict()
+            if heads is None:
+                heads = module.encoder.layers[0].self_attention.num_heads
+            dropout, attention_dropout = module.dropout, module.attention_dropout
+        else:
+            state = dict(model_or_state_dict)
+        # Copies (never views) of the weights, so training our model cannot change the source model.
+        state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+        # Which keys to expect: the number of blocks and the MLP's names (current or legacy) say it.
+        depth = sum(1 for k in state if k.startswith("encoder.layers.") and k.endswith(".ln_1.weight"))
+        legacy = "encoder.layers.encoder_layer_0.mlp.linear_1.weight" in state
+        ours_to_theirs = _torchvision_key_map(max(depth, 1), legacy)
+        vit_limits.check_torchvision_keys(state, expected=ours_to_theirs.values())  # none missing, none extra
+        # The sizes, read from the shapes of the weights.
+        dim, in_channels, patch_size, _ = state["conv_proj.weight"].shape
+        mlp_dim = state[ours_to_theirs["blocks.0.mlp.fc1.weight"]].shape[0]
+        num_classes = state["heads.head.weight"].shape[0]
+        pos = state["encoder.pos_embedding"]  # (1, N+1, D)
+        grid = math.isqrt(pos.shape[1] - 1) if pos.ndim == 3 else 0  # G: patches per side
+        if pos.ndim != 3 or pos.shape[0] != 1 or grid * grid != pos.shape[1] - 1:
+            raise ValueError(
+                f"'encoder.pos_embedding' has shape {tuple(pos.shape)}; expected (1, G*G + 1, D)."
+            )
+        if heads is None and dim % 64 != 0:
+            raise ValueError(f"Cannot guess the number of heads for dim={dim}; pass heads= or the module.")
+        heads = dim // 64 if heads is None else heads  # heads of width 64, as in every torchvision ViT
+
+        config = ViTConfig(
+            image_size=image_size or grid * patch_size,
+            patch_size=patch_size,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            dim=dim,
+            depth=depth,
+            heads=heads,
+            mlp_dim=mlp_dim,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+        )
+        new_grid = config.image_size // patch_size
+        if new_grid != grid:
+            state["encoder.pos_embedding"] = interpolate_position_embedding(pos, new_grid)
+
+        with torch.device("meta"):  # no memory and no random init: every tensor is replaced below
+            model = cls(config)
+        new_state = {ours: state[theirs] for ours, theirs in ours_to_theirs.items()}
+        vit_limits.check_weight_shapes(new_state, model.state_dict(), ours_to_theirs)  # before taking them
+        model.load_state_dict(new_state, assign=True)  # take the tensors themselves (off the meta device)
+        return model
+
+
+def _torchvision_key_map(depth: int, legacy: bool = False) -> dict[str, str]:
+    """Our state-dict key -> torchvision's key, for every tensor of the model."""
+    fc1, fc2 = ("linear_1", "linear_2") if legacy else ("0", "3")
+    per_block = {"norm1": "ln_1", "norm2": "ln_2", "attn.proj": "self_attention.out_proj"}
+    per_block |= {"mlp.fc1": f"mlp.{fc1}", "mlp.fc2": f"mlp.{fc2}"}
+    names = {
+        "patch_embedding.proj.weight": "conv_proj.weight",
+        "patch_embedding.proj.bias": "conv_proj.bias",
+        "patch_embedding.class_token": "class_token",
+        "patch_embedding.pos_embedding": "encoder.pos_embedding",
+        "norm.weight": "encoder.ln.weight",
+        "norm.bias": "encoder.ln.bias",
+        "head.weight": "heads.head.weight",
+        "head.bias": "heads.head.bias",
+    }
+    for i in range(depth):
+        theirs = f"encoder.layers.encoder_layer_{i}."
+        for ours, tv in per_block.items():
+            for p in ("weight", "bias"):
+                names[f"blocks.{i}.{ours}.{p}"] = f"{theirs}{tv}.{p}"
+        names[f"blocks.{i}.attn.to_qkv.weight"] = f"{theirs}self_attention.in_proj_weight"
+        names[f"blocks.{i}.attn.to_qkv.bias"] = f"{theirs}self_attention.in_proj_bias"
+    return names
+
+
+def interpolate_position_embedding(pos_embedding: torch.Tensor, new_grid: int) -> torch.Tensor:
+    """Resize (1, 1 + G*G, D) position embeddings to (1, 1 + new_grid^2, D) for another image size.
+
+    The patch embeddings are laid out on their G x G grid and resized with bicubic interpolation
+    (align_corners=True), the [class] token's embedding is kept: the same as torchvision's
+    ``interpolate_embeddings``, which the paper describes in Section 3.2 ("Fine-tuning and higher
+    resolution"). Lesson 04.
+    """
+    _, n, dim = pos_embedding.shape
+    grid = math.isqrt(n - 1)
+    cls_pos, patch_pos = pos_embedding[:, :1], pos_embedding[:, 1:]  # (1, 1, D), (1, G*G, D)
+    patch_pos = patch_pos.transpose(1, 2).reshape(1, dim, grid, grid)  # (1, D, G, G)
+    patch_pos = F.interpolate(patch_pos, size=new_grid, mode="bicubic", align_corners=True)  # (1, D, G', G')
+    patch_pos = patch_pos.reshape(1, dim, new_grid * new_grid).transpose(1, 2)  # (1, G'*G', D)
+    return torch.cat([cls_pos, patch_pos], dim=1)  # (1, 1 + G'*G', D)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (only those with ``requires_grad`` when ``trainable_only``). Lessons 01 to 06."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

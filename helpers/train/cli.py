@@ -1,0 +1,448 @@
+"""Train a fake-versus-real ViT detector from the command line.
+
+    python -m helpers.train --data data/toy --model vit_tiny --recipe scratch --out build/tiny
+    python -m helpers.train --data data/fake_or_real --model vit_b16 --recipe linear_probe --out build/probe
+    python -m helpers.train --data data/fake_or_real --model vit_b16 --recipe finetune --out build/finetune
+
+``--recipe`` names one of :data:`helpers.train.recipes.RECIPES`: ``scratch`` (and ``tutorial``) train
+every weight from random initialisation (``vit_tiny`` or ``vit_b16``); ``linear_probe`` and
+``finetune`` start from torchvision's ImageNet ViT-B/16 (``--model vit_b16``) and train only the new
+head (on cached features) or every layer. Each setting flag (``--lr``, ``--epochs``, ...) replaces
+that field of the recipe.
+
+The folder ``--out`` receives ``metrics.json`` (the recipe, settings, history, best epoch,
+validation and test metrics, speed), ``detector/`` (``model.safetensors`` + ``config.json``, for
+``helpers.serving.inference.load_predictor`` and the demo) and ``training_state/`` (to continue with
+``--resume`` after an interruption; see ``helpers.train.state``).
+
+``--data`` is the folder with one sub-folder per class (``fake_images/``, ``real_images/``), or a
+folder whose one sub-folder holds them: ``data/fake_or_real`` works as well as
+``data/fake_or_real/train``.
+
+**On a GPU**, the defaults are what a GPU user expects: ``--precision auto`` trains in bf16 where the
+GPU has bf16 units (A100, L4, H100) and in fp16 with a gradient scaler on older ones (T4), and fp32
+matrix products may use TF32 (:func:`helpers.train.precision.allow_tf32`). On a CPU it trains in fp32.
+``--compile`` compiles the model with ``torch.compile``: the first steps take a minute or more to
+compile, later steps run faster (``benchmarks/finetune_throughput.py`` measures both), so it pays on
+a GPU for runs of many steps, not for a few epochs on the toy set.
+
+**Failures** that are not bugs (a full disk, an ``--out`` that cannot be written, a training state
+that does not fit the command, a folder without images) end with one ``error: ...`` line and exit
+status 1 or 2 (see :mod:`helpers._cli`). Before training, ``--out`` is checked for write access and
+for enough free space for the training state and the detector (:func:`space_needed`).
+
+Several GPUs: ``torchrun --nproc_per_node=4 -m helpers.train ...`` runs one process per GPU with
+DistributedDataParallel (``--batch-size`` is per process). Process 0 indexes the data and fetches
+the ImageNet weights while the others wait (:func:`helpers.train.distributed.rank_zero_first`); every
+part that differs between processes is in :mod:`helpers.train.distributed`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from helpers import _cli as cli
+from helpers import _files as files
+from helpers.data import transforms
+from helpers.data.datasets import CLASS_NAMES, create_dataloaders
+from helpers.data.images import list_image_files
+from helpers.model import pretrained
+from helpers.model.vit import ViT, get_config
+from helpers.serving.inference import DETECTOR_DIR, save_detector
+from helpers.train import distributed, loop
+from helpers.train import state as training_state
+from helpers.train.precision import PRECISIONS, allow_tf32, resolve_precision
+from helpers.train.recipes import RECIPES, Recipe, get_recipe
+
+MODELS = ("vit_tiny", "vit_b16")
+DEFAULT_IMAGE_SIZE = {"vit_tiny": 64, "vit_b16": 224}
+# The flags that replace a field of the recipe: (flag, field, type, help).
+RECIPE_FLAGS = (
+    ("--epochs", "epochs", int, "passes over the training set"),
+    ("--batch-size", "batch_size", int, "images per step and process"),
+    ("--lr", "lr", float, "peak learning rate"),
+    ("--weight-decay", "weight_decay", float, "weight decay"),
+    ("--warmup-epochs", "warmup_epochs", float, "linear warm-up; with --epochs, at most epochs / 10"),
+    ("--label-smoothing", "label_smoothing", float, "label smoothing"),
+    ("--grad-clip", "grad_clip", float, "max gradient norm, 0 = off"),
+    ("--backbone-lr-scale", "backbone_lr_scale", float, "backbone learning rate = lr x this"),
+    ("--optimizer", "optimizer", str, "adamw or adam"),
+    ("--schedule", "schedule", str, "warmup_cosine or constant"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.ArgumentParser(
+        prog="python -m helpers.train",
+        description=__doc__.split("\n\n")[0],
+        epilog="Recipe settings left out take the values of the --recipe (listed in each help line).",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="image folder with fake_images/ and real_images/, or a folder whose one sub-folder "
+        "holds them (e.g. data/toy, data/fake_or_real)",
+    )
+    parser.add_argument("--model", choices=MODELS, default="vit_tiny", help="ViT size (default: vit_tiny)")
+    parser.add_argument(
+        "--recipe", choices=sorted(RECIPES), default="scratch", help="how to train (default: scratch)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: build/MODEL-RECIPE)")
+    for flag, field, kind, text in RECIPE_FLAGS:
+        defaults = ", ".join(f"{name} {getattr(recipe, field)}" for name, recipe in RECIPES.items())
+        parser.add_argument(flag, dest=field, type=kind, help=f"{text} ({defaults})")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="side in pixels, a multiple of the patch size (vit_tiny 64, vit_b16 224)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=42, help="seed of the split, initialisation and shuffling"
+    )
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of each class for validation")
+    parser.add_argument("--test-fraction", type=float, default=0.1, help="share of each class for the test")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto = the GPU if there is one (default: auto)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["auto", *sorted(PRECISIONS)],
+        default="auto",
+        help="numeric format; auto = bf16 on GPUs with bf16 units, fp16 on older GPUs, fp32 on a CPU "
+        "(default: auto)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the model with torch.compile: a minute or more at the start, faster steps "
+        "after; pays on a GPU for long runs",
+    )
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="DataLoader worker processes (default: helpers.data.datasets.default_num_workers())",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/training_state if it exists")
+    parser.add_argument(
+        "--allow-random-weights",
+        action="store_true",
+        help="linear_probe/finetune: go on with RANDOM weights when the ImageNet weights "
+        "cannot be found or downloaded (small mode only: the results mean little)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    """The ``--recipe`` with every setting given on the command line put in its place."""
+    base = RECIPES[args.recipe]
+    overrides: dict[str, Any] = {
+        field: getattr(args, field) for _, field, _, _ in RECIPE_FLAGS if getattr(args, field) is not None
+    }
+    if "epochs" in overrides and "warmup_epochs" not in overrides:  # short runs: warm up a tenth of them
+        overrides["warmup_epochs"] = min(base.warmup_epochs, overrides["epochs"] / 10)
+    if overrides.get("grad_clip") == 0:
+        overrides["grad_clip"] = None
+    return get_recipe(args.recipe, **overrides)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line; ``args.recipe`` becomes a :class:`Recipe`. Errors exit
+    with status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.recipe = recipe_from_args(args)
+    except ValueError as err:  # e.g. "recipe 'scratch': epochs must be an integer >= 1, got 0"
+        flag = next((f for f, field, _, _ in RECIPE_FLAGS if f": {field} must" in str(err)), "--recipe")
+        parser.error(f"{flag}: {err}")
+    recipe = args.recipe
+    if args.image_size is None:
+        args.image_size = DEFAULT_IMAGE_SIZE[args.model]
+    if args.out is None:
+        args.out = Path("build") / f"{args.model}-{recipe.name}"
+
+    if recipe.pretrained and args.model != "vit_b16":
+        parser.error(
+            f"--recipe {recipe.name} starts from ImageNet weights, which exist only for --model vit_b16 "
+            f"(got --model {args.model}); use --recipe scratch to train {args.model}."
+        )
+    patch = get_config(args.model).patch_size
+    if args.image_size < patch or args.image_size % patch:
+        parser.error(
+            f"--image-size {args.image_size} must be a positive multiple of {args.model}'s "
+            f"patch size {patch} (e.g. {max(patch, round(args.image_size / patch) * patch)})."
+        )
+    if not 0 < args.val_fraction < 1 or not 0 <= args.test_fraction < 1:
+        parser.error(
+            f"need 0 < --val-fraction < 1 and 0 <= --test-fraction < 1, got {args.val_fraction} "
+            f"and {args.test_fraction}"
+        )
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU is visible; use --device cpu (or auto)")
+    on_gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    try:  # the format this machine trains fastest in, or a clear refusal (fp16 on a CPU, ...)
+        args.precision = resolve_precision(args.precision, "cuda" if on_gpu else "cpu")
+    except ValueError as err:
+        parser.error(f"--precision {args.precision}: {err}")
+    if args.compile and not recipe.train_backbone:
+        parser.error(
+            f"--compile: --recipe {recipe.name} trains one linear layer on features computed once; "
+            "there is nothing worth compiling"
+        )
+    if not args.data.is_dir():
+        parser.error(
+            f"--data {args.data}: no such folder. It should hold fake_images/ and real_images/; "
+            "make the toy set with `python -m helpers.data make-toy --out data/toy`."
+        )
+    args.data = find_class_folder(args.data, verbose=distributed.rank_from_env() == 0)
+    if not recipe.train_backbone and distributed.world_size_from_env() > 1:
+        parser.error(
+            f"--recipe {recipe.name} trains one linear layer on cached features; run it in a single "
+            "process (python -m helpers.train), not under torchrun."
+        )
+    return args
+
+
+def build_model(args: argparse.Namespace, num_classes: int) -> tuple[ViT, str]:
+    """The model for ``args.recipe`` and where its weights came from ("random init", "ImageNet", ...)."""
+    recipe = args.recipe
+    if not recipe.pretrained:
+        return ViT(get_config(args.model, image_size=args.image_size, num_classes=num_classes)), "random init"
+    model = pretrained.load_pretrained_vit_b16(
+        num_classes, args.image_size, allow_random=args.allow_random_weights
+    )
+    origin = (
+        "ImageNet" if pretrained.weights_cache_path().is_file() else "RANDOM (ImageNet weights unavailable)"
+    )
+    return pretrained.freeze_for_recipe(model, recipe), origin
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, train, write; an expected failure ends with one ``error:`` line (see :mod:`helpers._cli`)."""
+    args = parse_args(argv)
+    expected = (
+        training_state.TrainingStateError,
+        pretrained.PretrainedWeightsUnavailable,
+        distributed.RankZeroFailed,  # DDP: the other processes, when process 0 failed to fetch
+    )
+    return cli.run(lambda: train(args), expected=expected)
+
+
+def train(args: argparse.Namespace) -> int:
+    """The run that ``python -m helpers.train`` makes with the parsed ``args``; returns 0."""
+    recipe: Recipe = args.recipe
+    start = time.perf_counter()
+    device, rank, world_size = distributed.setup(args.device)
+    progress = not args.no_progress and rank == 0
+    try:
+        if rank == 0:  # the process that writes: find out now, not after the first epoch
+            check_output_folder(args.out, space_needed(args))
+        tf32 = allow_tf32(device)
+        loop.set_seed(args.seed)
+        if recipe.pretrained:
+            train_tf, eval_tf = transforms.pretrained_transforms(args.image_size)
+        else:
+            train_tf, eval_tf = transforms.scratch_transforms(args.image_size)
+        if not recipe.train_backbone:
+            train_tf = eval_tf  # features are computed once, so no random augmentation
+        try:  # DDP: process 0 indexes the data (and checks every image), then the others reuse its index
+            train_loader, val_loader, test_loader, class_names = distributed.rank_zero_first(
+                lambda: create_dataloaders(
+                    args.data,
+                    train_tf,
+                    eval_tf,
+                    batch_size=recipe.batch_size,
+                    val_fraction=args.val_fraction,
+                    test_fraction=args.test_fraction,
+                    seed=args.seed,
+                    num_workers=args.num_workers,
+                )
+            )
+        except ValueError as err:  # a folder without two classes of images, too few images per class
+            raise cli.CommandError(str(err)) from err
+        sampler = distributed.sampler(train_loader.dataset, rank, world_size, args.seed)
+        train_loader = loop.repeatable_train_loader(train_loader, args.seed, sampler)
+        if len(test_loader.dataset) == 0:
+            test_loader = None
+
+        # DDP: process 0 downloads the ImageNet weights into the cache, then the others read them there
+        model, origin = distributed.rank_zero_first(lambda: build_model(args, len(class_names)))
+        if args.compile:
+            model.compile()  # in place: the state dict keeps its names, so saving and resuming are unchanged
+        if rank == 0:
+            parameters = sum(p.numel() for p in model.parameters())
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            how = args.precision + (", TF32 matmuls" if tf32 and args.precision == "fp32" else "")
+            print(
+                f"{args.model} ({origin}), recipe {recipe.name}, "
+                f"{parameters:,} parameters ({trainable:,} trainable); "
+                f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val / "
+                f"{len(test_loader.dataset) if test_loader else 0} test images; device {device}"
+                + (f" x {world_size} processes" if world_size > 1 else "")
+                + f"; precision {how}"
+                + ("; compiled" if args.compile else ""),
+                flush=True,
+            )
+        run = loop.fit if recipe.train_backbone else loop.fit_linear_probe
+        resume_hint = "run the same command with --resume to continue from the last completed epoch"
+        try:
+            result = run(
+                model,
+                train_loader,
+                val_loader,
+                recipe,
+                device=device,
+                test_loader=test_loader,
+                precision=args.precision,
+                seed=args.seed,
+                out_dir=args.out,
+                resume=args.resume,
+                progress=progress,
+            )
+            if rank == 0:
+                seconds = time.perf_counter() - start
+                write_outputs(args, model, result, class_names, origin, world_size, seconds)
+        except OSError as err:  # a full disk, a folder that vanished: the last saved epoch is safe
+            raise cli.CommandError(f"{cli.describe_os_error(err)}; then {resume_hint}") from err
+        except KeyboardInterrupt as err:
+            raise cli.CommandError(f"interrupted; {resume_hint}", status=130) from err
+    finally:
+        distributed.cleanup(world_size)
+    return 0
+
+
+def find_class_folder(data: Path, verbose: bool = True) -> Path:
+    """``data`` if its sub-folders hold the images, else the one sub-folder of ``data`` that does.
+
+    ``python -m helpers.data download --out data/fake_or_real`` puts the class folders into
+    ``data/fake_or_real/train``; ``--data data/fake_or_real`` then trains on that ``train/`` (and
+    says so). When no sub-folder or several hold class folders with images, ``data`` is returned
+    as it is, and indexing it explains what is missing.
+    """
+
+    def holds_classes(folder: Path) -> bool:  # two or more sub-folders with images (at any depth)
+        classes = [d for d in _visible_folders(folder) if any(list_image_files(d))]
+        return len(classes) >= 2
+
+    if holds_classes(data):
+        return data
+    inside = [d for d in _visible_folders(data) if holds_classes(d)]
+    if len(inside) != 1:
+        return data
+    if verbose:
+        print(f"--data {data}: using {inside[0]}, the sub-folder that holds the class folders")
+    return inside[0]
+
+
+def _visible_folders(folder: Path) -> list[Path]:
+    """Sub-folders of ``folder``, without hidden ones and macOS's ``__MACOSX``."""
+    return sorted(
+        d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name != "__MACOSX"
+    )
+
+
+def space_needed(args: argparse.Namespace) -> int:
+    """Bytes that ``--out`` needs for a run of ``args``: the training state twice, plus the detector.
+
+    A training state holds the weights, the best weights (4 bytes per parameter each) and the
+    optimizer's two moments per trained parameter (AdamW and Adam keep two); each epoch writes a new
+    one before deleting the old (:mod:`helpers.train.state`), so twice that must fit, less what an
+    earlier run already wrote there. The detector is the weights once more. For ViT-B/16 fine-tuning
+    this is about 3.1 GB; the linear probe saves only the head's state, so mostly the detector.
+    """
+    config = get_config(args.model, image_size=args.image_size, num_classes=len(CLASS_NAMES))
+    weights = 4 * config.num_parameters
+    if args.recipe.train_backbone:
+        state = 2 * weights + 2 * weights
+    else:  # fit_linear_probe saves the state of the head only
+        head = 4 * (config.dim + 1) * config.num_classes
+        state = 4 * head
+    folder = Path(args.out) / training_state.FOLDER
+    existing = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) if folder.is_dir() else 0
+    return max(2 * state - existing, state) + weights
+
+
+def check_output_folder(out: Path, needed: int) -> None:
+    """Refuse, before training, an ``--out`` that cannot be written or whose disk has less than
+    ``needed`` bytes free: one :class:`helpers._cli.CommandError` naming the folder.
+
+    Nothing is created: the check writes a temporary file into ``out`` or, when ``out`` does not
+    exist yet, into its nearest existing parent, and deletes it at once.
+    """
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        raise cli.CommandError(f"--out {out}: {existing} is a file, not a folder; choose another --out", 2)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise cli.CommandError(
+            f"--out {out}: cannot write into {existing} ({reason}); choose a folder you can write to", 2
+        ) from err
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise cli.CommandError(
+            f"--out {out}: its disk has {free / 1e9:.2f} GB free, but this run needs about "
+            f"{needed / 1e9:.2f} GB there (each epoch's training state is written before the last one is "
+            "deleted, then the detector); free some space or choose another --out"
+        )
+
+
+def write_outputs(
+    args: argparse.Namespace,
+    model: ViT,
+    result: dict[str, Any],
+    class_names: list[str],
+    origin: str,
+    world_size: int,
+    seconds: float,
+) -> None:
+    """``metrics.json``, and the detector (``model.safetensors`` + ``config.json``) in ``detector/``."""
+    out, recipe = Path(args.out), args.recipe
+    out.mkdir(parents=True, exist_ok=True)
+    spec = transforms.eval_transform_spec(args.image_size, pretrained=recipe.pretrained)
+    detector = save_detector(
+        model,
+        out / DETECTOR_DIR,
+        class_names,
+        spec,
+        model_name=args.model,
+        extra={"recipe": recipe.name, "weights": origin},
+    )
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "recipe"}
+    metrics = {
+        "recipe": recipe.to_dict(),
+        "settings": {k: v for k, v in settings.items() if k not in recipe.to_dict()},
+        "history": result["history"],
+        "best_epoch": result["best_epoch"],
+        "val": result["val"],
+        "test": result["test"],
+        "class_names": list(class_names),
+        "weights": origin,
+        "world_size": world_size,
+        "seconds": seconds,
+        "train_images_per_second": result["train_images_per_second"],
+    }
+    path = files.write_json(out / "metrics.json", metrics)
+    test = result["test"] or result["val"]
+    which = "test" if result["test"] else "val"
+    print(
+        f"best epoch {result['best_epoch']}: {which} accuracy {test['accuracy']:.1%}, F1 {test['f1']:.3f}; "
+        f"{result['train_images_per_second']:.0f} train images/s; {seconds:.0f} s in all. "
+        f"Wrote {path} and the detector in {detector}."
+    )

@@ -1,0 +1,140 @@
+"""Several GPUs: one process per GPU under ``torchrun``, with DistributedDataParallel (DDP).
+
+``torchrun --nproc_per_node=4 -m helpers.train ...`` starts four copies of the training command and
+tells each its number in the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``). Everything the
+course does differently in that case is here, so the rest of the code reads as one process:
+
+    setup, cleanup        -- join and leave the process group; which GPU is this process's
+    sampler               -- each process trains on its own share of the shuffled training set
+    wrap_model            -- DDP averages the gradients of all processes in every backward pass
+    sum_over_processes    -- add a tensor up over all processes (the epoch's loss and accuracy)
+    current_rank          -- this process's number (0 writes files and prints)
+    rank_zero_first       -- process 0 fetches the data or the weights while the others wait
+
+Outside ``torchrun`` (one process, ``torch.distributed`` not initialised) each of these does what a
+single process needs and nothing else. Used by ``python -m helpers.train`` and by
+:func:`helpers.train.loop.fit`; no lesson needs it on one GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sized
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+
+T = TypeVar("T")
+
+
+class RankZeroFailed(RuntimeError):
+    """Process 0 failed at the work the others were waiting for (see :func:`rank_zero_first`)."""
+
+
+def running() -> bool:
+    """Whether this process belongs to an initialised process group (under torchrun, after :func:`setup`)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def current_rank() -> int:
+    """This process's number in the process group; 0 when not running distributed."""
+    return dist.get_rank() if running() else 0
+
+
+def world_size_from_env() -> int:
+    """How many processes torchrun started (``WORLD_SIZE``); 1 without it. Readable before :func:`setup`."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank_from_env() -> int:
+    """This process's number as torchrun set it (``RANK``); 0 without it. Readable before :func:`setup`."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def setup(device_arg: str) -> tuple[torch.device, int, int]:
+    """``(device, rank, world_size)`` for ``--device`` ``"auto"``, ``"cpu"`` or ``"cuda"``; under
+    torchrun also joins the process group (NCCL between GPUs, gloo between CPU processes)."""
+    world_size = world_size_from_env()
+    use_cuda = device_arg == "cuda" or (device_arg == "auto" and torch.cuda.is_available())
+    if world_size == 1:
+        return torch.device("cuda" if use_cuda else "cpu"), 0, 1
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    return torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"), dist.get_rank(), world_size
+
+
+def cleanup(world_size: int) -> None:
+    """Leave the process group (a no-op in a single process)."""
+    if world_size > 1 and running():
+        dist.destroy_process_group()
+
+
+def sampler(dataset: Sized, rank: int, world_size: int, seed: int) -> DistributedSampler | None:
+    """Each process trains on its own 1/world_size of the shuffled training set; None for one process."""
+    if world_size == 1:
+        return None
+    return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+
+
+def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` in a DistributedDataParallel wrapper, which averages the gradients of all processes
+    in every backward pass; ``model`` itself when not running distributed."""
+    if not running():
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def sum_over_processes(values: torch.Tensor) -> torch.Tensor:
+    """``values`` added up over all processes (a no-op in a single process)."""
+    if running():
+        values = values.clone()
+        dist.all_reduce(values)
+    return values
+
+
+def rank_zero_first(
+    prepare: Callable[[], T], *, rank: int | None = None, broadcast: Callable[[Any], Any] | None = None
+) -> T:
+    """Run ``prepare()`` in process 0 first, then in the others; return its result in every process.
+
+    For work that must happen once: process 0 downloads, extracts and indexes the data, or fetches
+    the ImageNet weights into the cache, while the others wait; they then call ``prepare()``
+    themselves and find everything in place (``helpers.data.sources.get_dataset``,
+    :func:`helpers.data.datasets.find_images` and the weights cache reuse what is there), instead of N
+    processes downloading 9 GB side by side. If process 0 fails, the others raise
+    :class:`RankZeroFailed` instead of trying again on their own. Outside a distributed run this is
+    just ``prepare()``.
+
+    ``rank`` and ``broadcast`` default to ``torch.distributed``'s (``broadcast(value)`` sends process
+    0's value to every process and returns it there; tests pass their own).
+    """
+    if rank is None:
+        rank = current_rank()
+    if broadcast is None:
+        if not running():
+            return prepare()
+        broadcast = _broadcast_from_rank_zero
+    if rank == 0:
+        try:
+            result = prepare()
+        except BaseException as error:
+            broadcast(f"{type(error).__name__}: {error}")  # release the waiting processes, then fail
+            raise
+        broadcast(None)
+        return result
+    failure = broadcast(None)  # waits here until process 0 is done
+    if failure is not None:
+        raise RankZeroFailed(f"process 0 failed ({failure}); see its output")
+    return prepare()
+
+
+def _broadcast_from_rank_zero(value: Any) -> Any:
+    message = [value]
+    dist.broadcast_object_list(message, src=0)
+    return message[0]

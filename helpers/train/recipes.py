@@ -1,0 +1,230 @@
+"""The training recipe as data: one dataclass of settings, and the course's named recipes.
+
+A recipe says *how* to train: for how long, how fast, with which regularisation and optimiser.
+Notebooks, the command line (``python -m helpers.train --recipe NAME``) and the benchmarks take
+their numbers from :data:`RECIPES` and never retype them; a run saves its recipe (the training
+state's ``trainer.json``, the CLI's ``metrics.json``), and resuming compares it field by field.
+
+    scratch       -- a tiny ViT from random weights on a small dataset (lesson 03)
+    tutorial      -- the source tutorial's settings, which stay at chance on small data (lesson 03)
+    linear_probe  -- frozen ImageNet ViT-B/16, only the new head learns (lesson 04)
+    finetune      -- every layer of the ImageNet ViT-B/16, the backbone ten times slower (lesson 04)
+
+The rest of this module turns a recipe into what a training loop needs:
+
+    weight_decay_groups     -- AdamW groups: no weight decay on biases, norms, [class] token, positions
+    param_groups            -- those groups, plus a slower backbone when fine-tuning
+    make_optimizer          -- AdamW (decoupled decay) or Adam (coupled, the tutorial's)
+    warmup_cosine_schedule  -- linear warm-up, then cosine decay, stepped after every batch
+    make_schedule           -- that schedule, or a constant learning rate
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("warmup_cosine", "constant")
+NO_WEIGHT_DECAY = ("class_token", "pos_embedding")  # parameter names (last part) that never decay
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train a model; see :data:`RECIPES` for the named ones and :func:`get_recipe` to vary one.
+
+    Lessons 03 and 04.
+    """
+
+    name: str  # "scratch", "linear_probe", "finetune", "tutorial", or a name of your own
+    epochs: int  # passes over the training set
+    batch_size: int  # images per optimiser step (per process under torchrun)
+    lr: float  # peak learning rate (the head's when backbone_lr_scale != 1)
+    weight_decay: float  # pull towards zero; with AdamW only on weight matrices (see param_groups)
+    warmup_epochs: float  # linear warm-up of the learning rate, in epochs; may be a fraction
+    label_smoothing: float  # share of the target probability spread over all classes (0 = off)
+    grad_clip: float | None  # largest gradient norm allowed before a step (None = no clipping)
+    backbone_lr_scale: float = 1.0  # everything but the head learns at lr x this (finetune: 0.1)
+    train_backbone: bool = True  # False = linear probe: frozen backbone, its features computed once
+    pretrained: bool = False  # start from torchvision's ImageNet ViT-B/16 weights (else random)
+    optimizer: str = "adamw"  # "adamw" (decoupled decay) | "adam" (coupled, the source tutorial's)
+    schedule: str = "warmup_cosine"  # "warmup_cosine" | "constant" (the source tutorial's)
+
+    def __post_init__(self) -> None:
+        """Refuse impossible values with an error naming the field."""
+        checks = [
+            ("epochs", isinstance(self.epochs, int) and self.epochs >= 1, "an integer >= 1"),
+            ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "an integer >= 1"),
+            ("lr", self.lr > 0, "> 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            (
+                "warmup_epochs",
+                0 <= self.warmup_epochs <= self.epochs,
+                f"between 0 and epochs ({self.epochs})",
+            ),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "None (off) or > 0"),
+            ("backbone_lr_scale", self.backbone_lr_scale > 0, "> 0"),
+            ("optimizer", self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+            ("schedule", self.schedule in SCHEDULES, f"one of {SCHEDULES}"),
+        ]
+        for field, ok, wanted in checks:
+            if not ok:
+                value = getattr(self, field)
+                raise ValueError(f"recipe {self.name!r}: {field} must be {wanted}, got {value!r}")
+        if self.schedule == "constant" and self.warmup_epochs:
+            raise ValueError(
+                f"recipe {self.name!r}: warmup_epochs must be 0 with schedule='constant', "
+                f"got {self.warmup_epochs}; use schedule='warmup_cosine' for a warm-up"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values, as saved with a run."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Recipe:
+        """The recipe saved by :meth:`to_dict` (checked again)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown recipe field(s) {unknown}; the fields are {sorted(known)}")
+        return cls(**values)
+
+
+# The course's recipes: the one place where their numbers are written down. "scratch" is tuned for
+# vit_tiny on the toy set (>= 90 % test accuracy in a few CPU minutes). The pretrained ones follow
+# the usual transfer-learning recipes: Adam's usual 1e-3 for a lone linear head; for fine-tuning
+# 3e-4 for the new head and a tenth of it, 3e-5, for the pretrained backbone (DeiT's fine-tuning
+# rate 5e-4 x batch / 512 at batch 32). "tutorial" is what the source tutorial did: Adam with
+# weight_decay=0.1 coupled to the gradient, a constant learning rate, nothing else.
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        Recipe("scratch", epochs=10, batch_size=64, lr=1e-3, weight_decay=0.05, warmup_epochs=1,
+               label_smoothing=0.1, grad_clip=1.0),
+        Recipe("linear_probe", epochs=10, batch_size=32, lr=1e-3, weight_decay=0.0, warmup_epochs=0,
+               label_smoothing=0.0, grad_clip=None, train_backbone=False, pretrained=True),
+        Recipe("finetune", epochs=3, batch_size=32, lr=3e-4, weight_decay=0.05, warmup_epochs=0.5,
+               label_smoothing=0.1, grad_clip=1.0, backbone_lr_scale=0.1, pretrained=True),
+        Recipe("tutorial", epochs=3, batch_size=32, lr=1e-3, weight_decay=0.1, warmup_epochs=0,
+               label_smoothing=0.0, grad_clip=None, optimizer="adam", schedule="constant"),
+    )
+}  # fmt: skip
+
+
+def get_recipe(name: str, **overrides: Any) -> Recipe:
+    """The named recipe, with ``overrides`` replacing some of its fields (checked like any recipe).
+
+    ``get_recipe("scratch", epochs=4)`` is the scratch recipe for 4 epochs. Lessons 03 to 06.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; the recipes are {sorted(RECIPES)}")
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(Recipe)})
+    if unknown:
+        fields = [f.name for f in dataclasses.fields(Recipe)]
+        raise ValueError(f"unknown recipe field(s) {unknown}; the fields are {fields}")
+    return dataclasses.replace(RECIPES[name], **overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter groups and the optimiser
+# ---------------------------------------------------------------------------------------------
+
+
+def weight_decay_groups(
+    named_parameters: Iterable[tuple[str, nn.Parameter]], weight_decay: float, lr: float | None = None
+) -> list[dict[str, Any]]:
+    """Split trainable parameters into AdamW groups with and without weight decay (lesson 03).
+
+    Weight decay pulls weights towards zero. That makes sense for the matrices of linear and
+    convolution layers, not for biases, LayerNorm scales and shifts (1-D tensors), the [class]
+    token or the position embeddings, which get ``weight_decay=0``. Frozen parameters
+    (``requires_grad=False``) are left out. ``lr``, when given, is set on both groups.
+    """
+    decay, no_decay = [], []
+    for name, p in named_parameters:
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name.rsplit(".", 1)[-1] in NO_WEIGHT_DECAY:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if lr is not None:
+        for group in groups:
+            group["lr"] = lr
+    return [g for g in groups if g["params"]]
+
+
+def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups for ``recipe`` (frozen parameters left out).
+
+    - ``optimizer="adam"`` (the tutorial's): one group; every weight decays, as the tutorial had it.
+    - AdamW: :func:`weight_decay_groups`; with ``backbone_lr_scale != 1`` (fine-tuning, lesson 04)
+      the new head (parameters named ``head.*``) learns at ``lr`` and the pretrained backbone at
+      ``lr * backbone_lr_scale``, so that it moves slowly away from what it learnt on ImageNet.
+    """
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if recipe.optimizer == "adam":
+        return [{"params": [p for _, p in trainable]}] if trainable else []
+    if recipe.backbone_lr_scale == 1:
+        return weight_decay_groups(trainable, recipe.weight_decay)
+    head = [(name, p) for name, p in trainable if name.startswith("head.")]
+    backbone = [(name, p) for name, p in trainable if not name.startswith("head.")]
+    slow = weight_decay_groups(backbone, recipe.weight_decay, recipe.lr * recipe.backbone_lr_scale)
+    return slow + weight_decay_groups(head, recipe.weight_decay, recipe.lr)
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay) or Adam (weight decay added to the gradient) over
+    :func:`param_groups`; lesson 03 shows why the difference matters."""
+    groups = param_groups(model, recipe)
+    if not groups:
+        raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
+    optimizer = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+# ---------------------------------------------------------------------------------------------
+# The learning-rate schedule
+# ---------------------------------------------------------------------------------------------
+
+
+def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
+    """Multiply every group's learning rate by a factor that rises linearly for ``warmup_steps``
+    steps (from 1/warmup_steps to 1), then follows half a cosine from 1 down to 0 at ``total_steps``.
+
+    Call ``scheduler.step()`` after every ``optimizer.step()`` (per batch, not per epoch). Lesson 03.
+    """
+    if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
+        raise ValueError(
+            f"need 0 <= warmup_steps <= total_steps and total_steps >= 1, "
+            f"got warmup_steps={warmup_steps}, total_steps={total_steps}"
+        )
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)  # 0 -> 1
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return LambdaLR(optimizer, factor)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int) -> LambdaLR:
+    """The recipe's learning-rate schedule over ``recipe.epochs * steps_per_epoch`` steps.
+
+    Lesson 03, through loop.fit.
+    """
+    if recipe.schedule == "constant":
+        return LambdaLR(optimizer, lambda step: 1.0)
+    warmup_steps = round(recipe.warmup_epochs * steps_per_epoch)
+    return warmup_cosine_schedule(optimizer, warmup_steps, recipe.epochs * steps_per_epoch)

@@ -1,0 +1,245 @@
+"""The resumable training state: what ``fit(out_dir=...)`` saves after every epoch (lesson 03).
+
+A kill at any moment (Ctrl-C, a lost Colab session, a full disk) loses at most the epoch that was
+running: ``fit(resume=True)`` then continues from the last completed epoch and ends with exactly the
+numbers of a run that was never interrupted. The folder ``OUT/training_state/`` holds::
+
+    weights-0003.safetensors   the model after epoch 3
+    best-0002.safetensors      the best weights so far (epoch 2 had the best validation accuracy)
+    optimizer-0003.pt          optimizer, learning-rate schedule and gradient-scaler state
+    trainer.json               epoch, history, best epoch, the run's settings, and the names above
+
+In memory, a run in progress is a :class:`TrainingState` (optimizer, schedule, gradient scaler,
+history, best weights); :func:`save_training_state` writes it and :func:`resume` reads it back.
+The files of an epoch get names of their own, so writing them never touches the previous epoch's.
+``trainer.json`` is written last, in one atomic rename (:func:`helpers._files.atomic_write`): it is
+the moment the new epoch counts. Only then are the files it no longer names deleted. Weights are
+safetensors, the optimizer state plain tensors read back with ``torch.load(weights_only=True)``,
+the rest JSON: loading never runs code. This is not the exported detector (``helpers.serving.inference``),
+which holds only what predictions need.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from helpers import _files as files
+
+FORMAT = "fake-vit-training-state/2"
+FOLDER = "training_state"  # inside fit's out_dir
+TRAINER_FILE = "trainer.json"
+STATE_FILE = re.compile(r"^(weights|best|optimizer)-\d{4}\.(safetensors|pt)(\.tmp)?$")
+
+
+class TrainingStateError(ValueError):
+    """A training state that cannot be resumed: other settings, missing or mismatched files."""
+
+
+@dataclass
+class TrainingState:
+    """A run in progress: what ``fit`` builds from the recipe before the first epoch, updates after
+    every epoch, saves with :func:`save_training_state` and restores with :func:`resume`. Lesson 03."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler  # stepped after every batch
+    scaler: torch.amp.GradScaler  # scales fp16 losses; switched off in fp32 and bf16
+    settings: dict[str, Any]  # what a resumed run must match: recipe, seed, precision, steps per epoch
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per completed epoch
+    best_epoch: int = 0  # 0 = none yet
+    best_weights: dict[str, torch.Tensor] | None = None  # the best epoch's state dict, on the CPU
+
+    @property
+    def best_entry(self) -> dict[str, Any] | None:
+        return self.history[self.best_epoch - 1] if self.best_epoch else None
+
+
+def file_names(epoch: int, best_epoch: int) -> dict[str, str]:
+    """The names of epoch ``epoch``'s files, e.g. ``weights-0003.safetensors``."""
+    return {
+        "weights": f"weights-{epoch:04d}.safetensors",
+        "best": f"best-{best_epoch:04d}.safetensors",
+        "optimizer": f"optimizer-{epoch:04d}.pt",
+    }
+
+
+def _save_weights(state_dict: dict[str, torch.Tensor], path: Path, epoch: int) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    files.atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"epoch": str(epoch)}))
+
+
+def save_training_state(
+    folder: str | os.PathLike, *, model: nn.Module, state: TrainingState, new_best: bool
+) -> None:
+    """Save ``model`` and ``state`` after its last completed epoch into ``folder`` (see the module
+    docstring). The best weights are written only when this epoch is a ``new_best``."""
+    epoch, best_epoch = len(state.history), state.best_epoch
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = file_names(epoch, best_epoch)
+    # 1. This epoch's files, under names no earlier epoch uses.
+    _save_weights(model.state_dict(), folder / names["weights"], epoch)
+    if new_best:
+        _save_weights(state.best_weights, folder / names["best"], best_epoch)
+    optimizer_state = {
+        "epoch": epoch,
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict(),
+    }
+    files.atomic_write(folder / names["optimizer"], lambda tmp: torch.save(optimizer_state, tmp))
+    # 2. The commit: from this rename on, the state is epoch `epoch`.
+    trainer = {
+        "format": FORMAT,
+        "epoch": epoch,
+        "best_epoch": best_epoch,
+        "files": names,
+        "settings": state.settings,
+        "history": state.history,
+    }
+    files.write_json(folder / TRAINER_FILE, trainer)
+    # 3. Whatever trainer.json no longer names: older epochs, and leftovers of an interrupted save.
+    for path in folder.iterdir():
+        if STATE_FILE.match(path.name) and path.name not in names.values():
+            path.unlink(missing_ok=True)
+
+
+def _differences(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """``["recipe.lr: saved 0.003, now 0.001", ...]``, one entry per field that differs."""
+    found = []
+    for key in sorted(set(saved) | set(now)):
+        old, new = saved.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += _differences(old, new, prefix=f"{prefix}{key}.")
+        elif old != new:
+            found.append(f"{prefix}{key}: saved {old!r}, now {new!r}")
+    return found
+
+
+def _unreadable(path: Path, error: BaseException) -> TrainingStateError:
+    return TrainingStateError(
+        f"{path} cannot be read ({type(error).__name__}: {error}); the training state is damaged: "
+        f"delete {path.parent} and start again without resume."
+    )
+
+
+def _load_weights(path: Path, expected_epoch: int) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(path, framework="pt") as f:
+            epoch = (f.metadata() or {}).get("epoch")
+        weights = load_file(path)
+    except Exception as error:  # missing, truncated, not safetensors (SafetensorError is no OSError)
+        raise _unreadable(path, error) from error
+    if epoch != str(expected_epoch):
+        raise TrainingStateError(
+            f"{path} holds epoch {epoch} but {path.parent / TRAINER_FILE} expects epoch {expected_epoch}; "
+            f"delete {path.parent} and start again without resume."
+        )
+    return weights
+
+
+def load_training_state(folder: str | os.PathLike, settings: dict[str, Any]) -> dict[str, Any]:
+    """Read the state saved by :func:`save_training_state`; nothing is unpickled.
+
+    ``settings`` (recipe, seed, precision, steps per epoch) must equal the saved ones: resuming with
+    others could not reproduce the run. Returns ``trainer.json``'s content plus ``"weights"``,
+    ``"best_weights"`` (state dicts) and ``"state"`` (optimizer / scheduler / scaler state dicts).
+    """
+    folder = Path(folder)
+    trainer_path = folder / TRAINER_FILE
+    try:
+        trainer = json.loads(trainer_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise TrainingStateError(
+            f"{trainer_path} cannot be read ({error}); start again without resume"
+        ) from error
+    found = trainer.get("format") if isinstance(trainer, dict) else type(trainer).__name__
+    if found != FORMAT:
+        raise TrainingStateError(
+            f"{trainer_path} has format {found!r}, expected {FORMAT!r}; "
+            "start again without resume (or with another output folder)."
+        )
+    try:
+        epoch, best_epoch = int(trainer["epoch"]), int(trainer["best_epoch"])
+        names = {key: str(trainer["files"][key]) for key in ("weights", "best", "optimizer")}
+        differences = _differences(dict(trainer["settings"]), settings)
+        if not 0 < best_epoch <= epoch == len(trainer["history"]):
+            raise ValueError(f"epoch {epoch}, best epoch {best_epoch}, {len(trainer['history'])} in history")
+        if not all(STATE_FILE.match(name) for name in names.values()):  # a plain name inside `folder`
+            raise ValueError(f"unexpected file names {names}")
+    except (KeyError, TypeError, ValueError) as error:
+        raise TrainingStateError(
+            f"{trainer_path} lacks a field or holds a wrong one ({error!r}); it was edited or damaged: "
+            f"delete {folder} and start again without resume."
+        ) from error
+    if differences:
+        raise TrainingStateError(
+            f"cannot resume from {folder}: the settings differ ({'; '.join(differences)}). Resume with the "
+            f"same settings, or start a new run without resume (or with another output folder)."
+        )
+    try:
+        state = torch.load(folder / names["optimizer"], map_location="cpu", weights_only=True)
+        state_epoch = state["epoch"]
+    except Exception as error:  # missing, truncated, not a torch file, not plain tensors
+        raise _unreadable(folder / names["optimizer"], error) from error
+    if state_epoch != epoch:
+        raise TrainingStateError(
+            f"{folder / names['optimizer']} holds epoch {state['epoch']} but {trainer_path} says {epoch}; "
+            f"delete {folder} and start again without resume."
+        )
+    trainer["weights"] = _load_weights(folder / names["weights"], epoch)
+    trainer["best_weights"] = _load_weights(folder / names["best"], best_epoch)
+    trainer["state"] = state
+    return trainer
+
+
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """Raise ValueError unless each restored per-parameter tensor (e.g. Adam's moments) has its
+    parameter's shape; ``load_state_dict`` does not check, and the first step would fail."""
+    for parameter, tensors in optimizer.state.items():
+        for name, value in tensors.items():
+            if torch.is_tensor(value) and value.ndim > 0 and value.shape != parameter.shape:
+                raise ValueError(
+                    f"optimizer state {name!r} has shape {tuple(value.shape)}, its parameter "
+                    f"{tuple(parameter.shape)}"
+                )
+
+
+def resume(folder: str | os.PathLike, *, model: nn.Module, state: TrainingState, train_loader: Any) -> int:
+    """Load the training state saved in ``folder`` into ``model`` and ``state``; return its epoch
+    (0 when there is none: the run starts afresh)."""
+    folder = Path(folder)
+    if not (folder / TRAINER_FILE).is_file():
+        return 0
+    saved = load_training_state(folder, state.settings)
+    try:
+        model.load_state_dict(saved["weights"])
+        state.optimizer.load_state_dict(saved["state"]["optimizer"])
+        state.scheduler.load_state_dict(saved["state"]["scheduler"])
+        state.scaler.load_state_dict(saved["state"]["scaler"])
+        _check_optimizer_shapes(state.optimizer)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise TrainingStateError(
+            f"the training state in {folder} does not fit this model and optimizer ({error}); it was "
+            f"edited or belongs to another run: delete {folder} and start again without resume."
+        ) from error
+    state.history, state.best_epoch = saved["history"], saved["best_epoch"]
+    state.best_weights = saved["best_weights"]
+    if getattr(train_loader, "persistent_workers", False) and getattr(train_loader, "num_workers", 0) > 0:
+        warnings.warn(
+            "the train loader keeps its worker processes (persistent_workers=True), whose random state "
+            "cannot be re-seeded per epoch: the resumed run shuffles in the same order but draws other "
+            "augmentations than an uninterrupted run. Use persistent_workers=False for an exact resume.",
+            stacklevel=3,
+        )
+    return saved["epoch"]
