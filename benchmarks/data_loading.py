@@ -31,8 +31,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from helpers.data.cache import build_image_cache
+from helpers.data.cache import CachedImageFolder, build_image_cache
 from helpers.data.datasets import CLASS_NAMES, ImageFolderDataset, find_images
+from helpers.data.loaders import make_loader
 from helpers.data.transforms import pretrained_transforms
 
 
@@ -120,20 +121,21 @@ def main() -> None:
         )
 
         datasets = {
-            "cached": ImageFolderDataset(find_images(cached_root)[0], train_tf),
+            "cached": CachedImageFolder(find_images(cached_root)[0], train_tf),
             "decoded": ImageFolderDataset(find_images(decoded_root)[0], train_tf),
         }
-        assert datasets["cached"].cached == args.images and datasets["decoded"].cached == 0
+        assert datasets["cached"].cached == args.images
         for name, dataset in datasets.items():
             print(f"one process, no DataLoader, {name}: {in_process_rate(dataset):7.0f} img/s")
 
         def loader(dataset: Dataset) -> DataLoader:
-            return DataLoader(
+            # as a training loader: shuffled, persistent workers, pinned on a GPU
+            return make_loader(
                 dataset,
                 batch_size=args.batch_size,
                 shuffle=True,
+                seed=0,
                 num_workers=args.workers,
-                persistent_workers=args.workers > 0,
                 drop_last=True,
             )
 

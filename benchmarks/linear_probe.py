@@ -1,7 +1,7 @@
 """Linear probe: cached features versus a full forward pass through the frozen backbone every epoch.
 
 The source tutorial trains the new head of a frozen ViT-B/16 by running every image through all 12
-frozen blocks in every epoch. The backbone's output never changes, so ``helpers.train.loop.fit_linear_probe``
+frozen blocks in every epoch. The backbone's output never changes, so ``helpers.train.probe.fit_linear_probe``
 runs it once, caches the [class]-token features, and trains the head on them. Both train the same
 head on the same batches in the same order; this script times the two and checks that they agree.
 
@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 
 from helpers import course
-from helpers.data.datasets import create_dataloaders
+from helpers.data.loaders import create_dataloaders
 from helpers.data.toy import make_toy_dataset
 from helpers.data.transforms import pretrained_transforms
 from helpers.model import pretrained
 from helpers.model.vit import ViT, get_config
-from helpers.train import loop
+from helpers.train import loop, probe
 from helpers.train.recipes import get_recipe
 
 
@@ -88,7 +88,7 @@ def main() -> None:
         train, val, test, _ = make_loaders()
         probe_model = copy.deepcopy(backbone)
         start = time.perf_counter()
-        cached = loop.fit_linear_probe(probe_model, train, val, recipe, test_loader=test, **settings)
+        cached = probe.fit_linear_probe(probe_model, train, val, recipe, test_loader=test, **settings)
         cached_seconds = time.perf_counter() - start
 
     difference = (probe_model.head.weight - full_model.head.weight).abs().max().item()

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers.data.datasets import create_dataloaders, find_images
+from helpers.data.datasets import find_images
 from helpers.data.images import load_image_rgb
+from helpers.data.loaders import create_dataloaders
 from helpers.data.toy import make_toy_dataset
 from helpers.data.transforms import scratch_transforms
 from helpers.model.vit import ViT, count_parameters, get_config

@@ -1,33 +1,32 @@
-"""Shared, tested code for the FaKe-ViT course notebooks.
+"""Shared, tested code for the FaKe-ViT course notebooks, one folder per phase a learner meets.
 
-Where each lesson meets the package (as d2l's helpers say where they are defined):
-
-    lesson  module          what it holds
-    all     course          small/full mode (MODE), the course home (Drive in Colab), expect(), device
-    01, 02  vit             the Vision Transformer block by block; loads torchvision's weights
-    01, 02  vit_figure      the architecture figure: Figure 1 and Eq. 1-4 with the names in vit
-    01-03   checks          the your-turn checks: your code against the reference, with hints
-    01-03   mistakes        the classic mistakes the checks recognise, and the hint for each
-    03      images          safe decoding of any image file to RGB; the pixel-limit check
-    03      datasets        indexing a folder, the Dataset, the stratified split, DataLoaders
-    03      toy             the toy fake-versus-real dataset (small mode)
-    03      fake_or_real    the real dataset: download, checked extraction, the prepared copy
-    03      image_cache     every image of a folder decoded once; loaders read pixels, not files
-    03      data            datasets by name (get_dataset) and `python -m helpers.data`
-    03      data_plots      sample grids and mean spectra of the data (also lesson 05)
-    03      transforms      every transform, from ImageNet's mean and std (also lesson 04)
-    03      recipes         the training recipe as data: scratch, tutorial, linear_probe, finetune
-    03      engine          train_one_epoch, fit (a whole run of a recipe), fit_linear_probe (04)
-    03      evaluation      predictions, metrics (accuracy ... AUROC), cached features (04)
-    03      training_state  what fit saves after every epoch, so a killed run resumes exactly
-    03      files           the one atomic write; folders published complete or not at all
-    04      pretrained      torchvision's ImageNet ViT-B/16 with a new head; freezing for a recipe
-    04, 06  inference       export a detector (safetensors + JSON) and predict with it
-    05, 06  detectors       the detector a lesson examines: found before any data, or made and announced
-    05      perturbations   JPEG re-compression and resizing, to test a detector's robustness
-    06      demo            the Gradio page (app/app.py); demo_server runs it as a process
-    --      train           `python -m helpers.train`: a recipe from the command line
-    --      cli             how the command lines fail: one `error: ...` line, exit status 1 or 2
+    model/     the Vision Transformer block by block, torchvision's weights (lessons 01, 02, 04)
+    data/      image files to batches: decoding, the Dataset and split, loaders, transforms, datasets
+    train/     the training loop, recipes, metrics, precision; what wraps the loop for long runs
+    lessons   module                 what the lessons use from it
+    01-06     course                 choose, detector_dir, expect, figures_dir, home, ...
+    01-03     lessons.checks         check_attention, check_class_token, check_encoder_block, ...
+    01-02     model.figure           draw_architecture
+    01-06     model.vit              PatchEmbedding, ViT, ViTConfig, count_parameters, ...
+    02,04-05  model.pretrained       check_published_weights, freeze_for_recipe, ...
+    03-06     data.datasets          CLASS_NAMES, ImageFolderDataset, find_images, ...
+    03-06     data.images            ImageLoadError, load_image_rgb
+    03-05     data.loaders           create_dataloaders, default_num_workers, folder_dataset, ...
+    03-06     data.sources           get_dataset
+    03-04     data.transforms        IMAGENET_MEAN, IMAGENET_STD, build_eval_transform, ...
+    03,05-06  lessons.detectors      check_publishable, describe, find_or_make, ...
+    03-06     serving.inference      CONFIG_FILE, DETECTOR_DIR, DetectorError, FORMAT, ...
+    03-06     train.evaluation       autocast, compute_metrics, evaluate, predict_loader
+    03-04     train.loop             fit, set_seed, train_one_epoch
+    03-06     train.precision        allow_tf32, resolve_precision
+    03-04     train.recipes          RECIPES, Recipe, get_recipe, make_optimizer, ...
+    04        data.toy               GENERATORS, UNSEEN_GENERATORS, make_toy_images, phase_gains
+    04        lessons.toy_pretrained SOURCE_EPOCHS, load_source_model, source_paths, ...
+    04        train.probe            fit_linear_probe
+    05        data.perturbations     down_up, jpeg, shrink
+    05        data.plots             mean_log_spectrum, nyquist_peak
+    06        serving.demo           display_name, launch_demo
+    06        serving.demo_server    free_port
 
 Words with one meaning each: *mode* is the run size (small or full), *recipe* the training
 strategy, *precision* the numeric format (fp32, bf16, fp16; the metric is ``val_precision``), a

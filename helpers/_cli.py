@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import argparse
 import errno
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 RUNTIME_ERROR = 1
@@ -78,3 +81,30 @@ def run(command: Callable[[], int], *, expected: tuple[type[BaseException], ...]
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def check_output_folder(out: Path, needed: int) -> None:
+    """Refuse, before training, an ``--out`` that cannot be written or whose disk has less than
+    ``needed`` bytes free: one :class:`helpers._CommandError` naming the folder.
+
+    Nothing is created: the check writes a temporary file into ``out`` or, when ``out`` does not
+    exist yet, into its nearest existing parent, and deletes it at once.
+    """
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        raise CommandError(f"--out {out}: {existing} is a file, not a folder; choose another --out", 2)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise CommandError(
+            f"--out {out}: cannot write into {existing} ({reason}); choose a folder you can write to", 2
+        ) from err
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise CommandError(
+            f"--out {out}: its disk has {free / 1e9:.2f} GB free, but this run needs about "
+            f"{needed / 1e9:.2f} GB there (each epoch's training state is written before the last one is "
+            "deleted, then the detector); free some space or choose another --out"
+        )

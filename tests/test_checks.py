@@ -428,9 +428,8 @@ def test_reference_attention_heads_and_block_are_helpers_vit():
     q, k, v = (checks.reference_split_heads(t, 3) for t in attn.to_qkv(x).chunk(3, dim=-1))
     out, weights = checks.reference_attention(q, k, v)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v))
-    want, want_weights = attn(x, return_attention=True)
-    torch.testing.assert_close(weights, want_weights)
-    torch.testing.assert_close(attn.proj(checks.reference_merge_heads(out)), want)
+    torch.testing.assert_close(weights, attn.attention_weights(x))
+    torch.testing.assert_close(attn.proj(checks.reference_merge_heads(out)), attn(x))
 
     block = TransformerEncoderBlock(dim=12, heads=3, mlp_dim=24).eval()
     torch.testing.assert_close(checks.reference_block_forward(block, x), block(x))

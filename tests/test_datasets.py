@@ -1,4 +1,5 @@
-"""helpers.data.datasets: indexing a folder, the Dataset, stratified splits, DataLoaders, smaller splits."""
+"""helpers.data.datasets, .index and .loaders: indexing a folder, the decode check, the Dataset, stratified
+splits, smaller splits, DataLoaders."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.data import datasets
+from helpers.data import index, loaders
 from helpers.data.datasets import (
     CLASS_NAMES,
     ImageFolderDataset,
-    create_dataloaders,
     find_images,
     first_per_class,
     stratified_split,
 )
+from helpers.data.loaders import create_dataloaders, make_loader
 from helpers.data.transforms import scratch_transforms
 
 
@@ -85,6 +86,7 @@ def test_image_folder_dataset_returns_tensors_and_targets(tmp_path, image_folder
     _, eval_tf = scratch_transforms(8)
     dataset = ImageFolderDataset(samples, eval_tf)
     assert len(dataset) == 5 and dataset.targets == [0, 0, 1, 1, 1]
+    assert not hasattr(dataset, "cached"), "the plain dataset decodes every file: no cache logic"
     image, label = dataset[4]
     assert image.shape == (3, 8, 8) and image.dtype == torch.float32 and label == 1
     assert isinstance(ImageFolderDataset(samples)[0][0], Image.Image)
@@ -142,14 +144,14 @@ def test_create_dataloaders_keeps_every_image_and_evaluates_deterministically(tm
 
 def test_default_num_workers_follows_the_cpus_this_process_may_use(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(3)), raising=False)
-    assert datasets.default_num_workers() == 3
+    assert loaders.default_num_workers() == 3
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
-    assert datasets.default_num_workers() == datasets.MAX_DEFAULT_WORKERS == 8
+    assert loaders.default_num_workers() == loaders.MAX_DEFAULT_WORKERS == 8
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    assert datasets.default_num_workers() == 4
+    assert loaders.default_num_workers() == 4
     monkeypatch.setattr(os, "cpu_count", lambda: None)
-    assert datasets.default_num_workers() == 0
+    assert loaders.default_num_workers() == 0
 
 
 def test_create_dataloaders_workers_and_pinned_memory(tmp_path, image_folder, monkeypatch):
@@ -170,19 +172,54 @@ def test_create_dataloaders_workers_and_pinned_memory(tmp_path, image_folder, mo
     assert not any(loader.pin_memory for loader in unpinned)
 
 
+def test_make_loader_rules(monkeypatch):
+    dataset = torch.utils.data.TensorDataset(torch.arange(20))
+
+    def order(loader):
+        return torch.cat([batch for (batch,) in loader]).tolist()
+
+    shuffled = make_loader(dataset, batch_size=4, shuffle=True, seed=3, num_workers=0)
+    assert order(shuffled) == order(make_loader(dataset, batch_size=4, shuffle=True, seed=3, num_workers=0))
+    assert order(shuffled) != list(range(20)), "shuffled, and the same order for the same seed"
+    shuffled.generator.manual_seed(3)  # what training does at the start of every epoch
+    assert order(shuffled) == order(make_loader(dataset, batch_size=4, shuffle=True, seed=3, num_workers=0))
+    torch.manual_seed(0)
+    unseeded = order(make_loader(dataset, batch_size=4, shuffle=True, num_workers=0))
+    torch.manual_seed(0)
+    assert order(make_loader(dataset, batch_size=4, shuffle=True, num_workers=0)) == unseeded, "global seed"
+    in_order = make_loader(dataset, batch_size=3, num_workers=0)
+    assert order(in_order) == list(range(20)) and in_order.generator is None and not in_order.drop_last
+
+    # DDP: the sampler shards and shuffles, the generator still seeds the workers
+    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=True, seed=5)
+    sharded = make_loader(dataset, batch_size=4, shuffle=True, seed=5, sampler=sampler, num_workers=0)
+    assert sharded.sampler is sampler and sharded.generator is not None
+    assert sorted(order(sharded)) == sorted(list(sampler)) and len(order(sharded)) == 10
+
+    monkeypatch.setattr(loaders, "default_num_workers", lambda: 2)
+    every_epoch = make_loader(dataset, batch_size=4)
+    assert every_epoch.num_workers == 2 and every_epoch.persistent_workers
+    assert not make_loader(dataset, batch_size=4, persistent_workers=False).persistent_workers
+    assert not make_loader(dataset, batch_size=4, num_workers=0, persistent_workers=True).persistent_workers
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not make_loader(dataset, batch_size=4, num_workers=0).pin_memory
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert make_loader(dataset, batch_size=4, num_workers=0).pin_memory
+    assert not make_loader(dataset, batch_size=4, num_workers=0, pin_memory=False).pin_memory
+
+
 def test_find_images_stores_what_it_checked_and_decodes_only_new_or_changed_files(
     tmp_path, image_folder, monkeypatch, random_rgb
 ):
     root = image_folder(tmp_path / "ds", {"fake_images": 3, "real_images": 3})
     (root / "real_images" / "broken.png").write_bytes(b"nope")
     decoded = []
-    real_check = datasets._decode_problem
-    monkeypatch.setattr(
-        datasets, "_decode_problem", lambda path: decoded.append(path.name) or real_check(path)
-    )
+    real_check = index._decode_problem
+    monkeypatch.setattr(index, "_decode_problem", lambda path: decoded.append(path.name) or real_check(path))
     with pytest.warns(UserWarning, match="broken.png"):
         first = find_images(root)
-    assert len(decoded) == 7 and (root / datasets.INDEX_FILE).is_file()
+    assert len(decoded) == 7 and (root / index.INDEX_FILE).is_file()
     decoded.clear()
     with pytest.warns(UserWarning, match="broken.png"):  # still skipped, still said, not decoded again
         assert find_images(root) == first
@@ -205,9 +242,9 @@ def test_a_vanished_file_is_skipped_like_an_undecodable_one(tmp_path, image_fold
     with pytest.warns(UserWarning, match=r"(?s)Skipped 1 .*link.png: vanished"):
         samples, _ = find_images(root)
     assert len(samples) == 6
-    (root / datasets.INDEX_FILE).unlink()
+    (root / index.INDEX_FILE).unlink()
 
-    real_stat, real_load = datasets._stat, datasets.load_image_rgb
+    real_stat, real_load = index._stat, index.load_image_rgb
     between_listing_and_stat, between_stat_and_decoding = (
         root / "real_images" / "001.png",
         root / "fake_images" / "002.png",
@@ -223,8 +260,8 @@ def test_a_vanished_file_is_skipped_like_an_undecodable_one(tmp_path, image_fold
             path.unlink()
         return real_load(path, **kwargs)
 
-    monkeypatch.setattr(datasets, "_stat", stat)
-    monkeypatch.setattr(datasets, "load_image_rgb", load)
+    monkeypatch.setattr(index, "_stat", stat)
+    monkeypatch.setattr(index, "load_image_rgb", load)
     with pytest.warns(UserWarning, match=r"(?s)Skipped 3 .*002.png: vanished.*001.png: vanished"):
         samples, _ = find_images(root)
     assert len(samples) == 4

@@ -1,4 +1,5 @@
-"""helpers.lessons.detectors: lessons 05 and 06 find a detector before touching data, or make one and say so."""
+"""helpers.lessons.detectors: lessons 05 and 06 find a detector before touching data, or make one and say
+so."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import pytest
 
 from helpers import course
-from helpers.data import datasets, transforms
+from helpers.data import loaders, transforms
 from helpers.data import sources as data
 from helpers.data.datasets import CLASS_NAMES
 from helpers.lessons import detectors
@@ -72,7 +73,7 @@ def test_describe_names_the_recipe_and_random_weights():
 
 def test_rebuild_split_gives_the_split_the_training_loaders_used(tmp_path, image_folder):
     root = image_folder(tmp_path / "data", {"fake_images": 23, "real_images": 17})
-    train, val, test, _ = datasets.create_dataloaders(root, lambda x: x, seed=7, num_workers=0)
+    train, val, test, _ = loaders.create_dataloaders(root, lambda x: x, seed=7, num_workers=0)
     config = {"split_seed": 7, "class_names": list(CLASS_NAMES)}
     rebuilt = detectors.rebuild_split(root, config)
     assert [list(split) for split in rebuilt] == [

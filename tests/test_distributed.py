@@ -1,4 +1,5 @@
-"""helpers.train.distributed.rank_zero_first: process 0 first, the others after it, and released when it fails.
+"""helpers.train.distributed.rank_zero_first: process 0 first, the others after it, and released when it
+fails.
 
 Threads stand in for processes where only the order matters; one test runs two real gloo processes,
 so the broadcast that torchrun's processes use is the one under test.

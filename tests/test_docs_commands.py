@@ -148,7 +148,7 @@ class Launched(Exception):
 def run(command: str, monkeypatch) -> dict:
     """Run ``command`` in this process with the tiny overrides; return what it did."""
     words = shlex.split(command)
-    if words[:3] == ["python", "-m", "helpers.train.cli"]:
+    if words[:3] == ["python", "-m", "helpers.train"]:
         argv = words[3:]
         if "--help" in argv:
             with pytest.raises(SystemExit) as exit_info:
@@ -159,7 +159,7 @@ def run(command: str, monkeypatch) -> dict:
         if argv[argv.index("--data") + 1] == "data/fake_or_real":  # downloaded first, as the README says
             assert data.main(["download", "--out", "data/fake_or_real"]) == 0
         return {"status": train.main([*argv, *TINY_TRAINING]), "out": Path(argv[argv.index("--out") + 1])}
-    if words[:3] == ["python", "-m", "helpers.data.sources"]:
+    if words[:3] == ["python", "-m", "helpers.data"]:
         argv = words[3:]
         if argv[0] == "make-toy":
             argv += ["--images-per-class", "6", "--image-size", "32"]
@@ -181,13 +181,13 @@ def run(command: str, monkeypatch) -> dict:
 @pytest.mark.parametrize("command", RUN)
 def test_every_documented_command_runs(command, checkout, monkeypatch, capsys):
     result = run(command, monkeypatch)
-    if "helpers.train.cli" in command:
+    if "helpers.train" in command:
         assert result["status"] == 0, capsys.readouterr().err
         if "--help" in command:
             assert "--precision {auto,bf16,fp16,fp32}" in capsys.readouterr().out
         else:
             assert (result["out"] / "detector" / "model.safetensors").is_file()
-    elif "helpers.data.sources" in command:
+    elif "helpers.data" in command:
         assert result["status"] == 0, capsys.readouterr().err
         if "download" in command:
             assert (checkout / "data" / "fake_or_real" / "train" / "fake_images").is_dir()

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from helpers.train import loop
+from helpers.train import loop, probe, run
 from helpers.train.recipes import get_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -90,14 +90,14 @@ def test_cached_feature_probe_trains_the_same_head_as_full_forward_passes(synthe
     full = loop.fit(full_model, train, val, recipe, test_loader=test, **settings)
 
     train, val, test = synthetic_loaders()
-    probe = loop.fit_linear_probe(probe_model, train, val, recipe, test_loader=test, **settings)
+    probed = probe.fit_linear_probe(probe_model, train, val, recipe, test_loader=test, **settings)
 
     torch.testing.assert_close(probe_model.head.weight, full_model.head.weight, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(probe_model.head.bias, full_model.head.bias, atol=1e-5, rtol=1e-4)
-    assert probe["test"]["accuracy"] == full["test"]["accuracy"]
-    assert [h["val_accuracy"] for h in probe["history"]] == [h["val_accuracy"] for h in full["history"]]
+    assert probed["test"]["accuracy"] == full["test"]["accuracy"]
+    assert [h["val_accuracy"] for h in probed["history"]] == [h["val_accuracy"] for h in full["history"]]
     assert probe_model.head.weight.abs().sum() > 0  # the head did learn (it starts at zero)
-    assert probe["feature_seconds"] > 0 and probe["seconds"] >= probe["feature_seconds"]
+    assert probed["feature_seconds"] > 0 and probed["seconds"] >= probed["feature_seconds"]
     for key, value in backbone.state_dict().items():
         if not key.startswith("head."):
             assert torch.equal(probe_model.state_dict()[key], value), f"{key} changed in a linear probe"
@@ -110,4 +110,6 @@ def test_fit_refuses_fp16_on_a_cpu_and_resume_without_a_folder(synthetic_loaders
     with pytest.raises(ValueError, match="precision must be one of"):
         loop.fit(tiny_vit(), train, val, RECIPE, device="cpu", precision="fp64", progress=False)
     with pytest.raises(ValueError, match="resume=True needs the out_dir"):
-        loop.fit(tiny_vit(), train, val, RECIPE, device="cpu", resume=True, progress=False)
+        run.resumable_fit(
+            tiny_vit(), train, val, RECIPE, device="cpu", out_dir=None, resume=True, progress=False
+        )

@@ -1,4 +1,5 @@
-"""helpers.data.fake_or_real: download, extraction, the prepared copy and its one-file form, without the network.
+"""helpers.data.fake_or_real: download, extraction, the prepared copy and its one-file form, without the
+network.
 
 ``hf_hub_download`` is replaced by a function returning a small zip built here, stored the way the
 Hugging Face cache stores files (a link in ``snapshots/`` to a blob), in a cache folder of the test's own.
@@ -24,9 +25,10 @@ from helpers._files import DiskSpaceError
 from helpers.data import archives, fake_or_real
 from helpers.data import sources as data
 from helpers.data.cache import ImageCache, resize_for_cache
-from helpers.data.datasets import CLASS_NAMES, ImageFolderDataset, find_images
+from helpers.data.datasets import CLASS_NAMES, find_images
 from helpers.data.fake_or_real import download_fake_or_real, make_resized_copy, prepared_name
 from helpers.data.images import load_image_rgb
+from helpers.data.loaders import folder_dataset
 from helpers.data.transforms import pretrained_transforms, scratch_transforms
 
 
@@ -312,9 +314,9 @@ def test_resized_copy_names_pixels_skips_and_cache(tmp_path, textured_rgb):
     for path, _ in samples:  # small.jpg included: cached upscaled, as Resize(20) would give it
         expected = resize_for_cache(load_image_rgb(path), 20)  # (3, H, W)
         assert np.array_equal(cache.tensor(cache.row(path)).numpy(), expected), path.name
-    assert ImageFolderDataset(samples, scratch_transforms(20)[1]).cached == 4  # resizes to 20: all of them
+    assert folder_dataset(samples, scratch_transforms(20)[1]).cached == 4  # resizes to 20: all of them
     # Resizing to 18 would resize small.jpg twice (16 -> 20 -> 18) from the cache: it is decoded instead.
-    assert ImageFolderDataset(samples, pretrained_transforms(16)[1]).cached == 3
+    assert folder_dataset(samples, pretrained_transforms(16)[1]).cached == 3
 
     stamp = (copy / ".complete").stat().st_mtime_ns
     assert make_resized_copy(src, tmp_path / "copy", max_side=20) == copy
@@ -357,7 +359,7 @@ def test_a_home_on_drive_keeps_one_zip_that_a_new_runtime_unpacks_without_downlo
         assert a.read_bytes() == b.read_bytes()
     assert (
         ImageCache.open(again) is not None
-        and ImageFolderDataset(second, pretrained_transforms(16)[1]).cached == 6
+        and folder_dataset(second, pretrained_transforms(16)[1]).cached == 6
     )
 
 

@@ -1,4 +1,4 @@
-"""helpers.data.cache: decoded once, read as the same pixels the decoded path gives."""
+"""helpers.data.cache: decoded once, read (CachedImageFolder) as the same pixels the decoded path gives."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 from torchvision import transforms as T1
 
 from helpers.data import sources as data
-from helpers.data.cache import CACHE_FOLDER, PIXELS_FILE, ImageCache, build_image_cache
-from helpers.data.datasets import CLASS_NAMES, ImageFolderDataset, create_dataloaders, find_images
+from helpers.data.cache import CACHE_FOLDER, PIXELS_FILE, CachedImageFolder, ImageCache, build_image_cache
+from helpers.data.datasets import CLASS_NAMES, ImageFolderDataset, find_images
+from helpers.data.loaders import create_dataloaders, folder_dataset, make_loader
 from helpers.data.transforms import IMAGENET_STD, pretrained_transforms, scratch_transforms
 
 
@@ -32,9 +32,11 @@ def mixed_folder(tmp_path, textured_rgb):
 
 def _pair(samples, transform):
     """The same samples read twice: decoded from the files (v1-style callable), and from the cache."""
-    decoded = ImageFolderDataset(samples, lambda image: transform(image))  # a plain function: never cached
-    cached = ImageFolderDataset(samples, transform)
+    decoded = CachedImageFolder(samples, lambda image: transform(image))  # a plain function: never cached
+    cached = CachedImageFolder(samples, transform)
     assert decoded.cached == 0 and cached.cached == len(samples)
+    assert type(folder_dataset(samples, decoded.transform)) is ImageFolderDataset, "nothing cached: plain"
+    assert isinstance(folder_dataset(samples, transform), CachedImageFolder)
     return decoded, cached
 
 
@@ -82,7 +84,7 @@ def test_another_resize_is_within_one_level_when_the_files_are_at_the_cache_size
 def test_a_file_that_would_be_resized_twice_is_decoded(mixed_folder):
     build_image_cache(mixed_folder, 20)  # files of other sizes, and a transform resizing to 12, not 20
     samples, _ = find_images(mixed_folder)
-    dataset = ImageFolderDataset(samples, scratch_transforms(12)[1])
+    dataset = CachedImageFolder(samples, scratch_transforms(12)[1])
     square = [i for i, (path, _) in enumerate(samples) if Image.open(path).size == (20, 20)]
     assert dataset.cached == len(square) == 2 and all(dataset.cache_rows[i] is not None for i in square)
 
@@ -101,9 +103,9 @@ def test_the_toy_set_is_cached_and_read_through_create_dataloaders(tmp_path):
 def test_dataloader_workers_read_the_cache(mixed_folder):
     build_image_cache(mixed_folder, 20)
     samples, _ = find_images(mixed_folder)
-    dataset = ImageFolderDataset(samples, scratch_transforms(20)[1])
-    in_process = torch.cat([x for x, _ in DataLoader(dataset, batch_size=3)])
-    in_worker = torch.cat([x for x, _ in DataLoader(dataset, batch_size=3, num_workers=1)])
+    dataset = folder_dataset(samples, scratch_transforms(20)[1])
+    in_process = torch.cat([x for x, _ in make_loader(dataset, batch_size=3, num_workers=0)])
+    in_worker = torch.cat([x for x, _ in make_loader(dataset, batch_size=3, num_workers=1)])
     assert torch.equal(in_process, in_worker) and dataset.cache._pixels is not None
     assert "_pixels" not in {k for k, v in dataset.cache.__getstate__().items() if v is not None}
 
@@ -114,17 +116,19 @@ def test_a_changed_file_is_decoded_again_and_a_v1_transform_decodes(mixed_folder
     Image.fromarray(textured_rgb(30, 40, seed=99)).save(changed)  # same shape, other pixels
     samples, _ = find_images(mixed_folder)
     _, eval_tf = scratch_transforms(20)
-    dataset = ImageFolderDataset(samples, eval_tf)
+    dataset = folder_dataset(samples, eval_tf)
     index = [p for p, _ in samples].index(changed)
     assert dataset.cached == len(samples) - 1 and dataset.cache_rows[index] is None
     assert torch.equal(dataset[index][0], eval_tf(Image.open(changed).convert("RGB")))
     v1 = T1.Compose([T1.Resize(20), T1.CenterCrop(20), T1.ToTensor()])  # PIL only: gets PIL images
-    assert ImageFolderDataset(samples, v1).cached == 0 and ImageFolderDataset(samples, v1)[0][0].shape == (
+    assert CachedImageFolder(samples, v1).cached == 0 and CachedImageFolder(samples, v1)[0][0].shape == (
         3,
         20,
         20,
     )
-    assert ImageFolderDataset(samples).cached == 0, "no transform: the decoded PIL image, as before"
+    assert type(folder_dataset(samples, v1)) is ImageFolderDataset
+    assert CachedImageFolder(samples).cached == 0, "no transform: the decoded PIL image, as before"
+    assert type(folder_dataset(samples)) is ImageFolderDataset
 
 
 def test_build_skips_bad_and_vanished_files_and_is_reused_until_a_file_changes(mixed_folder, textured_rgb):
@@ -163,7 +167,7 @@ def test_cache_command_line(mixed_folder, capsys):
 def test_cache_is_read_without_decoding(mixed_folder, monkeypatch):
     build_image_cache(mixed_folder, 20)
     samples, _ = find_images(mixed_folder)
-    dataset = ImageFolderDataset(samples, scratch_transforms(20)[1])
+    dataset = folder_dataset(samples, scratch_transforms(20)[1])
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("a cached image must not be decoded")

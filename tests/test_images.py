@@ -1,4 +1,5 @@
-"""helpers.data.images: every kind of image file becomes RGB; every bad one raises ImageLoadError naming it."""
+"""helpers.data.images: every kind of image file becomes RGB; every bad one raises ImageLoadError naming
+it."""
 
 from __future__ import annotations
 

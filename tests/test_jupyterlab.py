@@ -110,7 +110,10 @@ def test_the_skipped_files_warning_is_allowed_but_not_what_follows_it(tmp_path, 
     # as the kernel shows it: the file of the calling cell, the message, the calling line
     shown = warnings.formatwarning(warning.message, warning.category, "/tmp/ipykernel_1/2.py", 3, "x = 1")
     assert "broken.png" in shown
-    resizing = "/x/helpers/data/fake_or_real.py:224: UserWarning: Skipped 1 undecodable file(s):\n  a.jpg: truncated\n"
+    resizing = (
+        "/x/helpers/data/fake_or_real.py:224: UserWarning: Skipped 1 undecodable file(s):\n"
+        "  a.jpg: truncated\n"
+    )
     allowed = executed_notebook(
         tmp_path / "allowed.ipynb", [stream("stderr", shown)], [stream("stderr", resizing)]
     )

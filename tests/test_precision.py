@@ -1,5 +1,5 @@
-"""Precision chosen by the machine (issues 11 and 15): helpers.train.precision.resolve_precision for training and
-inference, TF32, and the predictor's auto precision agreeing with fp32 on the toy test split."""
+"""Precision chosen by the machine (issues 11 and 15): helpers.train.precision.resolve_precision for
+training and inference, TF32, and the predictor's auto precision agreeing with fp32 on the toy test split."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from helpers.data import transforms
-from helpers.data.datasets import create_dataloaders
+from helpers.data.loaders import create_dataloaders
 from helpers.data.toy import make_toy_dataset
 from helpers.model.vit import ViT, get_config
 from helpers.serving.inference import load_predictor, save_detector
 from helpers.train import cli as train
-from helpers.train import loop
+from helpers.train import loop, run
 from helpers.train.precision import allow_tf32, native_bf16, resolve_precision
 from helpers.train.recipes import get_recipe
 
@@ -107,7 +107,9 @@ def test_the_cli_resolves_auto_before_training(easy_folder, cpu_with):
 def test_fit_takes_auto(synthetic_loaders, tiny_vit, tmp_path):
     train_loader, val_loader, _ = synthetic_loaders()
     recipe = get_recipe("scratch", epochs=1)
-    loop.fit(tiny_vit(), train_loader, val_loader, recipe, device="cpu", precision="auto", out_dir=tmp_path)
+    run.resumable_fit(
+        tiny_vit(), train_loader, val_loader, recipe, device="cpu", precision="auto", out_dir=tmp_path
+    )
     saved = json.loads((tmp_path / "training_state" / "trainer.json").read_text())
     assert saved["settings"]["precision"] == "fp32"  # what ran, not "auto"
 

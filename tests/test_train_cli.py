@@ -210,7 +210,7 @@ def test_two_processes_under_torchrun_match_one_process(easy_folder, tmp_path):
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "helpers.train.cli",
+        "helpers.train",
         *tiny_run(easy_folder, ddp, "--batch-size", "8", "--device", "cpu"),
     ]
     # A session of its own, so that on a timeout the launcher AND its workers are killed: a worker

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from helpers import _files as files
-from helpers.train import loop
+from helpers.train import loop, run
 from helpers.train import state as training_state
 from helpers.train.recipes import get_recipe
 
@@ -64,7 +64,9 @@ def test_resume_after_a_kill_mid_epoch_gives_exactly_the_uninterrupted_run(
     # Killed in the middle of epoch 3 (4 batches per epoch): epochs 1-2 are saved.
     train, val, test = synthetic_loaders(generator=generator)
     with pytest.raises(KeyboardInterrupt):
-        loop.fit(tiny_vit(), KilledAfter(train, batches=2 * 4 + 2), val, RECIPE, out_dir=tmp_path, **settings)
+        run.resumable_fit(
+            tiny_vit(), KilledAfter(train, batches=2 * 4 + 2), val, RECIPE, out_dir=tmp_path, **settings
+        )
     folder = tmp_path / "training_state"
     trainer = json.loads((folder / "trainer.json").read_text())
     assert trainer["epoch"] == 2 and trainer["settings"]["recipe"] == RECIPE.to_dict()
@@ -85,7 +87,7 @@ def test_resume_after_a_kill_mid_epoch_gives_exactly_the_uninterrupted_run(
     # Resume into a model with other initial weights: they are replaced by the saved ones.
     train, val, test = synthetic_loaders(generator=generator)
     resumed_model = tiny_vit(seed=123)
-    resumed = loop.fit(resumed_model, train, val, RECIPE, out_dir=tmp_path, resume=True, **settings)
+    resumed = run.resumable_fit(resumed_model, train, val, RECIPE, out_dir=tmp_path, resume=True, **settings)
     assert_same_run(resumed, straight)
     for key, value in straight_model.state_dict().items():
         assert torch.equal(resumed_model.state_dict()[key], value), key
@@ -95,10 +97,10 @@ def test_resume_after_a_kill_mid_epoch_gives_exactly_the_uninterrupted_run(
 def test_resume_with_other_settings_is_refused_naming_each_difference(tmp_path, synthetic_loaders, tiny_vit):
     train, val, _ = synthetic_loaders()
     one_epoch = get_recipe("scratch", epochs=1, lr=3e-3)
-    loop.fit(tiny_vit(), train, val, one_epoch, device="cpu", out_dir=tmp_path, progress=False)
+    run.resumable_fit(tiny_vit(), train, val, one_epoch, device="cpu", out_dir=tmp_path, progress=False)
     other = get_recipe("scratch", epochs=1, lr=1e-3)
     with pytest.raises(training_state.TrainingStateError) as error:
-        loop.fit(tiny_vit(), train, val, other, device="cpu", out_dir=tmp_path, resume=True, seed=5)
+        run.resumable_fit(tiny_vit(), train, val, other, device="cpu", out_dir=tmp_path, resume=True, seed=5)
     message = str(error.value)
     assert "recipe.lr: saved 0.003, now 0.001" in message and "seed: saved 42, now 5" in message
     assert "recipe.epochs" not in message  # only what differs is named
@@ -192,7 +194,7 @@ def test_a_kill_at_any_step_of_a_save_resumes_to_the_uninterrupted_numbers(tmp_p
             switch = KillSwitch(monkeypatch, at)
             model, train, val, test = small_problem(synthetic_loaders)
             try:
-                loop.fit(model, train, val, recipe, out_dir=out, **settings)
+                run.resumable_fit(model, train, val, recipe, out_dir=out, **settings)
             except Kill:
                 pass
             else:  # the save had fewer steps than `at`: every step has been killed once
@@ -201,7 +203,7 @@ def test_a_kill_at_any_step_of_a_save_resumes_to_the_uninterrupted_numbers(tmp_p
         trainer = json.loads((out / "training_state" / "trainer.json").read_text())
         assert trainer["epoch"] in (1, 2), at  # the last completed epoch, or the one being saved
         model, train, val, test = small_problem(synthetic_loaders)
-        resumed = loop.fit(model, train, val, recipe, out_dir=out, resume=True, **settings)
+        resumed = run.resumable_fit(model, train, val, recipe, out_dir=out, resume=True, **settings)
         assert_same_run(resumed, straight)
         for key, value in straight_weights.items():
             assert torch.equal(model.state_dict()[key], value), (at, key)

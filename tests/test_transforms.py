@@ -1,4 +1,5 @@
-"""helpers.data.transforms: the pretrained eval transform is torchvision's; the scratch one never resamples."""
+"""helpers.data.transforms: the pretrained eval transform is torchvision's; the scratch one never
+resamples."""
 
 from __future__ import annotations
 

@@ -27,8 +27,8 @@ from pathlib import Path
 ALLOWED: list[tuple[str, str]] = [
     (
         r"^.*UserWarning: Skipped \d+ undecodable file\(s\).*\n(?:[ \t]+.*\n?)*",
-        "helpers.data.datasets (indexing) and helpers.data.fake_or_real (the resized copy) skip a corrupt image with "
-        "one warning naming it, instead of crashing mid-epoch; the real dataset may hold one (the "
+        "helpers.data.datasets (indexing) and helpers.data.fake_or_real (the resized copy) skip a corrupt "
+        "image with one warning naming it, instead of crashing mid-epoch; the real dataset may hold one (the "
         "warning's indented lines list the files)",
     ),
 ]

@@ -1,4 +1,5 @@
-"""The decoded image cache: every image of a folder decoded once into one file of raw pixels.
+"""The decoded image cache: every image of a folder decoded once into one file of raw pixels, and
+:class:`CachedImageFolder`, the Dataset that reads it (lesson 03's full mode; lessons 03 to 06 use it).
 
 Decoding costs more than anything else a DataLoader does: about 2.7 ms for a 256-pixel PNG on one
 core, so two workers feed at most ~700 images per second, while a fine-tuning ViT-B/16 on a recent
@@ -24,10 +25,11 @@ cases give the decoded path's pixels:
   by at most 1/255 on a few pixels.
 
 ``tests/test_image_cache.py`` checks both. Anything else (a file that would be resized twice) is
-decoded as before. :class:`helpers.data.datasets.ImageFolderDataset` uses the cache by itself when the
-folder has one, the transform is a ``torchvision.transforms.v2`` one (all of
-:mod:`helpers.data.transforms` are) and the file has not changed since (same size and modification time).
-Made by :func:`build_image_cache` (``python -m helpers.data cache --data FOLDER``) and, for the real
+decoded as before. :class:`CachedImageFolder` reads a file from the cache when the folder has one,
+the transform is a ``torchvision.transforms.v2`` one (all of :mod:`helpers.data.transforms` are) and
+the file has not changed since (same size and modification time);
+:func:`helpers.data.loaders.folder_dataset` gives one wherever a folder has a cache. Made by
+:func:`build_image_cache` (``python -m helpers.data cache --data FOLDER``) and, for the real
 dataset, by its prepared copy (lesson 03's full mode, :mod:`helpers.data.fake_or_real`).
 """
 
@@ -36,18 +38,22 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
 from helpers._files import building_folder, explain_disk_full, read_marker, write_json
+from helpers.data.datasets import ImageFolderDataset
 from helpers.data.images import ImageLoadError, list_image_files, load_image_rgb, warn_skipped
+from helpers.data.index import vanished
 
 CACHE_FOLDER = ".image_cache"  # hidden: find_images and list_image_files never see it
 PIXELS_FILE = "pixels.u8"
@@ -108,7 +114,7 @@ def _decode_for_cache(path: Path, size: int) -> tuple[np.ndarray, os.stat_result
     except ImageLoadError as error:
         return str(error)
     except FileNotFoundError:
-        return f"{path}: vanished before it could be read (deleted, moved, or a link to a missing file)"
+        return vanished(path)
 
 
 def build_image_cache(root: str | os.PathLike, size: int, *, workers: int | None = None) -> Path:
@@ -220,3 +226,39 @@ class ImageCache:
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_pixels": None}  # each worker process maps the file itself
+
+
+def _first_resize(transform: Callable | None) -> int | None:
+    """The size a v2 transform resizes the shorter side to before anything else, or None."""
+    steps = getattr(transform, "transforms", [transform])
+    first = steps[0] if steps else None
+    if isinstance(first, v2.Resize) and len(first.size) == 1 and first.max_size is None:
+        return int(first.size[0])
+    return None
+
+
+class CachedImageFolder(ImageFolderDataset):
+    """An :class:`~helpers.data.datasets.ImageFolderDataset` that reads the folder's image cache.
+
+    When the folder has a cache and ``transform`` is a ``torchvision.transforms.v2`` transform (every
+    one in :mod:`helpers.data.transforms` is), an unchanged file is read from the cache instead of
+    decoded, as a uint8 tensor (3, H, W): no decoding, the same pixels (the module docstring says when
+    exactly, and when within 1/255). ``cache_rows[i]`` is sample ``i``'s cached image (None: decoded);
+    ``cached`` counts the samples read from the cache.
+    """
+
+    def __init__(self, samples: Sequence[tuple[str | os.PathLike, int]], transform: Callable | None = None):
+        super().__init__(samples, transform)
+        paths = [path for path, _ in self.samples]
+        cache = ImageCache.for_files(paths) if isinstance(transform, v2.Transform) else None
+        resize = _first_resize(transform)
+        self.cache_rows = [cache.row(path, resize) if cache else None for path in paths]  # None: decode
+        self.cache = cache if any(row is not None for row in self.cache_rows) else None
+        self.cached = sum(row is not None for row in self.cache_rows)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        row = self.cache_rows[index]
+        if row is None or self.cache is None:
+            return super().__getitem__(index)  # decoded, as in the plain dataset
+        image = self.cache.tensor(row)  # (3, H, W) uint8, shorter side = the cache's size
+        return self.transform(image), self.samples[index][1]  # a v2 transform: never None here

@@ -57,7 +57,7 @@ from helpers.data.cache import (
     resize_for_cache,
     resize_shorter_side,
 )
-from helpers.data.datasets import CLASS_NAMES, find_images, vanished
+from helpers.data.datasets import CLASS_NAMES, find_images
 from helpers.data.images import (
     IMAGE_EXTENSIONS,
     ImageLoadError,
@@ -65,6 +65,7 @@ from helpers.data.images import (
     load_image_rgb,
     warn_skipped,
 )
+from helpers.data.index import vanished
 
 REPO_ID = "mncai/Fake_or_Real_Competition_Dataset"
 ZIP_FILE = "train.zip"

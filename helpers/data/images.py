@@ -115,7 +115,8 @@ def check_pixel_limit(path: str | os.PathLike, max_pixels: int | None = None) ->
     A "decompression bomb" is a small file that would need gigabytes of memory once decoded. PIL
     refuses images with more than twice ``PIL.Image.MAX_IMAGE_PIXELS`` pixels and only warns between
     1x and 2x; the demo, which decodes whatever strangers upload, refuses those too, and passes a
-    smaller ``max_pixels`` (:data:`helpers.serving.demo.MAX_UPLOAD_PIXELS`) to bound the time one upload takes.
+    smaller ``max_pixels`` (:data:`helpers.serving.demo.MAX_UPLOAD_PIXELS`) to bound the time one
+    upload takes.
     """
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
@@ -167,14 +168,15 @@ def list_image_files(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-def warn_skipped(problems: Sequence[str], where: str) -> None:
+def warn_skipped(problems: Sequence[str], where: str, *, stacklevel: int = 3) -> None:
     """ONE warning for every file skipped ``where`` (e.g. "under data/toy"), naming the first 20.
 
     Indexing, the prepared copy and the image cache skip undecodable and vanished files this way,
-    so a bad file costs a line of output, never a crash in the middle of an epoch. Lesson 03.
+    so a bad file costs a line of output, never a crash in the middle of an epoch. The warning points
+    at the caller of the function that calls this (``stacklevel=3``). Lesson 03.
     """
     if not problems:
         return
     more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
     shown = "\n  ".join(problems[:20]) + more
-    warnings.warn(f"Skipped {len(problems)} undecodable file(s) {where}:\n  {shown}", stacklevel=3)
+    warnings.warn(f"Skipped {len(problems)} undecodable file(s) {where}:\n  {shown}", stacklevel=stacklevel)

@@ -371,7 +371,8 @@ def _training_run(step: Callable) -> tuple:
 def check_training_step(training_step: Callable, *, strict: bool = False) -> Callable:
     """Lesson 03: ``training_step(model, images, labels, loss_fn, optimizer, max_norm)`` must zero the
     gradients, compute the loss, backpropagate, clip the gradient norm to ``max_norm``, step the optimizer
-    and return the loss as a number. Two calls on a tiny helpers.model.vit.ViT are compared with the reference's."""
+    and return the loss as a number. Two calls on a tiny helpers.model.vit.ViT are compared with the
+    reference's."""
     p1, p2, _, losses = _training_run(reference_training_step)
     verdict = _diagnose(
         _training_run,

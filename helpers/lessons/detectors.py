@@ -30,15 +30,15 @@ from typing import Any
 import torch
 
 from helpers import course
-from helpers.data import datasets, transforms
+from helpers.data import datasets, loaders, transforms
 from helpers.data import sources as data
 from helpers.model import pretrained
 from helpers.model.vit import ViT, get_config
 from helpers.serving import inference
-from helpers.train import loop, recipes
+from helpers.train import loop, probe, recipes
 
 SCRATCH_DIR = "scratch_detector"  # lesson 03's tiny ViT, beside lesson 04's detector/
-VAL_FRACTION = TEST_FRACTION = 0.1  # the split of helpers.data.datasets.create_dataloaders
+VAL_FRACTION = TEST_FRACTION = 0.1  # the split of helpers.data.loaders.create_dataloaders
 # config.json's "made_by" of a detector made here in full mode
 MADE_BY = (
     "helpers.lessons.detectors.find_or_make: a quick linear probe, as notebook 04's detector was missing"
@@ -100,7 +100,7 @@ def rebuild_split(
     """The ``(train, val, test)`` samples of ``data_root`` as the detector's training run split them.
 
     The split is drawn again from the seed in ``config`` (``split_seed``), the way
-    :func:`helpers.data.datasets.create_dataloaders` drew it, so the test images are ones the detector
+    :func:`helpers.data.loaders.create_dataloaders` drew it, so the test images are ones the detector
     was never trained or selected on. Lessons 05 and 06.
     """
     samples, class_names = datasets.find_images(data_root)
@@ -135,7 +135,7 @@ def train_scratch_detector(
     """
     recipe = recipes.get_recipe("scratch", epochs=epochs, warmup_epochs=max(1, epochs // 10))
     train_tf, eval_tf = transforms.scratch_transforms(image_size)
-    train_loader, val_loader, test_loader, names = datasets.create_dataloaders(
+    train_loader, val_loader, test_loader, names = loaders.create_dataloaders(
         data_root, train_tf, eval_tf, batch_size=recipe.batch_size, seed=seed, num_workers=num_workers
     )
     loop.set_seed(seed)
@@ -171,17 +171,17 @@ def train_probe_detector(
 
     ``model`` is an ImageNet ViT-B/16 with a new 2-class head
     (:func:`helpers.model.pretrained.load_pretrained_vit_b16`); its frozen backbone runs once over every
-    image (:func:`helpers.train.loop.fit_linear_probe`), with the weights' own eval transform. Returns
+    image (:func:`helpers.train.probe.fit_linear_probe`), with the weights' own eval transform. Returns
     the probe's result (history, val and test metrics, seconds). Lessons 05 and 06 in full mode.
     """
     recipe = recipes.get_recipe("linear_probe")
     image_size = model.config.image_size
     _, eval_tf = transforms.pretrained_transforms(image_size)
-    train_loader, val_loader, test_loader, names = datasets.create_dataloaders(
+    train_loader, val_loader, test_loader, names = loaders.create_dataloaders(
         data_root, eval_tf, eval_tf, batch_size=recipe.batch_size, seed=seed, num_workers=num_workers
     )
     loop.set_seed(seed)
-    result = loop.fit_linear_probe(
+    result = probe.fit_linear_probe(
         model,
         train_loader,
         val_loader,

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from helpers import course
 from helpers._files import atomic_write, write_json
-from helpers.data import datasets, toy, transforms
+from helpers.data import loaders, toy, transforms
 from helpers.model.vit import ViT, get_config
 from helpers.train import loop, recipes
 
@@ -63,7 +63,7 @@ def pretrain_source_model(
     """
     start = time.perf_counter()
     train_tf, eval_tf = transforms.scratch_transforms(64)  # flips and whole-pixel shifts: no resampling
-    train_loader, val_loader, test_loader, class_names = datasets.create_dataloaders(
+    train_loader, val_loader, test_loader, class_names = loaders.create_dataloaders(
         data_root, train_tf, eval_tf, batch_size=recipe.batch_size, seed=seed, num_workers=0
     )
     loop.set_seed(seed)
@@ -149,7 +149,6 @@ def tensor_loader(
 ) -> DataLoader:
     """A DataLoader over in-memory images (:class:`TensorImages`); shuffled by its own seeded
     generator, which ``loop.fit`` re-seeds every epoch. Lesson 04."""
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(
-        TensorImages(images, labels, transform), batch_size=batch_size, shuffle=shuffle, generator=generator
-    )
+    dataset = TensorImages(images, labels, transform)
+    # The images are in memory already: no worker processes.
+    return loaders.make_loader(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed, num_workers=0)

@@ -161,19 +161,16 @@ class PatchEmbedding(nn.Module):
 
 
 class MultiHeadSelfAttention(nn.Module):
-    """Multi-head self-attention (MSA, Appendix A of the paper).
+    """Multi-head self-attention (MSA, Appendix A of the paper). Lesson 02.
 
     One linear layer ``to_qkv`` makes queries, keys and values for all heads at once; each head
     computes softmax(q k^T / sqrt(d)) v over the N+1 tokens; ``proj`` mixes the concatenated heads.
-
-    ``fused=True`` (the default) calls ``F.scaled_dot_product_attention``, which does the same maths
-    in one optimised kernel without storing the (N+1) x (N+1) weights. ``return_attention=True``
-    always takes the written-out path, because only it has the softmaxed weights to return.
-    ``class_token_only=True`` computes the output of the [class] token only (query 0 against all
-    keys): the same numbers as ``forward(x)[:, :1]`` for less work. Lesson 02.
+    ``forward`` calls ``F.scaled_dot_product_attention``, which does that maths in one optimised
+    kernel without storing the (N+1) x (N+1) weights; :meth:`attention_weights` writes the same maths
+    out and returns the softmaxed weights (lesson 05 draws them).
     """
 
-    def __init__(self, dim: int, heads: int, attention_dropout: float = 0.0, fused: bool = True):
+    def __init__(self, dim: int, heads: int, attention_dropout: float = 0.0):
         super().__init__()
         if dim % heads != 0:
             raise ValueError(f"dim={dim} must be divisible by heads={heads}.")
@@ -181,9 +178,7 @@ class MultiHeadSelfAttention(nn.Module):
         self.head_dim = dim // heads  # d
         self.scale = self.head_dim**-0.5  # 1 / sqrt(d)
         self.attention_dropout = attention_dropout
-        self.fused = fused
         self.to_qkv = nn.Linear(dim, 3 * dim)  # rows: [W_q; W_k; W_v], like torchvision's in_proj_weight
-        self.attn_drop = nn.Dropout(attention_dropout)
         self.proj = nn.Linear(dim, dim)  # torchvision's out_proj
         # torchvision (nn.MultiheadAttention) init: xavier on the stacked qkv matrix, zero biases,
         # PyTorch's default Linear init for the output projection weight.
@@ -191,28 +186,35 @@ class MultiHeadSelfAttention(nn.Module):
         nn.init.zeros_(self.to_qkv.bias)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(
-        self, x: torch.Tensor, return_attention: bool = False, class_token_only: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        B, N, D = x.shape  # here N counts all tokens, [class] included
+    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tokens (B, N, D) -> queries, keys and values, each (B, h, N, d)."""
+        B, N, _ = x.shape  # here N counts all tokens, [class] included
         qkv = self.to_qkv(x).view(B, N, 3, self.heads, self.head_dim)  # (B, N, 3, h, d)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, h, N, d), views: no copies
-        if class_token_only:
-            q = q[:, :, :1]  # (B, h, 1, d): only the [class] token asks; all N tokens still answer
-        Q = q.shape[2]  # number of queries: N, or 1 with class_token_only
+        return q, k, v
 
-        if return_attention or not self.fused:
-            scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, h, Q, N): how much query i matches key j
-            attn = scores.softmax(dim=-1)  # (B, h, Q, N), each row sums to 1
-            out = self.attn_drop(attn) @ v  # (B, h, Q, d): weighted average of the values
-        else:
-            p = self.attention_dropout if self.training else 0.0
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, h, Q, d), same maths fused
-            attn = None
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """softmax(q k^T / sqrt(d)) written out: (B, h, N, N), row i = how token i spreads its attention."""
+        q, k, _ = self.split_heads(x)
+        scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, h, N, N): how much query i matches key j
+        return scores.softmax(dim=-1)  # each row sums to 1
 
-        out = out.transpose(1, 2).reshape(B, Q, D)  # (B, Q, h*d): concatenate the heads
-        out = self.proj(out)  # (B, Q, D)
-        return (out, attn) if return_attention else out
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        q, k, v = self.split_heads(x)
+        p = self.attention_dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, h, N, d): softmax(q k^T/sqrt(d)) v
+        out = out.transpose(1, 2).reshape(B, N, D)  # (B, N, h*d): concatenate the heads
+        return self.proj(out)  # (B, N, D)
+
+    def forward_class_token(self, x: torch.Tensor) -> torch.Tensor:
+        """The output for the [class] token only, (B, 1, D): it alone asks (query 0), all N tokens answer.
+        The same numbers as ``forward(x)[:, :1]`` for less work."""
+        B, _, D = x.shape
+        q, k, v = self.split_heads(x)
+        p = self.attention_dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q[:, :, :1], k, v, dropout_p=p)  # (B, h, 1, d)
+        return self.proj(out.transpose(1, 2).reshape(B, 1, D))  # (B, 1, D)
 
 
 class MLPBlock(nn.Module):
@@ -243,8 +245,7 @@ class TransformerEncoderBlock(nn.Module):
     z' = MSA(LN(z)) + z
     z  = MLP(LN(z')) + z'
 
-    With ``class_token_only=True`` only the [class] token is updated and returned, (B, 1, D): the ViT
-    uses this in its last block, whose other outputs the head never reads (about 1/12 less work). Lesson 02.
+    Lesson 02.
     """
 
     def __init__(
@@ -257,18 +258,15 @@ class TransformerEncoderBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.mlp = MLPBlock(dim, mlp_dim, dropout)
 
-    def forward(
-        self, x: torch.Tensor, return_attention: bool = False, class_token_only: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        if return_attention:
-            a, attn = self.attn(self.norm1(x), True, class_token_only)  # (B, Q, D), (B, h, Q, N)
-        else:
-            a = self.attn(self.norm1(x), class_token_only=class_token_only)  # (B, Q, D)
-        if class_token_only:
-            x = x[:, :1]  # (B, 1, D): keep the [class] token only
-        x = self.drop(a) + x  # residual around attention
-        x = self.mlp(self.norm2(x)) + x  # residual around the MLP
-        return (x, attn) if return_attention else x
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.attn(self.norm1(x))) + x  # residual around attention, (B, N, D)
+        return self.mlp(self.norm2(x)) + x  # residual around the MLP
+
+    def forward_class_token(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output for the [class] token only, (B, 1, D): what the ViT's last block needs,
+        since the head reads nothing else (lesson 02 measures the saving)."""
+        x_cls = self.drop(self.attn.forward_class_token(self.norm1(x))) + x[:, :1]  # (B, 1, D)
+        return self.mlp(self.norm2(x_cls)) + x_cls
 
 
 class ViT(nn.Module):
@@ -304,8 +302,7 @@ class ViT(nn.Module):
         for block in self.blocks[:-1]:
             x = block(x)  # (B, N+1, D)
         # The head reads only the [class] token, so the last block needs to update only that token.
-        # Same numbers as running it in full and taking x[:, :1], for about 1/12 less work.
-        x = self.blocks[-1](x, class_token_only=True)  # (B, 1, D)
+        x = self.blocks[-1].forward_class_token(x)  # (B, 1, D)
         return self.norm(x[:, 0])  # (B, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -315,13 +312,13 @@ class ViT(nn.Module):
     def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Softmaxed attention weights of every block, each (B, heads, N+1, N+1); token 0 is [class].
 
-        Uses the written-out attention. Wrap the call in ``torch.no_grad()`` when only plotting.
+        Lesson 05. Wrap the call in ``torch.no_grad()`` when only plotting.
         """
         maps = []
         x = self.dropout(self.patch_embedding(x))  # (B, N+1, D)
         for block in self.blocks:
-            x, attn = block(x, return_attention=True)  # (B, N+1, D), (B, h, N+1, N+1)
-            maps.append(attn)
+            maps.append(block.attn.attention_weights(block.norm1(x)))  # (B, h, N+1, N+1)
+            x = block(x)  # (B, N+1, D)
         return maps
 
     def reset_head(self, num_classes: int) -> None:
@@ -332,110 +329,14 @@ class ViT(nn.Module):
 
     @classmethod
     def from_torchvision(
-        cls,
-        model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
-        image_size: int | None = None,
-        *,
-        heads: int | None = None,
+        cls, model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], image_size: int | None = None, **kw
     ) -> ViT:
-        """Build a ViT with the weights of a torchvision ``VisionTransformer`` (a module or its state dict).
+        """A ViT with the weights of a torchvision ``VisionTransformer`` (a module or its state dict),
+        copied key by key with shape checks; ``image_size`` resizes the position embeddings. Lessons 02
+        and 04; the key map and the checks are in :mod:`helpers.model.torchvision_weights`."""
+        from helpers.model.torchvision_weights import vit_from_torchvision  # it imports this module
 
-        The sizes are read from the weights: ``dim``, ``in_channels`` and ``patch_size`` from
-        ``conv_proj.weight``, ``depth`` from the number of encoder layers, ``mlp_dim`` from the first
-        MLP layer, ``num_classes`` from ``heads.head.weight`` and the image size from the number of
-        position embeddings. A state dict does not record the number of heads: it is taken from the
-        module when one is given, else from ``heads=``, else assumed to be ``dim // 64`` (heads of
-        width 64, true for all of torchvision's ViTs). Both the current MLP keys (``mlp.0``, ``mlp.3``)
-        and the legacy ones (``mlp.linear_1``, ``mlp.linear_2``) load.
-
-        With ``image_size`` different from the weights' own, the position embeddings of the patches
-        are resized on their 2-D grid exactly like torchvision's ``interpolate_embeddings`` (bicubic,
-        align_corners=True; the [class] token's embedding is kept). The new model is on the CPU, in
-        training mode, with its own copy of the weights.
-        """
-        dropout = attention_dropout = 0.0
-        if isinstance(model_or_state_dict, nn.Module):
-            module = model_or_state_dict
-            if not hasattr(module, "conv_proj"):
-                raise TypeError(
-                    f"from_torchvision expects torchvision's VisionTransformer or its state dict, "
-                    f"got a {type(module).__name__}."
-                )
-            state = module.state_dict()
-            if heads is None:
-                heads = module.encoder.layers[0].self_attention.num_heads
-            dropout, attention_dropout = module.dropout, module.attention_dropout
-        else:
-            state = dict(model_or_state_dict)
-        # Copies (never views) of the weights, so training our model cannot change the source model.
-        state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-        # Which keys to expect: the number of blocks and the MLP's names (current or legacy) say it.
-        depth = sum(1 for k in state if k.startswith("encoder.layers.") and k.endswith(".ln_1.weight"))
-        legacy = "encoder.layers.encoder_layer_0.mlp.linear_1.weight" in state
-        ours_to_theirs = _torchvision_key_map(max(depth, 1), legacy)
-        vit_limits.check_torchvision_keys(state, expected=ours_to_theirs.values())  # none missing, none extra
-        # The sizes, read from the shapes of the weights.
-        dim, in_channels, patch_size, _ = state["conv_proj.weight"].shape
-        mlp_dim = state[ours_to_theirs["blocks.0.mlp.fc1.weight"]].shape[0]
-        num_classes = state["heads.head.weight"].shape[0]
-        pos = state["encoder.pos_embedding"]  # (1, N+1, D)
-        grid = math.isqrt(pos.shape[1] - 1) if pos.ndim == 3 else 0  # G: patches per side
-        if pos.ndim != 3 or pos.shape[0] != 1 or grid * grid != pos.shape[1] - 1:
-            raise ValueError(
-                f"'encoder.pos_embedding' has shape {tuple(pos.shape)}; expected (1, G*G + 1, D)."
-            )
-        if heads is None and dim % 64 != 0:
-            raise ValueError(f"Cannot guess the number of heads for dim={dim}; pass heads= or the module.")
-        heads = dim // 64 if heads is None else heads  # heads of width 64, as in every torchvision ViT
-
-        config = ViTConfig(
-            image_size=image_size or grid * patch_size,
-            patch_size=patch_size,
-            in_channels=in_channels,
-            num_classes=num_classes,
-            dim=dim,
-            depth=depth,
-            heads=heads,
-            mlp_dim=mlp_dim,
-            dropout=dropout,
-            attention_dropout=attention_dropout,
-        )
-        new_grid = config.image_size // patch_size
-        if new_grid != grid:
-            state["encoder.pos_embedding"] = interpolate_position_embedding(pos, new_grid)
-
-        with torch.device("meta"):  # no memory and no random init: every tensor is replaced below
-            model = cls(config)
-        new_state = {ours: state[theirs] for ours, theirs in ours_to_theirs.items()}
-        vit_limits.check_weight_shapes(new_state, model.state_dict(), ours_to_theirs)  # before taking them
-        model.load_state_dict(new_state, assign=True)  # take the tensors themselves (off the meta device)
-        return model
-
-
-def _torchvision_key_map(depth: int, legacy: bool = False) -> dict[str, str]:
-    """Our state-dict key -> torchvision's key, for every tensor of the model."""
-    fc1, fc2 = ("linear_1", "linear_2") if legacy else ("0", "3")
-    per_block = {"norm1": "ln_1", "norm2": "ln_2", "attn.proj": "self_attention.out_proj"}
-    per_block |= {"mlp.fc1": f"mlp.{fc1}", "mlp.fc2": f"mlp.{fc2}"}
-    names = {
-        "patch_embedding.proj.weight": "conv_proj.weight",
-        "patch_embedding.proj.bias": "conv_proj.bias",
-        "patch_embedding.class_token": "class_token",
-        "patch_embedding.pos_embedding": "encoder.pos_embedding",
-        "norm.weight": "encoder.ln.weight",
-        "norm.bias": "encoder.ln.bias",
-        "head.weight": "heads.head.weight",
-        "head.bias": "heads.head.bias",
-    }
-    for i in range(depth):
-        theirs = f"encoder.layers.encoder_layer_{i}."
-        for ours, tv in per_block.items():
-            for p in ("weight", "bias"):
-                names[f"blocks.{i}.{ours}.{p}"] = f"{theirs}{tv}.{p}"
-        names[f"blocks.{i}.attn.to_qkv.weight"] = f"{theirs}self_attention.in_proj_weight"
-        names[f"blocks.{i}.attn.to_qkv.bias"] = f"{theirs}self_attention.in_proj_bias"
-    return names
+        return vit_from_torchvision(model_or_state_dict, image_size, **kw)
 
 
 def interpolate_position_embedding(pos_embedding: torch.Tensor, new_grid: int) -> torch.Tensor:

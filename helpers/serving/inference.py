@@ -16,8 +16,8 @@ lesson read it with :func:`load_predictor`. A detector is what predictions need 
 resuming a training run reads the training state instead (:mod:`helpers.train.state`).
 
 Predictions run in the precision the machine is fastest at (``precision="auto"``, see
-:func:`helpers.train.precision.resolve_precision`): bf16 autocast on a CPU with bf16 instructions and on recent
-GPUs, fp16 on older GPUs, fp32 otherwise. The weights stay fp32; only the matrix products are
+:func:`helpers.train.precision.resolve_precision`): bf16 autocast on a CPU with bf16 instructions and
+on recent GPUs, fp16 on older GPUs, fp32 otherwise. The weights stay fp32; only the matrix products are
 rounded, and a probability moves by less than 0.02 (``tests/test_precision.py`` checks it on the toy
 test set). ``precision="fp32"`` gives the exact numbers of the model in fp32.
 """

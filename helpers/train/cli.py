@@ -40,8 +40,6 @@ part that differs between processes is in :mod:`helpers.train.distributed`.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,12 +50,13 @@ import torch
 from helpers import _cli as cli
 from helpers import _files as files
 from helpers.data import transforms
-from helpers.data.datasets import CLASS_NAMES, create_dataloaders
+from helpers.data.datasets import CLASS_NAMES
 from helpers.data.images import list_image_files
+from helpers.data.loaders import create_dataloaders
 from helpers.model import pretrained
 from helpers.model.vit import ViT, get_config
 from helpers.serving.inference import DETECTOR_DIR, save_detector
-from helpers.train import distributed, loop
+from helpers.train import distributed, loop, run
 from helpers.train import state as training_state
 from helpers.train.precision import PRECISIONS, allow_tf32, resolve_precision
 from helpers.train.recipes import RECIPES, Recipe, get_recipe
@@ -133,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-workers",
         type=int,
         default=None,
-        help="DataLoader worker processes (default: helpers.data.datasets.default_num_workers())",
+        help="DataLoader worker processes (default: helpers.data.loaders.default_num_workers())",
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUT/training_state if it exists")
     parser.add_argument(
@@ -217,20 +216,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build_model(args: argparse.Namespace, num_classes: int) -> tuple[ViT, str]:
-    """The model for ``args.recipe`` and where its weights came from ("random init", "ImageNet", ...)."""
-    recipe = args.recipe
-    if not recipe.pretrained:
-        return ViT(get_config(args.model, image_size=args.image_size, num_classes=num_classes)), "random init"
-    model = pretrained.load_pretrained_vit_b16(
-        num_classes, args.image_size, allow_random=args.allow_random_weights
-    )
-    origin = (
-        "ImageNet" if pretrained.weights_cache_path().is_file() else "RANDOM (ImageNet weights unavailable)"
-    )
-    return pretrained.freeze_for_recipe(model, recipe), origin
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, train, write; an expected failure ends with one ``error:`` line (see :mod:`helpers._cli`)."""
     args = parse_args(argv)
@@ -250,7 +235,7 @@ def train(args: argparse.Namespace) -> int:
     progress = not args.no_progress and rank == 0
     try:
         if rank == 0:  # the process that writes: find out now, not after the first epoch
-            check_output_folder(args.out, space_needed(args))
+            cli.check_output_folder(args.out, space_needed(args))
         tf32 = allow_tf32(device)
         loop.set_seed(args.seed)
         if recipe.pretrained:
@@ -275,12 +260,12 @@ def train(args: argparse.Namespace) -> int:
         except ValueError as err:  # a folder without two classes of images, too few images per class
             raise cli.CommandError(str(err)) from err
         sampler = distributed.sampler(train_loader.dataset, rank, world_size, args.seed)
-        train_loader = loop.repeatable_train_loader(train_loader, args.seed, sampler)
+        train_loader = run.repeatable_train_loader(train_loader, args.seed, sampler)
         if len(test_loader.dataset) == 0:
             test_loader = None
 
         # DDP: process 0 downloads the ImageNet weights into the cache, then the others read them there
-        model, origin = distributed.rank_zero_first(lambda: build_model(args, len(class_names)))
+        model, origin = distributed.rank_zero_first(lambda: run.build_model(args, len(class_names)))
         if args.compile:
             model.compile()  # in place: the state dict keeps its names, so saving and resuming are unchanged
         if rank == 0:
@@ -297,21 +282,10 @@ def train(args: argparse.Namespace) -> int:
                 + ("; compiled" if args.compile else ""),
                 flush=True,
             )
-        run = loop.fit if recipe.train_backbone else loop.fit_linear_probe
         resume_hint = "run the same command with --resume to continue from the last completed epoch"
         try:
-            result = run(
-                model,
-                train_loader,
-                val_loader,
-                recipe,
-                device=device,
-                test_loader=test_loader,
-                precision=args.precision,
-                seed=args.seed,
-                out_dir=args.out,
-                resume=args.resume,
-                progress=progress,
+            result = run.train_model(
+                model, train_loader, val_loader, test_loader, recipe, args, device, progress
             )
             if rank == 0:
                 seconds = time.perf_counter() - start
@@ -374,33 +348,6 @@ def space_needed(args: argparse.Namespace) -> int:
     folder = Path(args.out) / training_state.FOLDER
     existing = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) if folder.is_dir() else 0
     return max(2 * state - existing, state) + weights
-
-
-def check_output_folder(out: Path, needed: int) -> None:
-    """Refuse, before training, an ``--out`` that cannot be written or whose disk has less than
-    ``needed`` bytes free: one :class:`helpers._cli.CommandError` naming the folder.
-
-    Nothing is created: the check writes a temporary file into ``out`` or, when ``out`` does not
-    exist yet, into its nearest existing parent, and deletes it at once.
-    """
-    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
-    if not existing.is_dir():
-        raise cli.CommandError(f"--out {out}: {existing} is a file, not a folder; choose another --out", 2)
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as err:
-        reason = err.strerror or str(err)
-        raise cli.CommandError(
-            f"--out {out}: cannot write into {existing} ({reason}); choose a folder you can write to", 2
-        ) from err
-    free = shutil.disk_usage(existing).free
-    if free < needed:
-        raise cli.CommandError(
-            f"--out {out}: its disk has {free / 1e9:.2f} GB free, but this run needs about "
-            f"{needed / 1e9:.2f} GB there (each epoch's training state is written before the last one is "
-            "deleted, then the detector); free some space or choose another --out"
-        )
 
 
 def write_outputs(

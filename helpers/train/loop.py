@@ -1,52 +1,39 @@
-"""Training, kept apart from the model (like minGPT's ``trainer.py`` beside ``model.py``).
+"""The training loop, kept apart from the model (like minGPT's ``trainer.py`` beside ``model.py``).
 
-The pieces, in the order a lesson meets them:
+In the order lesson 03 meets them:
 
-    set_seed          -- one call makes a run repeatable (lesson 03)
-    train_one_epoch   -- forward, loss, backward, clip, step, over one pass of the data (lesson 03)
-    fit               -- a whole run of a recipe: epochs, best-on-validation weights, saved state, resume
-    fit_linear_probe  -- train only the head of a frozen backbone, on features computed once (lesson 04)
+    set_seed          -- one call makes a run repeatable
+    train_one_epoch   -- forward, loss, backward, clip, step, over one pass of the data
+    fit               -- a whole run of a recipe: epochs, validation, the best epoch's weights
 
 *What* to train with (optimiser, learning rate, schedule, regularisation) is a
-:class:`helpers.train.recipes.Recipe`; measuring the model after every epoch is :mod:`helpers.train.evaluation`;
-the state saved after every epoch is :mod:`helpers.train.state`; the numeric format of the forward
-pass (``precision``: "fp32", "bf16", "fp16"; ``"auto"`` is resolved by
-:func:`helpers.train.precision.resolve_precision`) and the fp16 gradient scaler are :mod:`helpers.train.precision`.
+:class:`helpers.train.recipes.Recipe`; measuring the model is :mod:`helpers.train.evaluation`; the
+numeric format of the forward pass (``precision``) is :mod:`helpers.train.precision`. Saving the
+training state after every epoch, resuming a killed run and several GPUs wrap ``fit`` from outside
+(:mod:`helpers.train.run`); the linear probe of lesson 04 is :mod:`helpers.train.probe`.
 
 **Repeatable runs.** At the start of every epoch the random number generators (Python, NumPy,
-PyTorch, and the train loader's own generator when it has one) are re-seeded from ``(seed, epoch)``.
-The shuffle order, the data-augmentation draws and the dropout masks of epoch ``e`` therefore depend
-only on ``seed`` and ``e``, which is what lets ``fit(resume=True)`` continue a killed run and finish
-with exactly the numbers of a run that was never interrupted (on a CPU; GPU kernels may not be
-bit-for-bit deterministic).
-
-**Several GPUs.** Under ``torchrun`` (see :mod:`helpers.train.distributed`) ``fit`` trains through a
-``DistributedDataParallel`` wrapper, and the train loader has a ``DistributedSampler``; the few
-lines that care are marked "DDP". Every process evaluates the whole validation and test sets with
-identical weights, so all processes agree on the metrics and the best epoch; only process 0 writes
-files.
+PyTorch, and the train loader's own generator) are re-seeded from ``(seed, epoch)``, so epoch ``e``'s
+shuffle order, augmentations and dropout masks depend only on ``seed`` and ``e``. That is what lets
+a resumed run end with exactly the numbers of an uninterrupted one (on a CPU).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
-from helpers.train import distributed
-from helpers.train import state as training_state
-from helpers.train.evaluation import evaluate, extract_features, progress_bar
+from helpers.train.evaluation import evaluate, progress_bar
 from helpers.train.precision import autocast, make_scaler, resolve_precision
 from helpers.train.recipes import Recipe, make_optimizer, make_schedule
-from helpers.train.state import TrainingState
 
 VAL_METRICS = ("loss", "accuracy", "precision", "recall", "f1", "auroc")  # kept per epoch, as val_*
 
@@ -63,12 +50,9 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """The seed of epoch ``epoch`` (1-based) of a run seeded with ``seed``, in process ``rank``.
-
-    Lesson 03 (repeatable runs).
-    """
-    return (seed * 1_000_003 + epoch * 1_009 + rank) % 2**63
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch`` (1-based) of a run seeded with ``seed``. Lesson 03."""
+    return (seed * 1_000_003 + epoch * 1_009) % 2**63
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,14 +79,13 @@ def train_one_epoch(
 
     ``scaler`` (default: :func:`helpers.train.precision.make_scaler`) scales the loss in fp16 and does
     nothing otherwise, so there is one path for every precision. Returns the mean loss and the
-    accuracy over the images seen, plus ``images`` and ``seconds`` (under DDP: summed over all
-    processes).
+    accuracy over the images seen, plus ``images`` and ``seconds``.
     """
     device = torch.device(device)
     scaler = make_scaler(device, precision) if scaler is None else scaler
     model.train()
     start = time.perf_counter()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per step
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
     bar = progress_bar(loader, description, progress)
@@ -128,16 +111,12 @@ def train_one_epoch(
         if progress and step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
     bar.close()
-    totals = distributed.sum_over_processes(
-        torch.stack([loss_sum, correct.double(), torch.tensor(seen, device=device).double()])
-    )
-    loss_total, correct_total, seen_total = totals.tolist()
-    if seen_total == 0:
+    if seen == 0:
         raise ValueError("the train loader produced no batches; is the training split empty?")
     return {
-        "loss": loss_total / seen_total,
-        "accuracy": correct_total / seen_total,
-        "images": int(seen_total),
+        "loss": loss_sum.item() / seen,
+        "accuracy": correct.item() / seen,
+        "images": seen,
         "seconds": time.perf_counter() - start,
     }
 
@@ -147,7 +126,25 @@ def train_one_epoch(
 # ---------------------------------------------------------------------------------------------
 
 
-def _set_up(
+@dataclass
+class TrainingState:
+    """A run in progress: what ``fit`` builds from the recipe before the first epoch and updates after
+    every epoch (:mod:`helpers.train.state` saves it to disk and reads it back). Lesson 03."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler  # stepped after every batch
+    scaler: torch.amp.GradScaler  # scales fp16 losses; switched off in fp32 and bf16
+    settings: dict[str, Any]  # what a resumed run must match: recipe, seed, precision, steps per epoch
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per completed epoch
+    best_epoch: int = 0  # 0 = none yet
+    best_weights: dict[str, torch.Tensor] | None = None  # the best epoch's state dict, on the CPU
+
+    @property
+    def best_entry(self) -> dict[str, Any] | None:
+        return self.history[self.best_epoch - 1] if self.best_epoch else None
+
+
+def new_training_state(
     model: nn.Module,
     train_loader: Iterable,
     recipe: Recipe,
@@ -156,78 +153,36 @@ def _set_up(
     precision: str,
     seed: int,
 ) -> TrainingState:
-    """Optimizer, learning-rate schedule and gradient scaler, as ``recipe`` says."""
-    steps_per_epoch = len(train_loader)
+    """Optimizer, learning-rate schedule and gradient scaler, as ``recipe`` says; no epoch done yet."""
     optimizer = make_optimizer(model, recipe)
     return TrainingState(
         optimizer=optimizer,
-        scheduler=make_schedule(optimizer, recipe, steps_per_epoch),
+        scheduler=make_schedule(optimizer, recipe, len(train_loader)),
         scaler=make_scaler(device, precision),
         settings={
             "recipe": recipe.to_dict(),
             "seed": seed,
             "precision": precision,
-            "steps_per_epoch": steps_per_epoch,
+            "steps_per_epoch": len(train_loader),
         },
     )
 
 
-def _seed_epoch(loader: Iterable, seed: int, epoch: int) -> None:
+def seed_epoch(loader: Iterable, seed: int, epoch: int) -> None:
     """Make epoch ``epoch``'s shuffle order, augmentation and dropout depend only on (seed, epoch)."""
-    s = epoch_seed(seed, epoch, distributed.current_rank())
+    s = epoch_seed(seed, epoch)
     set_seed(s)
     generator = getattr(loader, "generator", None)
     if generator is not None:  # the loader's own generator orders its shuffle and seeds its workers
         generator.manual_seed(s)
     sampler = getattr(loader, "sampler", None)
-    if isinstance(sampler, DistributedSampler):  # DDP: the sampler shuffles with (its seed, epoch)
+    if hasattr(sampler, "set_epoch"):  # a sampler that shuffles by epoch (several GPUs)
         sampler.set_epoch(epoch)
-
-
-def repeatable_train_loader(
-    loader: DataLoader, seed: int, sampler: DistributedSampler | None = None
-) -> DataLoader:
-    """The train loader, rebuilt so that every epoch's randomness can be re-seeded by :func:`fit`.
-
-    Persistent workers would carry their random state from one epoch to the next; new workers per
-    epoch take their seeds from the loader's generator, which ``fit`` re-seeds from (seed, epoch),
-    so a resumed run repeats the same augmentation. Under DDP the ``sampler`` shards and shuffles.
-    Used by ``python -m helpers.train``; lesson 03 explains repeatable runs.
-    """
-    return DataLoader(
-        loader.dataset,
-        batch_size=loader.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        generator=torch.Generator().manual_seed(seed),
-        num_workers=loader.num_workers,
-        persistent_workers=False,
-        pin_memory=torch.cuda.is_available(),
-    )
-
-
-def _history_entry(epoch: int, train: dict, val: dict, *, lr: float, seconds: float) -> dict[str, Any]:
-    """One epoch of the history: plain numbers, the validation metrics prefixed with ``val_``."""
-    return {
-        "epoch": epoch,
-        **{f"train_{key}": train[key] for key in ("loss", "accuracy")},
-        **{f"val_{key}": val[key] for key in VAL_METRICS},
-        "lr": lr,  # after the epoch's last step
-        "train_images_per_second": train["images"] / train["seconds"],
-        "seconds": seconds,
-    }
-
-
-def _is_better(entry: dict[str, Any], best: dict[str, Any] | None) -> bool:
-    """Higher validation accuracy wins; on a tie, lower validation loss."""
-    if best is None:
-        return True
-    return (entry["val_accuracy"], -entry["val_loss"]) > (best["val_accuracy"], -best["val_loss"])
 
 
 def fit(
     model: nn.Module,
-    train_loader: DataLoader,
+    train_loader: Iterable,
     val_loader: Iterable,
     recipe: Recipe,
     *,
@@ -235,20 +190,23 @@ def fit(
     test_loader: Iterable | None = None,
     precision: str = "fp32",
     seed: int = 42,
-    out_dir: str | Path | None = None,
-    resume: bool = False,
     progress: bool = True,
     positive_class: int = 0,
+    state: TrainingState | None = None,
+    after_epoch: Callable[[TrainingState, bool], None] | None = None,
+    train_model: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` for ``recipe.epochs`` epochs as ``recipe`` says (lessons 03 to 06).
 
     After every epoch the model is evaluated on ``val_loader``; the weights of the best epoch
-    (highest validation accuracy, ties broken by lower validation loss) are kept, put back into
-    the model at the end, and used for the final ``val`` and ``test`` metrics. ``precision`` is the
-    numeric format of the forward passes ("auto": :func:`helpers.train.precision.resolve_precision`). With
-    ``out_dir`` the training state is saved after every epoch to ``out_dir/training_state``;
-    ``resume=True`` continues from it (or starts afresh when there is none) and ends with the same
-    result as an uninterrupted run.
+    (highest validation accuracy, ties broken by lower validation loss) are kept, put back into the
+    model at the end, and used for the final ``val`` and ``test`` metrics. ``precision`` is the numeric
+    format of the forward passes ("auto": :func:`helpers.train.precision.resolve_precision`).
+
+    The last three arguments are for what wraps ``fit`` from outside (:mod:`helpers.train.run`):
+    ``state`` continues a run (its history says how many epochs are done), ``after_epoch(state,
+    improved)`` runs after every epoch (saving), ``train_model`` is what the training step calls (a
+    multi-GPU wrapper around ``model``).
 
     Returns ``{"history": [one dict of plain numbers per epoch], "best_epoch": int,
     "val": evaluate(...), "test": evaluate(...) or None, "train_images_per_second": float,
@@ -258,27 +216,18 @@ def fit(
     device = torch.device(device)
     precision = resolve_precision(precision, device)  # "auto" -> what this device runs fastest
     model.to(device)
-    # DDP: the training step goes through the wrapper; evaluation and saving use `model` itself.
-    ddp_model = distributed.wrap_model(model, device)
-    state = _set_up(model, train_loader, recipe, device=device, precision=precision, seed=seed)
+    if state is None:
+        state = new_training_state(model, train_loader, recipe, device=device, precision=precision, seed=seed)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    folder = Path(out_dir) / training_state.FOLDER if out_dir is not None else None
-    if resume:
-        if folder is None:
-            raise ValueError("resume=True needs the out_dir of the run to continue")
-        done = training_state.resume(folder, model=model, state=state, train_loader=train_loader)
-        if progress:
-            where = f"after epoch {done} of {recipe.epochs}" if done else "at epoch 1: nothing saved yet"
-            tqdm.write(f"Resuming from {folder} {where}.")
     measure = {"device": device, "precision": precision, "positive_class": positive_class}
 
     for epoch in range(len(state.history) + 1, recipe.epochs + 1):
         epoch_start = time.perf_counter()
         # seed the epoch: its shuffle order, augmentations and dropout depend only on (seed, epoch)
-        _seed_epoch(train_loader, seed, epoch)
+        seed_epoch(train_loader, seed, epoch)
         # train
         train = train_one_epoch(
-            ddp_model,
+            train_model or model,
             train_loader,
             optimizer=state.optimizer,
             loss_fn=loss_fn,
@@ -293,16 +242,26 @@ def fit(
         # validate
         val = evaluate(model, val_loader, **measure)
         lr = max(group["lr"] for group in state.optimizer.param_groups)
-        entry = _history_entry(epoch, train, val, lr=lr, seconds=time.perf_counter() - epoch_start)
+        entry = {
+            "epoch": epoch,
+            **{f"train_{key}": train[key] for key in ("loss", "accuracy")},
+            **{f"val_{key}": val[key] for key in VAL_METRICS},
+            "lr": lr,  # after the epoch's last step
+            "train_images_per_second": train["images"] / train["seconds"],
+            "seconds": time.perf_counter() - epoch_start,
+        }
         state.history.append(entry)
-        # keep the best weights
-        improved = _is_better(entry, state.best_entry)
+        # keep the best weights: higher validation accuracy wins; on a tie, lower validation loss
+        best = state.best_entry
+        improved = best is None or (entry["val_accuracy"], -entry["val_loss"]) > (
+            best["val_accuracy"],
+            -best["val_loss"],
+        )
         if improved:
             state.best_epoch = epoch
             state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        # save the training state (DDP: process 0 only)
-        if folder is not None and distributed.current_rank() == 0:
-            training_state.save_training_state(folder, model=model, state=state, new_best=improved)
+        if after_epoch is not None:
+            after_epoch(state, improved)
         # log
         if progress:
             tqdm.write(
@@ -326,79 +285,3 @@ def fit(
         "train_images_per_second": sum(rates) / len(rates) if rates else None,
         "seconds": time.perf_counter() - start_time,
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# Linear probe on cached features
-# ---------------------------------------------------------------------------------------------
-
-
-def _feature_loader(
-    features: torch.Tensor, targets: torch.Tensor, batch_size: int, shuffle: bool, pin_memory: bool = False
-) -> DataLoader:
-    generator = torch.Generator() if shuffle else None  # re-seeded every epoch by fit
-    dataset = TensorDataset(features, targets)
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, pin_memory=pin_memory
-    )
-
-
-def fit_linear_probe(
-    model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, recipe: Recipe, **options: Any
-) -> dict[str, Any]:
-    """Linear probe: freeze the backbone, train only ``model.head``, fast (lesson 04).
-
-    A frozen backbone gives the same features for an image in every epoch, so there is no need to
-    run it every epoch: the features of every train, validation and test image are computed once
-    (:func:`helpers.train.evaluation.extract_features`), and the head (a single ``nn.Linear``) is trained
-    on them by :func:`fit` with ``recipe``. ``options`` are :func:`fit`'s keywords (``device``,
-    ``test_loader``, ``precision``, ``seed``, ...); ``precision`` applies to the features, the head
-    trains in fp32. The head is trained in place, so ``model`` ends up as the full classifier with
-    the best-on-validation head. Random augmentation would be frozen into the cached features: give
-    this function loaders with the evaluation transform.
-
-    Returns the same dict as :func:`fit` (history, best_epoch, val, test, ...), plus
-    ``"feature_seconds"``, the time spent extracting features; ``seconds`` and
-    ``train_images_per_second`` count the whole probe, feature extraction included.
-    """
-    device, test_loader = torch.device(options.pop("device")), options.pop("test_loader", None)
-    extract = {
-        "device": device,
-        "precision": options.pop("precision", "fp32"),
-        "progress": options.get("progress", True),
-    }
-    model.to(device)
-    model.requires_grad_(False)
-    model.head.requires_grad_(True)
-    start = time.perf_counter()
-    # Features in dataset order (the train loader would shuffle them): row i belongs to image i.
-    batch_size = train_loader.batch_size or 32
-    in_order = DataLoader(
-        train_loader.dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=train_loader.num_workers,
-        collate_fn=train_loader.collate_fn,
-        pin_memory=train_loader.pin_memory,
-    )
-    train_x, train_y = extract_features(model, in_order, **extract)  # (N, D), (N,)
-    val_x, val_y = extract_features(model, val_loader, **extract)
-    test_features = extract_features(model, test_loader, **extract) if test_loader is not None else None
-    feature_seconds = time.perf_counter() - start
-
-    pin = device.type == "cuda"  # page-locked features copy to the GPU faster
-    result = fit(
-        model.head,
-        _feature_loader(train_x, train_y, batch_size, shuffle=True, pin_memory=pin),
-        _feature_loader(val_x, val_y, val_loader.batch_size or batch_size, shuffle=False, pin_memory=pin),
-        recipe,
-        device=device,
-        test_loader=_feature_loader(*test_features, batch_size, False, pin) if test_features else None,
-        precision="fp32",  # a linear layer on cached features gains nothing from half precision
-        **options,
-    )
-    result["feature_seconds"] = feature_seconds
-    result["seconds"] += feature_seconds
-    # Training images per second of the whole probe, the one pass through the backbone included.
-    result["train_images_per_second"] = len(train_x) * recipe.epochs / result["seconds"]
-    return result

@@ -15,8 +15,9 @@ times faster (``benchmarks/inference_latency.py``).
     resolve_precision -- "auto" -> the format this machine runs fastest; other names checked
     allow_tf32        -- let fp32 matrix products on a GPU use TF32 tensor cores
 
-``helpers.train.loop`` (training), ``helpers.train.evaluation`` (measuring), ``helpers.serving.inference`` (the
-predictor), ``python -m helpers.train --precision`` and the demo all use these.
+``helpers.train.loop`` (training), ``helpers.train.evaluation`` (measuring),
+``helpers.serving.inference`` (the predictor), ``python -m helpers.train --precision`` and the demo all
+use these.
 """
 
 from __future__ import annotations

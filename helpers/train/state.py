@@ -1,7 +1,8 @@
-"""The resumable training state: what ``fit(out_dir=...)`` saves after every epoch (lesson 03).
+"""The resumable training state: what ``resumable_fit(out_dir=...)`` saves after every epoch.
 
 A kill at any moment (Ctrl-C, a lost Colab session, a full disk) loses at most the epoch that was
-running: ``fit(resume=True)`` then continues from the last completed epoch and ends with exactly the
+running: ``resumable_fit(resume=True)`` (:mod:`helpers.train.run`) then continues from the last
+completed epoch and ends with exactly the
 numbers of a run that was never interrupted. The folder ``OUT/training_state/`` holds::
 
     weights-0003.safetensors   the model after epoch 3
@@ -9,13 +10,13 @@ numbers of a run that was never interrupted. The folder ``OUT/training_state/`` 
     optimizer-0003.pt          optimizer, learning-rate schedule and gradient-scaler state
     trainer.json               epoch, history, best epoch, the run's settings, and the names above
 
-In memory, a run in progress is a :class:`TrainingState` (optimizer, schedule, gradient scaler,
-history, best weights); :func:`save_training_state` writes it and :func:`resume` reads it back.
-The files of an epoch get names of their own, so writing them never touches the previous epoch's.
-``trainer.json`` is written last, in one atomic rename (:func:`helpers._files.atomic_write`): it is
-the moment the new epoch counts. Only then are the files it no longer names deleted. Weights are
-safetensors, the optimizer state plain tensors read back with ``torch.load(weights_only=True)``,
-the rest JSON: loading never runs code. This is not the exported detector (``helpers.serving.inference``),
+In memory, a run in progress is a :class:`helpers.train.loop.TrainingState` (optimizer, schedule,
+gradient scaler, history, best weights); :func:`save_training_state` writes it and :func:`resume` reads
+it back. The files of an epoch get names of their own, so writing them never touches the previous
+epoch's. ``trainer.json`` is written last, in one atomic rename (:func:`helpers._files.atomic_write`):
+it is the moment the new epoch counts. Only then are the files it no longer names deleted. Weights are
+safetensors, the optimizer state plain tensors read back with ``torch.load(weights_only=True)``, the
+rest JSON: loading never runs code. This is not the exported detector (``helpers.serving.inference``),
 which holds only what predictions need.
 """
 
@@ -25,7 +26,6 @@ import json
 import os
 import re
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from helpers import _files as files
+from helpers.train.loop import TrainingState
 
 FORMAT = "fake-vit-training-state/2"
 FOLDER = "training_state"  # inside fit's out_dir
@@ -44,24 +45,6 @@ STATE_FILE = re.compile(r"^(weights|best|optimizer)-\d{4}\.(safetensors|pt)(\.tm
 
 class TrainingStateError(ValueError):
     """A training state that cannot be resumed: other settings, missing or mismatched files."""
-
-
-@dataclass
-class TrainingState:
-    """A run in progress: what ``fit`` builds from the recipe before the first epoch, updates after
-    every epoch, saves with :func:`save_training_state` and restores with :func:`resume`. Lesson 03."""
-
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler  # stepped after every batch
-    scaler: torch.amp.GradScaler  # scales fp16 losses; switched off in fp32 and bf16
-    settings: dict[str, Any]  # what a resumed run must match: recipe, seed, precision, steps per epoch
-    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per completed epoch
-    best_epoch: int = 0  # 0 = none yet
-    best_weights: dict[str, torch.Tensor] | None = None  # the best epoch's state dict, on the CPU
-
-    @property
-    def best_entry(self) -> dict[str, Any] | None:
-        return self.history[self.best_epoch - 1] if self.best_epoch else None
 
 
 def file_names(epoch: int, best_epoch: int) -> dict[str, str]:

@@ -1,0 +1,111 @@
+"""The linear probe of lesson 04: a frozen backbone's features computed once, then only the head trained.
+
+A frozen backbone gives the same features for an image in every epoch, so there is no need to run
+it every epoch: :func:`feature_loaders` runs it once over the train, validation and test images
+(:func:`helpers.train.evaluation.extract_features`), and the head (one ``nn.Linear``) is trained on
+those features by :func:`helpers.train.loop.fit`. Random augmentation would be frozen into the
+features: give these functions loaders with the evaluation transform.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from helpers.data.loaders import make_loader
+from helpers.train.evaluation import extract_features
+from helpers.train.loop import fit
+from helpers.train.recipes import Recipe
+
+
+def _loader(features: torch.Tensor, targets: torch.Tensor, batch_size: int, shuffle: bool) -> DataLoader:
+    """Batches of cached features; the shuffled one's generator is re-seeded every epoch by fit."""
+    return make_loader(
+        TensorDataset(features, targets), batch_size=batch_size, shuffle=shuffle, num_workers=0
+    )
+
+
+def feature_loaders(
+    model: nn.Module,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    test_loader: Iterable | None,
+    *,
+    device: torch.device | str,
+    precision: str = "fp32",
+    progress: bool = True,
+) -> tuple[DataLoader, DataLoader, DataLoader | None]:
+    """Freeze ``model`` but its head and return loaders of its features (``model.forward_features``)
+    for the train (shuffled), validation and test images. Lesson 04."""
+    device = torch.device(device)
+    model.to(device)
+    model.requires_grad_(False)
+    model.head.requires_grad_(True)
+    extract = {"device": device, "precision": precision, "progress": progress}
+    batch_size = train_loader.batch_size or 32
+    # Features in dataset order (the train loader would shuffle them): row i belongs to image i.
+    in_order = make_loader(
+        train_loader.dataset,
+        batch_size=batch_size,
+        num_workers=train_loader.num_workers,
+        collate_fn=train_loader.collate_fn,
+        persistent_workers=False,
+    )
+    train = _loader(*extract_features(model, in_order, **extract), batch_size, shuffle=True)
+    val = _loader(*extract_features(model, val_loader, **extract), val_loader.batch_size or batch_size, False)
+    test = None
+    if test_loader is not None:
+        test = _loader(*extract_features(model, test_loader, **extract), batch_size, shuffle=False)
+    return train, val, test
+
+
+def fit_linear_probe(
+    model: nn.Module,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    recipe: Recipe,
+    *,
+    device: torch.device | str,
+    test_loader: Iterable | None = None,
+    precision: str = "fp32",
+    seed: int = 42,
+    progress: bool = True,
+    positive_class: int = 0,
+) -> dict[str, Any]:
+    """Linear probe: freeze the backbone, train only ``model.head`` on cached features (lesson 04).
+
+    ``precision`` applies to the features; the head trains in fp32 (a linear layer on cached features
+    gains nothing from half precision). The head is trained in place, so ``model`` ends up as the full
+    classifier with the best-on-validation head. Returns :func:`helpers.train.loop.fit`'s dict plus
+    ``"feature_seconds"``; ``seconds`` and ``train_images_per_second`` count the whole probe.
+    """
+    start = time.perf_counter()
+    train, val, test = feature_loaders(
+        model, train_loader, val_loader, test_loader, device=device, precision=precision, progress=progress
+    )
+    feature_seconds = time.perf_counter() - start
+    result = fit(
+        model.head,
+        train,
+        val,
+        recipe,
+        device=device,
+        test_loader=test,
+        seed=seed,
+        progress=progress,
+        positive_class=positive_class,
+    )
+    return with_feature_time(result, feature_seconds, len(train.dataset) * recipe.epochs)
+
+
+def with_feature_time(result: dict[str, Any], feature_seconds: float, images_trained: int) -> dict[str, Any]:
+    """``result`` of training the head, counting the one pass through the backbone in its times."""
+    result["feature_seconds"] = feature_seconds
+    result["seconds"] += feature_seconds
+    result["train_images_per_second"] = images_trained / result["seconds"]
+    return result

@@ -1,0 +1,409 @@
+"""Does the detector work? Four checks to run before trusting a fake-image detector (lesson 05).
+
+1. Shortcut audit: can the file alone (size, format, JPEG quality, EXIF) tell the classes apart?
+2. Uncertainty: a confidence interval for a metric, or for the difference between two models.
+3. Operating point: a threshold for a chosen false-alarm rate, what a flag means when fakes are
+   rare, and probabilities made honest by temperature scaling.
+4. Leak check: no evaluation image may have been a training image.
+
+Conventions of :mod:`helpers.train.evaluation`: probabilities are (N, 2) in the class order of
+``CLASS_NAMES`` (0 = fake, 1 = real), fake is the positive class, and a "fake score" is P(fake).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from statistics import median
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from torchmetrics.functional.classification import binary_calibration_error
+
+from helpers.data.datasets import CLASS_NAMES
+from helpers.data.images import load_image_rgb
+from helpers.train.evaluation import compute_metrics
+
+FAKE = CLASS_NAMES.index("fake_images")  # 0: the positive class, as in compute_metrics
+
+# 1. Shortcut audit ----------------------------------------------------------------------------------
+
+# The example luminance quantisation table of the JPEG standard (ITU T.81, Annex K), row by row.
+# libjpeg (the "IJG" library inside Pillow, cameras and most software) scales it by the quality.
+STANDARD_LUMINANCE_TABLE = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+METADATA_FEATURES = ("log width", "log height", "log bytes", "is JPEG", "is PNG", "JPEG quality", "EXIF")
+
+
+def ijg_luminance_table(quality: int) -> np.ndarray:
+    """The luminance table libjpeg writes for ``quality`` (1-100): the standard table, scaled. Lesson 05."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality  # percent
+    return np.clip((np.array(STANDARD_LUMINANCE_TABLE) * scale + 50) // 100, 1, 255)
+
+
+def estimate_jpeg_quality(quantization: dict[int, Sequence[int]]) -> int | None:
+    """The libjpeg quality (1-100) whose luminance table is closest to the file's table 0.
+
+    ``quantization`` is Pillow's ``Image.open(jpeg).quantization`` (tables in row order). Exact for
+    files written by libjpeg; for other encoders, the nearest libjpeg quality. None without a table.
+    Lesson 05.
+    """
+    table = np.asarray(quantization.get(0, ()))
+    if table.shape != (64,):
+        return None
+    errors = [np.abs(ijg_luminance_table(quality) - table).sum() for quality in range(1, 101)]
+    return int(np.argmin(errors)) + 1
+
+
+def image_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """What the file says before any pixel is decoded: width, height, format ("JPEG", "PNG", ...),
+    jpeg_quality (estimated, None if not a JPEG), bytes (file size), exif (True if it has EXIF data).
+
+    Read from the original file (only its header), so give it the originals, not a resized copy. Lesson 05.
+    """
+    with Image.open(path) as image:
+        is_jpeg = image.format in ("JPEG", "MPO")  # MPO: a camera's JPEG holding more than one picture
+        return {
+            "width": image.width,
+            "height": image.height,
+            "format": "JPEG" if is_jpeg else image.format,
+            "jpeg_quality": estimate_jpeg_quality(image.quantization) if is_jpeg else None,
+            "bytes": Path(path).stat().st_size,
+            "exif": len(image.getexif()) > 0,
+        }
+
+
+def metadata_table(
+    samples: Iterable[tuple[str | os.PathLike, int]], class_names: Sequence[str] = CLASS_NAMES
+) -> list[dict[str, Any]]:
+    """One row per class summarising its files' metadata (:func:`image_metadata`). Lesson 05.
+
+    ``samples`` are ``(path, label)`` pairs as :func:`helpers.data.datasets.find_images` returns.
+    ``pandas.DataFrame(rows)`` prints them as a table. Sizes are width x height; "smallest" and
+    "largest" are the smallest and largest width and height, each taken on its own.
+    """
+    found = [(image_metadata(path), label) for path, label in samples]
+    rows = []
+    for label, name in enumerate(class_names):
+        files = [meta for meta, file_label in found if file_label == label]
+        if not files:
+            continue
+        widths, heights = [m["width"] for m in files], [m["height"] for m in files]
+        qualities = [m["jpeg_quality"] for m in files if m["jpeg_quality"] is not None]
+        formats = Counter(m["format"] for m in files)
+        rows.append(
+            {
+                "class": name,
+                "images": len(files),
+                "median size": f"{median(widths):g}x{median(heights):g}",
+                "smallest": f"{min(widths)}x{min(heights)}",
+                "largest": f"{max(widths)}x{max(heights)}",
+                "formats": ", ".join(f"{fmt} {count}" for fmt, count in formats.most_common()),
+                "median JPEG quality": median(qualities) if qualities else None,
+                "median kB": round(median(m["bytes"] for m in files) / 1000, 1),
+                "with EXIF": round(sum(m["exif"] for m in files) / len(files), 3),
+            }
+        )
+    return rows
+
+
+def metadata_features(meta: dict[str, Any]) -> list[float]:
+    """The numbers :func:`metadata_baseline` learns from, named in :data:`METADATA_FEATURES`. Lesson 05."""
+    sizes = [math.log(max(meta[key], 1)) for key in ("width", "height", "bytes")]
+    is_jpeg, is_png = float(meta["format"] == "JPEG"), float(meta["format"] == "PNG")
+    return [*sizes, is_jpeg, is_png, (meta["jpeg_quality"] or 0) / 100, float(meta["exif"])]
+
+
+def metadata_baseline(
+    train_samples: Sequence[tuple[str | os.PathLike, int]],
+    test_samples: Sequence[tuple[str | os.PathLike, int]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A detector that never looks at the pixels: logistic regression on :func:`metadata_features`.
+
+    Fitted on ``train_samples``, evaluated on ``test_samples`` (``(path, label)`` pairs). Returns
+    probabilities (N, 2) and targets (N,) of the test samples, for :func:`compute_metrics` or
+    :func:`bootstrap_interval`. Well above chance means the files alone give the label away: a
+    pixel detector may have learnt that shortcut too. Lesson 05.
+    """
+    from sklearn.linear_model import LogisticRegression  # imported here: only this function needs it
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def features(samples):
+        x = np.array([metadata_features(image_metadata(path)) for path, _ in samples])
+        return x, np.array([label for _, label in samples])
+
+    x_train, y_train = features(train_samples)
+    if len(set(y_train)) != len(CLASS_NAMES):
+        raise ValueError(f"train_samples must hold every class of {CLASS_NAMES}")
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(x_train, y_train)
+    x_test, y_test = features(test_samples)
+    probs = model.predict_proba(x_test)  # (N, 2), columns in label order 0, 1
+    return torch.from_numpy(probs).float(), torch.from_numpy(y_test).long()
+
+
+def _jpeg_bytes(image: str | os.PathLike | BinaryIO | Image.Image, size: int, quality: int) -> bytes:
+    """``image`` cropped to a centred square, resized to ``size`` x ``size``, as JPEG file bytes."""
+    square = ImageOps.fit(load_image_rgb(image), (size, size), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    square.save(buffer, format="JPEG", quality=quality, subsampling="4:2:0")  # no EXIF is written
+    return buffer.getvalue()
+
+
+def equalise_container(
+    path_or_image: str | os.PathLike | BinaryIO | Image.Image, size: int = 256, quality: int = 90
+) -> Image.Image:
+    """The image as it would be if every file had been saved the same way: a centred square crop
+    resized to ``size`` pixels, JPEG-encoded at ``quality`` (in memory) and decoded again.
+
+    Size, format, JPEG quality and EXIF then no longer differ between the classes. Lesson 05.
+    """
+    return load_image_rgb(io.BytesIO(_jpeg_bytes(path_or_image, size, quality)))
+
+
+def write_equalised_copy(
+    samples: Sequence[tuple[str | os.PathLike, int]],
+    out_root: str | os.PathLike,
+    size: int = 256,
+    quality: int = 90,
+    class_names: Sequence[str] = CLASS_NAMES,
+) -> list[tuple[Path, int]]:
+    """:func:`equalise_container` for every sample, written to ``out_root/<class>/<name>.jpg``.
+
+    Returns the new ``(path, label)`` samples, for :class:`helpers.data.datasets.ImageFolderDataset`.
+    Lesson 05.
+    """
+    written = []
+    for path, label in samples:
+        out = Path(out_root) / class_names[label] / f"{Path(path).stem}.jpg"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(_jpeg_bytes(path, size, quality))
+        written.append((out, label))
+    return written
+
+
+# 2. Uncertainty ---------------------------------------------------------------------------------------
+
+PERCENT_METRICS = ("accuracy", "precision", "recall", "f1")  # rates, written in percent
+Metric = str | Callable[[torch.Tensor, torch.Tensor], float | None]
+
+
+def _score(metric: Metric, probs: torch.Tensor, targets: torch.Tensor) -> float | None:
+    """``metric`` on these images: a key of :func:`compute_metrics` or a function; None if undefined."""
+    if callable(metric):
+        return metric(probs, targets)
+    return compute_metrics(probs, targets, positive_class=FAKE)[metric]
+
+
+def _bootstrap(statistic: Callable, n: int, metric: Metric, n_boot: int, seed: int, level: float) -> dict:
+    """Percentile bootstrap of ``statistic(indices)`` (None where undefined) over ``n`` images."""
+    value = statistic(torch.arange(n))
+    if value is None:
+        raise ValueError(f"{metric} is undefined on these images (only one class?)")
+    generator = torch.Generator().manual_seed(seed)
+    resampled = []
+    for _ in range(n_boot):
+        result = statistic(torch.randint(n, (n,), generator=generator))  # n images, drawn with replacement
+        if result is not None:  # e.g. AUROC on a resample that holds one class only
+            resampled.append(result)
+    if len(resampled) < n_boot / 2:
+        raise ValueError(f"{metric} is undefined on most resamples: too few images of each class")
+    low, high = np.quantile(resampled, [(1 - level) / 2, (1 + level) / 2])
+    name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
+    return {"metric": name, "value": value, "low": float(low), "high": float(high), "level": level,
+            "n": n, "skipped": n_boot - len(resampled)}  # fmt: skip
+
+
+def bootstrap_interval(
+    probs: torch.Tensor, targets: torch.Tensor, metric: Metric = "accuracy",
+    n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+) -> dict[str, Any]:  # fmt: skip
+    """A confidence interval for ``metric`` on a test set (percentile bootstrap). Lesson 05.
+
+    Draws ``n_boot`` test sets of the same size from the images, with replacement, computes the metric
+    on each and keeps the middle ``level`` of the values. ``metric``: a key of :func:`compute_metrics`
+    ("accuracy", "f1", "auroc", ...) or a function ``(probs, targets) -> float``. Resamples where the
+    metric is undefined (AUROC with one class only) are skipped and counted. Returns ``{"metric",
+    "value", "low", "high", "level", "n", "skipped"}``, the same for the same ``seed``;
+    :func:`format_interval` writes it out.
+    """
+    return _bootstrap(
+        lambda i: _score(metric, probs[i], targets[i]), len(targets), metric, n_boot, seed, level
+    )
+
+
+def paired_bootstrap_difference(
+    probs_a: torch.Tensor, probs_b: torch.Tensor, targets: torch.Tensor, metric: Metric = "accuracy",
+    n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+) -> dict[str, Any]:  # fmt: skip
+    """A confidence interval for ``metric(a) - metric(b)``, two models scored on the same images. Lesson 05.
+
+    Each resample draws the same images for both models, so the luck of the draw (easy or hard
+    images) cancels: narrower than two separate intervals. If it excludes 0, the difference is more
+    than the luck of the test set. As :func:`bootstrap_interval`, plus ``"difference": True``.
+    """
+
+    def difference(i: torch.Tensor) -> float | None:
+        a, b = _score(metric, probs_a[i], targets[i]), _score(metric, probs_b[i], targets[i])
+        return None if a is None or b is None else a - b
+
+    return {**_bootstrap(difference, len(targets), metric, n_boot, seed, level), "difference": True}
+
+
+def format_interval(result: dict[str, Any]) -> str:
+    """E.g. ``84.7 % (95 % CI 79.5-89.5 %, n = 200)`` for a rate, ``0.912 (95 % CI 0.87-0.95, n = 200)``
+    for AUROC, ``+3.5 points (95 % CI -1.0 to +8.0 points, n = 200)`` for a difference of rates."""
+    difference, percent = result.get("difference", False), result["metric"] in PERCENT_METRICS
+    scale, digits, unit = (100, 1, " points" if difference else " %") if percent else (1, 2, "")
+    sign = "+" if difference else ""
+    value = f"{result['value'] * scale:{sign}.{1 if percent else 3}f}"
+    low, high = (f"{result[key] * scale:{sign}.{digits}f}" for key in ("low", "high"))
+    interval = f"{low} to {high}" if difference else f"{low}-{high}"
+    return f"{value}{unit} ({result['level'] * 100:g} % CI {interval}{unit}, n = {result['n']})"
+
+
+# 3. Operating point -----------------------------------------------------------------------------------
+
+
+def fake_scores(probs: torch.Tensor) -> torch.Tensor:
+    """P(fake) for each image: column ``FAKE`` of probabilities (N, 2); a (N,) tensor is P(fake) already.
+    Lesson 05."""
+    return probs[:, FAKE] if probs.ndim == 2 else probs
+
+
+def threshold_for_fpr(
+    val_probs_fake: torch.Tensor, val_targets: torch.Tensor, target_fpr: float = 0.01
+) -> float:
+    """The lowest threshold that flags at most ``target_fpr`` of the real photos of the validation set.
+
+    An image is flagged as fake when its fake score is *above* the threshold. With R real photos,
+    at most ``floor(target_fpr * R)`` of them may be flagged, so the threshold is the score of the
+    next one down: ask for 1 % with 50 real photos and none may be flagged. Choose it on validation
+    images, then measure on test images (:func:`rates_at_threshold`), where the rate can differ. Lesson 05.
+    """
+    if not 0 <= target_fpr < 1:
+        raise ValueError(f"target_fpr must be in [0, 1), got {target_fpr}")
+    real = fake_scores(val_probs_fake)[val_targets != FAKE].sort(descending=True).values
+    if len(real) == 0:
+        raise ValueError("the validation set has no real photos to choose a threshold on")
+    allowed = math.floor(target_fpr * len(real) + 1e-9)  # real photos that may be flagged
+    return float(real[allowed])
+
+
+def rates_at_threshold(probs: torch.Tensor, targets: torch.Tensor, threshold: float) -> dict[str, Any]:
+    """``{"tpr", "fpr", "n_fake", "n_real"}`` when images scoring above ``threshold`` are flagged.
+
+    TPR: the fraction of fake images flagged (caught). FPR: the fraction of real photos flagged
+    (false alarms). ``probs`` as :func:`fake_scores` takes them. Lesson 05.
+    """
+    flagged, is_fake = fake_scores(probs) > threshold, targets == FAKE
+    n_fake, n_real = int(is_fake.sum()), int((~is_fake).sum())
+    return {
+        "tpr": float((flagged & is_fake).sum()) / n_fake if n_fake else math.nan,
+        "fpr": float((flagged & ~is_fake).sum()) / n_real if n_real else math.nan,
+        "n_fake": n_fake,
+        "n_real": n_real,
+    }
+
+
+def precision_at_base_rate(tpr: float, fpr: float, base_rate: float) -> float:
+    """The fraction of flagged images that are fake when a fraction ``base_rate`` of all images are.
+
+    Bayes' rule: flagged fakes ``tpr * base_rate`` over all flags ``tpr * base_rate + fpr * (1 -
+    base_rate)``. With 1 % fakes, TPR 0.9 and FPR 0.05 give 15 %: most flags are false alarms.
+    NaN when nothing is flagged. Lesson 05.
+    """
+    flagged = tpr * base_rate + fpr * (1 - base_rate)
+    return tpr * base_rate / flagged if flagged > 0 else math.nan
+
+
+def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> float:
+    """How far P(fake) is from the observed fraction of fakes: the average gap over ``n_bins`` bins of
+    P(fake), weighted by their images (torchmetrics' ``binary_calibration_error``). 0 = calibrated. Lesson 05.
+    """
+    return binary_calibration_error(
+        fake_scores(probs).float().contiguous(), (targets == FAKE).long(), n_bins=n_bins
+    ).item()
+
+
+def reliability_bins(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 10) -> list[dict[str, float]]:
+    """The points of a reliability diagram: for each non-empty bin of P(fake) (``[0, 0.1)``, ...,
+    ``[0.9, 1]``), its images' ``mean_score`` and the ``fraction_fake`` among them, and ``count``.
+
+    A calibrated detector's points lie on the diagonal: of the images it gives 0.8, 80 % are fake. Lesson 05.
+    """
+    scores, is_fake = fake_scores(probs).float(), (targets == FAKE).float()
+    bins = (scores * n_bins).long().clamp(0, n_bins - 1)
+    rows = []
+    for b in range(n_bins):
+        inside = bins == b
+        if inside.any():
+            mean_score, fraction_fake = scores[inside].mean().item(), is_fake[inside].mean().item()
+            rows.append(dict(low=b / n_bins, high=(b + 1) / n_bins, count=int(inside.sum()),
+                             mean_score=mean_score, fraction_fake=fraction_fake))  # fmt: skip
+    return rows
+
+
+def fit_temperature(val_logits: torch.Tensor, val_targets: torch.Tensor) -> float:
+    """The temperature T that makes ``softmax(logits / T)`` fit the validation labels best.
+
+    Tries 401 temperatures from 0.05 to 20 (evenly spaced on a log scale) and keeps the one with the
+    lowest cross-entropy. T > 1 softens an over-confident model, T < 1 sharpens a timid one; the
+    predicted class never changes. Fit on validation images only, then apply to test logits.
+    Log-probabilities ``probs.clamp_min(1e-12).log()`` can stand in for logits (softmax gives back
+    the same probabilities). Lesson 05.
+    """
+    logits, targets = val_logits.detach().float(), val_targets.long()
+    temperatures = torch.logspace(math.log10(0.05), math.log10(20), 401)
+    losses = torch.stack([F.cross_entropy(logits / t, targets) for t in temperatures])
+    return float(temperatures[losses.argmin()])
+
+
+# 4. Leak check ----------------------------------------------------------------------------------------
+
+
+def _name(path: str | os.PathLike, root: str | os.PathLike | None) -> str:
+    """The name a file is compared by: relative to ``root``, else ``<class folder>/<file name>``."""
+    path = Path(path)
+    return path.relative_to(root).as_posix() if root is not None else "/".join(path.parts[-2:])
+
+
+def split_digest(paths: Iterable[str | os.PathLike], root: str | os.PathLike | None = None) -> str:
+    """A fingerprint of a split: the sha256 of its sorted file names (see :func:`check_disjoint`).
+
+    The same files give the same digest on any machine and in any order; one file more or less
+    changes it. Lesson 05.
+    """
+    names = sorted(_name(path, root) for path in paths)
+    return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()
+
+
+def check_disjoint(
+    train_paths: Iterable[str | os.PathLike],
+    eval_paths: Iterable[str | os.PathLike],
+    root: str | os.PathLike | None = None,
+) -> None:
+    """Raise ValueError if any evaluation file was also a training file. Lesson 05.
+
+    Files are compared by name: relative to ``root`` when given, else ``<class folder>/<file name>``
+    (``fake_images/fake_00001.png``), so names recorded on another machine still match. The names,
+    not the contents: a copy under another name is not found.
+    """
+    overlap = sorted({_name(p, root) for p in train_paths} & {_name(p, root) for p in eval_paths})
+    if overlap:
+        shown = ", ".join(overlap[:5]) + (", ..." if len(overlap) > 5 else "")
+        raise ValueError(
+            f"{len(overlap)} evaluation file(s) were also training files ({shown}): a score on them "
+            "measures memory, not detection. Evaluate on images the model never trained on."
+        )
