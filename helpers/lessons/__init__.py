@@ -1,5 +1,7 @@
 """What only the lessons need: your-turn checks, their mistakes, the lessons' own models.
 
+Its modules, and the lesson that explains each:
+
     checks          the your-turn checks: your code against the reference, with a hint (lessons 01-03)
     mistakes        the classic mistakes the checks recognise, and the hint for each
     toy_pretrained  small mode's stand-in for ImageNet pretraining: a vit_tiny trained on the toy set (04)

@@ -1,5 +1,7 @@
 """The model: the Vision Transformer, block by block (lessons 01 and 02).
 
+Its modules, and the lesson that explains each:
+
     vit                  the ViT and its blocks, the config and presets (lesson 02; the patch embedding: 01)
     torchvision_weights  torchvision's ViT weights loaded key by key into ours (lessons 02 and 04)
     pretrained           torchvision's ImageNet ViT-B/16 with a new head; freezing for a recipe (lesson 04)
