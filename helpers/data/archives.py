@@ -1,12 +1,7 @@
 """Zip files extracted safely: the whole listing is checked before a single file is written.
 
-The real dataset arrives as one 9 GB zip (``train.zip``) from the Hugging Face Hub or from whoever
-placed it by hand, and a course home on Google Drive keeps the prepared copy as one zip
-(:mod:`helpers.data.fake_or_real`). A zip names its own paths, so before extracting one
-:func:`extract_zip` refuses, naming the member: a path that would land outside the target folder
-("zip-slip", e.g. ``../evil.jpg``), the same path twice, and a path that is both a file and a folder;
-then it checks that the declared sizes fit on the disk. macOS's ``__MACOSX/`` copies and hidden
-files are left out (:func:`is_junk`). Full mode of lesson 03.
+The real dataset's ``train.zip`` and the prepared copy's zip (:mod:`helpers.data.fake_or_real`) name
+their own paths, so :func:`plan_extraction` refuses unsafe ones first. Full mode of lesson 03.
 """
 
 from __future__ import annotations
@@ -33,11 +28,8 @@ def is_junk(name: str) -> bool:
 
 
 def plan_extraction(archive: zipfile.ZipFile, zip_path: Path, into: Path) -> list[zipfile.ZipInfo]:
-    """The files to extract, after checking the whole listing; nothing is written yet.
-
-    Refused with a RuntimeError naming the member: a path that would land outside ``into``
-    (zip-slip), the same path twice, and a path that is both a file and a folder.
-    """
+    """The files to extract, junk left out; a RuntimeError names a member that would land outside
+    ``into`` (zip-slip, e.g. ``../evil.jpg``), appears twice, or is both a file and a folder."""
     inside = into.resolve()
     for info in archive.infolist():  # every member, junk included: none may point outside
         if not (inside / info.filename).resolve().is_relative_to(inside):
@@ -73,12 +65,10 @@ def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Pat
 def extract_zip(
     zip_path: Path, into: Path, *, check_listing: Callable[[list[str]], None] | None = None
 ) -> None:
-    """Extract ``zip_path`` below ``into`` (a new folder), with a progress bar, after checking its
-    listing (:func:`plan_extraction`) and that its declared sizes fit on the disk.
+    """Extract ``zip_path`` below ``into`` (a new folder) after checking its listing
+    (:func:`plan_extraction`, then ``check_listing(names)``) and that its declared sizes fit on the disk.
 
-    ``check_listing(names)``, when given, sees the names of the files to extract before anything is
-    written (the dataset counts its images there). A file that is not a zip, or a truncated one,
-    raises a RuntimeError saying to delete it and download it again; a disk that fills up on the way,
+    A file that is not a zip raises a RuntimeError saying to download it again; a full disk,
     :class:`helpers._files.DiskSpaceError`.
     """
     try:

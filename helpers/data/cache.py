@@ -1,36 +1,21 @@
 """The decoded image cache: every image of a folder decoded once into one file of raw pixels, and
-:class:`CachedImageFolder`, the Dataset that reads it (lesson 03's full mode; lessons 03 to 06 use it).
+:class:`CachedImageFolder`, the Dataset that reads it (full mode of lessons 03 to 06).
 
-Decoding costs more than anything else a DataLoader does: about 2.7 ms for a 256-pixel PNG on one
-core, so two workers feed at most ~700 images per second, while a fine-tuning ViT-B/16 on a recent
-GPU asks for more. The cache decodes every image once and stores its pixels, uint8, channels first
-(the layout torch uses), one image after the other in a single file that is then read without
-decoding through ``np.memmap`` (``benchmarks/data_loading.py`` measures the difference)::
+Decoding costs more than anything else a DataLoader does (~2.7 ms per 256-pixel PNG on one core), so
+the cache stores each image's pixels once, uint8, channels first, one after the other, read through
+``np.memmap`` (``benchmarks/data_loading.py`` measures it)::
 
     root/.image_cache/pixels.u8    image after image, (3, H, W) uint8 each
     root/.image_cache/index.json   {"size": S, "images": [[name, bytes, mtime_ns, H, W, offset, side], ...]}
     root/.image_cache/.complete    written last (helpers._files.building_folder)
 
-What is stored is ``Resize(S)`` of each decoded file (shorter side S pixels, PIL bilinear with
-antialiasing, the very function the course's transforms call first); ``side`` is the file's own
-shorter side. The whole image is kept, not only its centre, so random crops lose nothing. Two
-cases give the decoded path's pixels:
-
-- the transform resizes to S first (lesson 04's pretrained transforms at 224 resize to 256, the
-  prepared copy's size): Resize has nothing left to do on the cached tensor, and every later step
-  (crops, flips, normalisation) sees exactly the decoded file's pixels;
-- the file's shorter side already is S (every image of a prepared copy but the few smaller ones):
-  the cached pixels are the file's, and a transform that resizes to another size resizes the
-  uint8 tensor instead of the PIL image. torchvision's uint8 resize follows Pillow's; they differ
-  by at most 1/255 on a few pixels.
-
-``tests/test_image_cache.py`` checks both. Anything else (a file that would be resized twice) is
-decoded as before. :class:`CachedImageFolder` reads a file from the cache when the folder has one,
-the transform is a ``torchvision.transforms.v2`` one (all of :mod:`helpers.data.transforms` are) and
-the file has not changed since (same size and modification time);
-:func:`helpers.data.loaders.folder_dataset` gives one wherever a folder has a cache. Made by
-:func:`build_image_cache` (``python -m helpers.data cache --data FOLDER``) and, for the real
-dataset, by its prepared copy (lesson 03's full mode, :mod:`helpers.data.fake_or_real`).
+It stores ``Resize(S)`` of each file (shorter side S, as the course's transforms resize first), the whole
+image; ``side`` is the file's own shorter side. The pixels are the decoded path's when the transform
+resizes to S first (Resize then has nothing to do), or when the file's side already is S (a transform
+resizing elsewhere resizes the uint8 tensor; torchvision's uint8 resize follows Pillow's within 1/255);
+``tests/test_image_cache.py`` checks both. Anything else, a transform that is not ``v2``, or a changed
+file (size, mtime) is decoded as before. Made by :func:`build_image_cache` (``python -m helpers.data
+cache``) and by the real dataset's prepared copy.
 """
 
 from __future__ import annotations
@@ -55,7 +40,7 @@ from helpers.data.datasets import ImageFolderDataset
 from helpers.data.images import ImageLoadError, list_image_files, load_image_rgb, warn_skipped
 from helpers.data.index import vanished
 
-CACHE_FOLDER = ".image_cache"  # hidden: find_images and list_image_files never see it
+CACHE_FOLDER = ".image_cache"  # hidden: list_image_files never sees it
 PIXELS_FILE = "pixels.u8"
 INDEX_FILE = "index.json"
 VERSION = 2
@@ -67,8 +52,7 @@ def cache_folder(root: str | os.PathLike) -> Path:
 
 
 def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
-    """The image with its shorter side resized to ``size`` pixels: exactly what the course's
-    transforms do first (``T.Resize(size)``: PIL, bilinear, antialiased); unchanged at that size."""
+    """The shorter side resized to ``size`` pixels, as the course's transforms' ``T.Resize(size)``."""
     return TF.resize(image, [size], antialias=True)
 
 
@@ -79,11 +63,7 @@ def resize_for_cache(image: Image.Image, size: int) -> np.ndarray:
 
 
 class CacheWriter:
-    """Appends images to ``folder/pixels.u8`` and writes ``folder/index.json`` at :meth:`finish`.
-
-    Used by :func:`build_image_cache` and by the real dataset's prepared copy, which already holds each
-    resized image in memory and so need not decode it again.
-    """
+    """Appends images to ``folder/pixels.u8``; :meth:`finish` writes ``folder/index.json``."""
 
     def __init__(self, folder: Path, size: int):
         self.folder, self.size = Path(folder), size
@@ -93,8 +73,7 @@ class CacheWriter:
         self.file = open(self.folder / PIXELS_FILE, "wb")  # noqa: SIM115 (closed by finish)
 
     def add(self, name: str, pixels: np.ndarray, file_stat: os.stat_result, side: int) -> None:
-        """Append ``pixels`` (3, H, W) uint8 of the file ``name`` (relative, with / separators) whose
-        own shorter side is ``side`` pixels."""
+        """Append ``pixels`` (3, H, W) uint8 of file ``name`` (relative), whose shorter side is ``side``."""
         _, height, width = pixels.shape
         self.file.write(pixels.tobytes())
         self.rows.append([name, file_stat.st_size, file_stat.st_mtime_ns, height, width, self.offset, side])
@@ -118,12 +97,8 @@ def _decode_for_cache(path: Path, size: int) -> tuple[np.ndarray, os.stat_result
 
 
 def build_image_cache(root: str | os.PathLike, size: int, *, workers: int | None = None) -> Path:
-    """Decode every image under ``root`` once into ``root/.image_cache`` at shorter side ``size``.
-
-    Undecodable and vanished files are skipped with one warning, as :func:`helpers.data.datasets.find_images`
-    skips them. Reused as it is when it was made with the same ``size`` and no file changed since.
-    Returns the cache folder. Full mode of lessons 03 to 05, and ``python -m helpers.data cache``.
-    """
+    """Decode every image under ``root`` once into ``root/.image_cache`` at shorter side ``size``;
+    undecodable files are skipped with one warning; reused when nothing changed. Returns the folder."""
     root = Path(root)
     files = list_image_files(root)
     existing = ImageCache.open(root)
@@ -154,12 +129,8 @@ def _read_index(index_path: str, stamp: int) -> dict:
 
 
 class ImageCache:
-    """A complete image cache, opened for reading (see the module docstring).
-
-    ``row(path)`` says which cached image holds a file (None when it is not cached or changed since),
-    ``tensor(row)`` returns its pixels without decoding. Picklable, so DataLoader workers can use it:
-    each process maps ``pixels.u8`` into memory itself, on first use.
-    """
+    """A complete image cache, opened for reading: ``row(path)`` finds a file's image, ``tensor(row)``
+    its pixels. Picklable: each DataLoader worker maps ``pixels.u8`` itself, on first use."""
 
     def __init__(self, folder: Path, index: dict):
         self.folder = Path(folder)
@@ -185,8 +156,7 @@ class ImageCache:
 
     @classmethod
     def for_files(cls, paths: Sequence[Path]) -> ImageCache | None:
-        """The cache of the folder that holds ``paths`` (searched from the first path up to three
-        folders above it: root/class/file or root/class/sub/file), or None."""
+        """The cache of the folder holding ``paths`` (up to three folders above the first), or None."""
         if not paths:
             return None
         for folder in list(Path(paths[0]).parents)[:3]:
@@ -195,9 +165,8 @@ class ImageCache:
         return None
 
     def row(self, path: str | os.PathLike, resize: int | None = None) -> int | None:
-        """The cached image of file ``path``, or None if it is not cached, changed since, or (with
-        ``resize``, the size a transform resizes to first) would not give the decoded path's pixels:
-        only when ``resize`` is the cache's size or the file's shorter side already is."""
+        """The cached image of ``path``, or None if not cached, changed, or (``resize``: the size a
+        transform resizes to first) neither that nor the file's side is the cache's size."""
         path = Path(path)
         try:
             i = self.rows.get(path.relative_to(self.root).as_posix())
@@ -238,14 +207,9 @@ def _first_resize(transform: Callable | None) -> int | None:
 
 
 class CachedImageFolder(ImageFolderDataset):
-    """An :class:`~helpers.data.datasets.ImageFolderDataset` that reads the folder's image cache.
-
-    When the folder has a cache and ``transform`` is a ``torchvision.transforms.v2`` transform (every
-    one in :mod:`helpers.data.transforms` is), an unchanged file is read from the cache instead of
-    decoded, as a uint8 tensor (3, H, W): no decoding, the same pixels (the module docstring says when
-    exactly, and when within 1/255). ``cache_rows[i]`` is sample ``i``'s cached image (None: decoded);
-    ``cached`` counts the samples read from the cache.
-    """
+    """An :class:`~helpers.data.datasets.ImageFolderDataset` that reads what it can from the folder's
+    image cache as uint8 (3, H, W) tensors. ``cache_rows[i]``: sample ``i``'s image (None: decoded);
+    ``cached``: how many are read from the cache."""
 
     def __init__(self, samples: Sequence[tuple[str | os.PathLike, int]], transform: Callable | None = None):
         super().__init__(samples, transform)

@@ -1,16 +1,7 @@
 """A folder of images as a Dataset: indexing, the Dataset, a leak-free split (lesson 03).
 
-Both datasets of the course use torchvision's ImageFolder layout, one folder per class, sorted
-names = labels::
-
-    root/fake_images/*.png    label 0
-    root/real_images/*.png    label 1
-
-:func:`find_images` indexes a folder (and, with :mod:`helpers.data.index`, skips files that do not
-decode); :class:`ImageFolderDataset` turns ``(path, label)`` samples into ``(tensor, label)`` pairs;
-:func:`stratified_split` draws a seeded train/val/test split that keeps each class's share in every
-split; :func:`first_per_class` takes a smaller, still balanced, part of a split. DataLoaders are made
-in :mod:`helpers.data.loaders`.
+Both datasets use torchvision's ImageFolder layout, one folder per class, sorted names = labels:
+``root/fake_images/*.png`` (0) and ``root/real_images/*.png`` (1). DataLoaders: :mod:`helpers.data.loaders`.
 """
 
 from __future__ import annotations
@@ -41,15 +32,10 @@ def _layout_error(root: Path, problem: str) -> ValueError:
 
 
 def find_images(root: str | os.PathLike, *, check: bool = True) -> tuple[list[tuple[Path, int]], list[str]]:
-    """Index an ImageFolder tree: ``([(path, label), ...], class_names)`` (lesson 03).
+    """Index an ImageFolder tree: ``([(path, label), ...], class_names)``, classes = sorted sub-folders.
 
-    Class names are the sub-folders of ``root`` in sorted order (``fake_images`` = 0, ``real_images``
-    = 1). Files without an image extension are ignored. With ``check=True`` every image is decoded
-    once, and files that do not decode are skipped with ONE warning that names them; what was
-    learnt is stored beside the data and reused (:mod:`helpers.data.index`).
-
-    Raises:
-        ValueError: ``root`` is missing, or has fewer than two class folders with images.
+    With ``check=True`` files that do not decode are skipped with ONE warning (:mod:`helpers.data.index`).
+    A ValueError when ``root`` is missing or has fewer than two class folders with images. Lesson 03.
     """
     root = Path(root)
     if not root.is_dir():
@@ -73,12 +59,8 @@ def find_images(root: str | os.PathLike, *, check: bool = True) -> tuple[list[tu
 
 
 class ImageFolderDataset(Dataset):
-    """``(image, label)`` pairs from a list of ``(path, label)`` samples (see :func:`find_images`).
-
-    Item ``i`` decodes file ``i`` with :func:`helpers.data.images.load_image_rgb` (a PIL RGB image)
-    and passes it through ``transform`` (the course's give a (3, H, W) float tensor). ``targets`` are
-    the labels, as in torchvision's ImageFolder. Lessons 03 to 06.
-    """
+    """``(image, label)`` pairs from ``(path, label)`` samples: each file decoded to PIL RGB, then
+    ``transform``; ``targets`` are the labels, as in torchvision's ImageFolder. Lessons 03 to 06."""
 
     def __init__(self, samples: Sequence[tuple[str | os.PathLike, int]], transform: Callable | None = None):
         self.samples = [(Path(path), int(label)) for path, label in samples]
@@ -97,9 +79,8 @@ class ImageFolderDataset(Dataset):
 
 
 def first_per_class(samples: Sequence[Sample], per_class: int) -> list[Sample]:
-    """The first ``per_class`` of each label among ``samples`` (``(..., label)`` tuples), in their
-    order; ``per_class=0`` keeps them all. Lessons 04 and 05 use it to evaluate on a smaller part
-    of a split: the split was drawn at random, so its first images of a class are a random sample."""
+    """The first ``per_class`` of each label among ``(..., label)`` samples, in order (0: all): a
+    smaller, balanced part of a randomly drawn split. Lessons 04 and 05."""
     seen: Counter = Counter()
     kept = []
     for sample in samples:
@@ -113,12 +94,8 @@ def first_per_class(samples: Sequence[Sample], per_class: int) -> list[Sample]:
 def stratified_split(
     targets: Sequence[int], val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42
 ) -> tuple[list[int], list[int], list[int]]:
-    """Split indices into train/val/test so that every split keeps the class proportions (lesson 03).
-
-    For each class with n images, ``round(n * fraction)`` go to val and to test (at least one when the
-    fraction is above zero), the rest to train. The same ``seed`` gives the same split.
-    Returns three sorted, disjoint lists of indices that together cover ``range(len(targets))``.
-    """
+    """Seeded train/val/test indices (sorted, disjoint, covering all) keeping the class proportions:
+    per class, ``round(n * fraction)`` to val and to test (at least one if above 0). Lesson 03."""
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{name} must be in [0, 1), got {value}")

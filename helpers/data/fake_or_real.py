@@ -1,21 +1,11 @@
 """The real dataset: the "Fake or Real Competition" train split from the Hugging Face Hub (full mode).
 
-``mncai/Fake_or_Real_Competition_Dataset``, file ``train.zip`` (~9 GB, 6,750 images, apache-2.0).
-Three steps, each done once per course home and reused afterwards:
-
-1. :func:`download_fake_or_real`: the originals. ``train.zip`` from the Hub (or placed by hand),
-   its listing checked before anything is written (image count; unsafe or clashing names and
-   declared sizes against the free disk space: :mod:`helpers.data.archives`), extracted, and the Hub's
-   cached copy of the zip deleted.
-2. :func:`make_resized_copy`: the prepared copy that lessons train and evaluate on. Every image's
-   shorter side at most 256 pixels (PNG), with its decoded image cache (:mod:`helpers.data.cache`),
-   so a DataLoader reads pixels instead of decoding 1.5-megapixel photos.
-3. :func:`pack_prepared_copy` / :func:`unpack_prepared_copy`: when the home is on Google Drive, the
-   prepared copy is kept there as ONE uncompressed zip (Drive reads one big file quickly and 6,750
-   small ones slowly) and unpacked to this machine's disk by every new runtime.
-
-:func:`prepared_fake_or_real` strings them together; lessons reach it through
-``helpers.data.sources.get_dataset("fake_or_real")``. Full mode of lessons 03 to 06.
+``mncai/Fake_or_Real_Competition_Dataset``, ``train.zip`` (~9 GB, 6,750 images, apache-2.0), in three
+steps, each done once per course home: :func:`download_fake_or_real` (the originals, listing checked
+before extraction), :func:`make_resized_copy` (the prepared copy lessons use: shorter sides at most 256
+px, with its image cache), and on Google Drive :func:`pack_prepared_copy` / :func:`unpack_prepared_copy`
+(ONE uncompressed zip: Drive reads one big file fast, 6,750 small ones slowly). Lessons 03 to 06 reach
+:func:`prepared_fake_or_real` through ``get_dataset("fake_or_real")``.
 """
 
 from __future__ import annotations
@@ -24,7 +14,6 @@ import os
 import shutil
 import threading
 import zipfile
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
@@ -73,9 +62,7 @@ IMAGE_COUNT = 6750  # images in train.zip: fake_images + real_images
 PAGE_URL = f"https://huggingface.co/datasets/{REPO_ID}"
 ZIP_URL = f"{PAGE_URL}/resolve/main/{ZIP_FILE}"
 PREPARED_SIDE = 256  # shorter side of the prepared copy: what the pretrained eval transform at 224 resizes to
-# Disk space the prepared copy and its cache need per image, an upper estimate: a 256 x 384 image
-# (aspect 3:2) as raw pixels in the cache plus about as much again as a PNG.
-PREPARED_BYTES_PER_IMAGE = 2 * 256 * 384 * 3
+PREPARED_BYTES_PER_IMAGE = 2 * 256 * 384 * 3  # upper estimate: a 3:2 image in the cache, as much as a PNG
 
 
 def _manual_download_help(zip_path: Path, error: BaseException | None = None) -> str:
@@ -92,11 +79,6 @@ def _manual_download_help(zip_path: Path, error: BaseException | None = None) ->
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# 1. The originals: download and extraction
-# ---------------------------------------------------------------------------------------------
-
-
 def _hub_file_size() -> int | None:
     """Size in bytes of train.zip on the Hub (one HEAD request), or None when it cannot be asked."""
     try:
@@ -106,19 +88,15 @@ def _hub_file_size() -> int | None:
         return None
 
 
-def _same_disk(a: Path, b: Path) -> bool:
-    def device(path: Path) -> int:
-        path = path.absolute()
-        while not path.exists() and path != path.parent:
-            path = path.parent
-        return path.stat().st_dev
-
-    return device(a) == device(b)
+def _device(path: Path) -> int:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path.stat().st_dev
 
 
 def _fetch_zip(root: Path) -> tuple[Path, bool]:
-    """``(zip path, True if it is the Hub's cached copy)``: ``root/train.zip`` if placed there by
-    hand, else the Hub's cached copy, downloaded first if needed (after a free-space check)."""
+    """``(zip, is the Hub's cached copy)``: ``root/train.zip`` if placed by hand, else the Hub's copy."""
     by_hand = root / ZIP_FILE
     if by_hand.is_file():
         return by_hand, False
@@ -128,7 +106,7 @@ def _fetch_zip(root: Path) -> tuple[Path, bool]:
     hub_cache = Path(constants.HF_HUB_CACHE)
     size = _hub_file_size()
     if size is not None:  # the zip, then its extraction (images barely compress: about as much again)
-        if _same_disk(hub_cache, root):
+        if _device(hub_cache) == _device(root):
             check_free_space(root, 2 * size, f"downloading {ZIP_FILE} ({size_text(size)}) and extracting it")
         else:
             check_free_space(hub_cache, size, f"downloading {ZIP_FILE}")
@@ -140,8 +118,7 @@ def _fetch_zip(root: Path) -> tuple[Path, bool]:
     )
     try:
         with explain_disk_full(hub_cache, f"downloading {ZIP_FILE}"):
-            # Timeouts come from huggingface_hub (etag_timeout here, HF_HUB_DOWNLOAD_TIMEOUT for reads),
-            # and HF_HUB_OFFLINE=1 makes this fail at once unless the file is already cached.
+            # Timeouts: etag_timeout, HF_HUB_DOWNLOAD_TIMEOUT; HF_HUB_OFFLINE=1 fails at once unless cached.
             path = hf_hub_download(repo_id=REPO_ID, filename=ZIP_FILE, repo_type="dataset", etag_timeout=30)
     except DiskSpaceError:
         raise
@@ -175,24 +152,8 @@ def count_listed_images(names: list[str]) -> int:
     return count
 
 
-def _announce_other_count(zip_path: Path, expected_count: int) -> Callable[[list[str]], None]:
-    """A check of a zip's listing: a number of images other than ``expected_count`` is said loudly
-    (on stdout, as the course's other warnings), before anything is extracted, and the images kept."""
-
-    def check(names: list[str]) -> None:
-        count = count_listed_images(names)
-        if count != expected_count:
-            announce(
-                f"{zip_path} lists {count:,} images, expected {expected_count:,}: a different "
-                "version of the dataset, or a stand-in. Going on with the images it has."
-            )
-
-    return check
-
-
 def _remove_hub_copy(zip_path: Path) -> None:
-    """Delete the Hub's cached ``train.zip`` (never a zip placed by hand): extracted, it is 9 GB of
-    nothing. Only a file inside the Hugging Face cache folder is deleted."""
+    """Delete the Hub's cached ``train.zip`` once extracted; only a file inside the Hub's cache."""
     blob = zip_path.resolve()  # the cache stores a link snapshots/<rev>/train.zip -> blobs/<hash>
     if not blob.is_relative_to(Path(constants.HF_HUB_CACHE).resolve()):
         return
@@ -205,27 +166,17 @@ def _remove_hub_copy(zip_path: Path) -> None:
 def download_fake_or_real(
     root: str | os.PathLike, max_side: int | None = None, *, expected_count: int = IMAGE_COUNT
 ) -> Path:
-    """Fetch and extract the Fake or Real Competition train split; return the folder with the
-    class folders (the originals). Full mode of lessons 03 to 06.
+    """Fetch and extract the train split into ``root/train`` (the class folders) and return it; with
+    ``max_side``, make and return the prepared copy ``<root>_<max_side>px``. Lessons 03 to 06.
 
-    Steps, each skipped when already done (a second call does nothing):
-
-    1. ``train.zip`` (~9 GB) from the Hugging Face dataset ``mncai/Fake_or_Real_Competition_Dataset``
-       via ``huggingface_hub`` (cached), or ``root/train.zip`` if you placed it there by hand. The
-       free space for the zip and its extraction is checked first.
-    2. The listing is checked before anything is written: unsafe, repeated or clashing names are
-       refused; a number of images other than ``expected_count`` is warned about (and kept); the
-       declared sizes must fit on the disk. The zip is extracted into a temporary folder, moved to
-       ``root/train``, and only then is ``root/.complete`` written. Any failure removes the
-       temporary folder; a folder that looks complete always is.
-    3. The Hub's cached copy of the zip is deleted (a zip placed by hand is kept).
-    4. With ``max_side``, the prepared copy ``<root>_<max_side>px`` is made (see
-       :func:`make_resized_copy`) and returned instead.
+    ``train.zip`` comes from the Hub (or ``root/train.zip``, placed by hand), after a free-space check;
+    its listing is checked (:func:`helpers.data.archives.extract_zip`; another image count than
+    ``expected_count`` is announced), it is extracted to a temporary folder, moved, and only then is
+    ``root/.complete`` written; the Hub's copy is then deleted. A second call does nothing.
 
     Raises:
-        RuntimeError: the download failed (offline, Hub error) or the archive is not usable; the
-            message says how to place the file by hand. ``helpers._files.DiskSpaceError`` (also a
-            RuntimeError) when the disk is too small or fills up.
+        RuntimeError: the download failed or the archive is not usable (the message says how to place
+            the file by hand); ``helpers._files.DiskSpaceError`` (a RuntimeError) for a full disk.
     """
     root = Path(root)
     data = root / "train"
@@ -242,11 +193,20 @@ def download_fake_or_real(
                 )
         else:
             zip_path, from_hub = _fetch_zip(root)
+
+            def check_listing(names: list[str]) -> None:  # another image count is announced, and kept
+                count = count_listed_images(names)
+                if count != expected_count:
+                    announce(
+                        f"{zip_path} lists {count:,} images, expected {expected_count:,}: a different "
+                        "version of the dataset, or a stand-in. Going on with the images it has."
+                    )
+
             root.mkdir(parents=True, exist_ok=True)
             partial = root / ".train.partial"
             shutil.rmtree(partial, ignore_errors=True)  # left over from a run that was killed
             try:
-                extract_zip(zip_path, partial, check_listing=_announce_other_count(zip_path, expected_count))
+                extract_zip(zip_path, partial, check_listing=check_listing)
                 class_root = _find_class_root(partial)
                 if class_root is None:
                     raise RuntimeError(
@@ -265,18 +225,10 @@ def download_fake_or_real(
     return make_resized_copy(data, root.parent / f"{root.name}_{max_side}px", max_side)
 
 
-# ---------------------------------------------------------------------------------------------
-# 2. The prepared copy
-# ---------------------------------------------------------------------------------------------
-
-
 def prepared_name(name: str, reencoded: bool) -> str:
-    """The file name an image gets in the prepared copy; never the same for two originals.
-
-    A re-encoded image is a PNG: ``photo.jpg`` -> ``photo.jpg.png``, ``fake.png`` stays ``fake.png``.
-    A PNG name whose stem is itself an image name (``c.jpg.png``) always gets ``.png`` appended
-    (``c.jpg.png.png``), so it cannot meet the re-encoded ``c.jpg``. A copied non-PNG keeps its name.
-    """
+    """An image's file name in the prepared copy, never the same for two originals: re-encoded as PNG,
+    ``photo.jpg`` -> ``photo.jpg.png``; ``fake.png`` stays; ``c.jpg.png`` -> ``c.jpg.png.png`` (so it
+    cannot meet the re-encoded ``c.jpg``); a copied non-PNG keeps its name."""
     stem, extension = os.path.splitext(name)
     plain_png = extension.lower() == ".png" and not stem.lower().endswith(IMAGE_EXTENSIONS)
     if plain_png or (not reencoded and extension.lower() != ".png"):
@@ -290,7 +242,7 @@ def _copy_one(path: Path, target_dir: Path, max_side: int, taken: set[str], lock
         image = load_image_rgb(path)
         reencoded = min(image.size) > max_side
         target = target_dir / prepared_name(path.name, reencoded)
-        with lock:  # the names are unique by construction; this makes an overwrite impossible anyway
+        with lock:  # unique by construction; this makes an overwrite impossible anyway
             if str(target) in taken:
                 raise RuntimeError(f"two images would be written to {target}")
             taken.add(str(target))
@@ -310,15 +262,9 @@ def _copy_one(path: Path, target_dir: Path, max_side: int, taken: set[str], lock
 
 
 def make_resized_copy(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, max_side: int) -> Path:
-    """Write the prepared copy of an ImageFolder tree: shorter sides at most ``max_side`` pixels (PNG),
-    with its decoded image cache at ``max_side``. Full mode of lessons 03 to 06.
-
-    Decoding a 1.5-megapixel JPEG costs far more than training on its 224x224 crop; a copy at
-    ``max_side=256`` (the pretrained eval resize at 224) loads many times faster, and its image cache
-    (pixels, no decoding at all) faster still. The resize is the same bilinear, antialiased one as
-    ``build_eval_transform``, so Resize(256) then finds nothing to do. Smaller images are copied
-    unchanged. File names follow :func:`prepared_name`. Undecodable and vanished files are skipped
-    with one warning. Returns ``dst_dir``; reused when its marker matches.
+    """Write the prepared copy of an ImageFolder tree: shorter sides at most ``max_side`` pixels (PNG,
+    resized as ``build_eval_transform`` does; smaller images copied), with its image cache. Undecodable
+    files are skipped with one warning. Returns ``dst_dir``; reused when its marker matches. Lessons 03-06.
     """
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
     settings = {"dataset": "prepared_copy", "source": str(src_dir.resolve()), "max_side": max_side}
@@ -355,14 +301,8 @@ def make_resized_copy(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, ma
     return dst_dir
 
 
-# ---------------------------------------------------------------------------------------------
-# 3. One file for a home on Google Drive
-# ---------------------------------------------------------------------------------------------
-
-
 def pack_prepared_copy(folder: str | os.PathLike, archive: str | os.PathLike) -> Path:
-    """Store the prepared copy's images in ONE uncompressed zip (PNG and JPEG are compressed already),
-    written under a temporary name and renamed when complete. Returns ``archive``."""
+    """Store the prepared copy's images in ONE uncompressed zip, renamed when complete; returns it."""
     folder, archive = Path(folder), Path(archive)
     samples, _ = find_images(folder, check=False)
     total = sum(path.stat().st_size for path, _ in samples)
@@ -376,7 +316,7 @@ def pack_prepared_copy(folder: str | os.PathLike, archive: str | os.PathLike) ->
         os.replace(temporary, archive)
     finally:
         temporary.unlink(missing_ok=True)
-    # The folder now is what unpacking the archive would give: say so, so it is reused as it is.
+    # The folder is what unpacking the archive would give: say so, so it is reused.
     stat = archive.stat()
     write_marker(folder, (read_marker(folder) or {}) | _unpacked_from(archive, stat))
     print(f"Stored the prepared copy in {archive}: {len(samples):,} images, {size_text(stat.st_size)}.")
@@ -384,11 +324,8 @@ def pack_prepared_copy(folder: str | os.PathLike, archive: str | os.PathLike) ->
 
 
 def unpack_prepared_copy(archive: str | os.PathLike, folder: str | os.PathLike, max_side: int) -> Path:
-    """Unpack a zip made by :func:`pack_prepared_copy` into ``folder`` and build its image cache.
-
-    Reused when ``folder`` was unpacked from this very archive (same size and modification time).
-    Returns ``folder``.
-    """
+    """Unpack a :func:`pack_prepared_copy` zip into ``folder`` with its image cache (reused when
+    unpacked from this very archive). Returns ``folder``."""
     archive, folder = Path(archive), Path(folder)
     settings = {"dataset": "prepared_copy", "max_side": max_side, **_unpacked_from(archive, archive.stat())}
     if marker_matches(folder, settings):
@@ -406,9 +343,8 @@ def _unpacked_from(archive: Path, stat: os.stat_result) -> dict:
 
 
 def original_fake_or_real(root: str | os.PathLike, *, expected_count: int = IMAGE_COUNT) -> Path:
-    """The originals at native resolution (for lessons that want full-resolution crops): in ``root``
-    on a local disk, on this machine's disk when ``root`` is on a network drive (see
-    :func:`prepared_fake_or_real`). Downloaded and extracted the first time (9 GB)."""
+    """The originals at native resolution, in ``root``, or on this machine's disk when ``root`` is on a
+    network drive. Downloaded the first time (9 GB)."""
     root = Path(root)
     if is_network_filesystem(root.parent):
         root = local_scratch_dir() / root.name
@@ -418,14 +354,11 @@ def original_fake_or_real(root: str | os.PathLike, *, expected_count: int = IMAG
 def prepared_fake_or_real(
     root: str | os.PathLike, max_side: int = PREPARED_SIDE, *, expected_count: int = IMAGE_COUNT
 ) -> Path:
-    """The prepared copy of the real dataset, made once per course home; its folder on this machine.
+    """The prepared copy of the real dataset (made once per course home): its folder on this machine.
 
-    ``root`` is the dataset's folder in the home (``data/fake_or_real``). On a local disk the
-    prepared copy is ``<root>_<max_side>px`` beside it, made from the originals the first time
-    (:func:`download_fake_or_real`, :func:`make_resized_copy`). When the home is on a network drive
-    (Colab's Google Drive), the originals and the working copy live on this machine's disk
-    (:func:`helpers._files.local_scratch_dir`) and the home keeps ``<root>_<max_side>px.zip``, one
-    file that a later runtime unpacks in seconds instead of downloading 9 GB again. Lessons 03 to 06.
+    On a local disk it is ``<root>_<max_side>px`` beside ``root``. On a network drive (Colab's Google
+    Drive) it is made on this machine's disk and the home keeps ``<root>_<max_side>px.zip``, which a
+    later runtime unpacks in seconds instead of downloading 9 GB again. Lessons 03 to 06.
     """
     root = Path(root)
     name = f"{root.name}_{max_side}px"

@@ -1,10 +1,7 @@
-"""Opening any image safely: one function that turns whatever PIL can read into an upright RGB image.
+"""Opening any image safely: whatever PIL can read, as an upright RGB image (lessons 03 and 06).
 
-Used wherever the course reads an image file: the datasets (lesson 03), the predictor and the demo
-(lesson 06). A file that cannot be decoded raises :class:`ImageLoadError` naming it, never a
-confusing error deep inside a DataLoader; :func:`check_pixel_limit` refuses a decompression bomb
-(a small file that would take gigabytes once decoded) and :func:`check_resized_size` an image too
-elongated to resize, both before any pixel is decoded.
+A file that cannot be decoded raises :class:`ImageLoadError` naming it; :func:`check_pixel_limit` and
+:func:`check_resized_size` refuse decompression bombs and over-elongated images from the header alone.
 """
 
 from __future__ import annotations
@@ -28,23 +25,15 @@ class ImageLoadError(ValueError):
     """A file could not be decoded as an image (empty, truncated, not an image, or too large). Lesson 06."""
 
 
-def _describe(path_or_fileobj: str | os.PathLike | BinaryIO) -> str:
-    if isinstance(path_or_fileobj, str | os.PathLike):
-        return str(path_or_fileobj)
-    return str(getattr(path_or_fileobj, "name", "<in-memory file>"))
-
-
-# 16-bit value v -> 8-bit round(v / 257), a 65,536-entry lookup table (64 KB). 65535 / 257 = 255, and
-# v / 257 is never exactly halfway (257 is odd), so round(v / 257) = (v + 128) // 257 in integers.
+# 16-bit v -> 8-bit round(v / 257) = (v + 128) // 257 (never halfway: 257 is odd), a 64 KB lookup table.
 _SIXTEEN_TO_EIGHT_BITS = ((np.arange(65536, dtype=np.uint32) + 128) // 257).astype(np.uint8)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB, the way an image viewer would show it."""
     if image.mode.startswith("I;16") or image.mode == "I":
-        # 16-bit (PNG/TIFF): PIL's convert("RGB") would clip at 255, so scale 0..65535 -> 0..255 with a
-        # lookup table: one byte out per pixel, no float copy (a 9400x9400 PNG would need 700 MB
-        # in float64). Mode "I" (32-bit) holding values <= 255 is treated as 8-bit data.
+        # 16-bit: convert("RGB") would clip at 255, so scale with the table (no float copy). Mode "I"
+        # (32-bit) holding values <= 255 is treated as 8-bit data.
         values = np.asarray(image)  # (H, W) uint16 (I;16), or int32 (I)
         if image.mode.startswith("I;16") or values.max(initial=0) > 255:
             gray = _SIXTEEN_TO_EIGHT_BITS[np.clip(values, 0, 65535) if image.mode == "I" else values]
@@ -58,10 +47,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L").convert("RGB")
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
     if has_alpha:
-        # Transparent pixels are shown on white, as in a browser.
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+        return Image.alpha_composite(white, rgba).convert("RGB")  # on white, as in a browser
     return image.convert("RGB")
 
 
@@ -70,21 +58,18 @@ def load_image_rgb(
 ) -> Image.Image:
     """Open any PIL-decodable image (or take an opened one); return it upright (EXIF) in mode "RGB".
 
-    Handles RGBA/LA/P with transparency (composited on white), L, 1-bit, CMYK, 16-bit PNG/TIFF
-    (scaled to 8 bits), and animated GIF/WebP/TIFF (first frame). ``draft_size`` lets a JPEG decode
-    at a reduced scale (at least that many pixels per side), which is faster. Lessons 03 and 06.
-
-    Raises:
-        ImageLoadError: the file is empty, truncated, not an image, or larger than PIL's
-            decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``). The message names the file.
-        FileNotFoundError: the path does not exist.
+    Transparency goes on white, 16 bits to 8, animations to their first frame. ``draft_size`` lets a
+    JPEG decode faster at a reduced scale. Lessons 03 and 06. Raises :class:`ImageLoadError` (naming
+    the file: empty, truncated, not an image, above PIL's bomb limit) or ``FileNotFoundError``.
     """
     if isinstance(path_or_fileobj, Image.Image):  # already decoded, e.g. an upload a UI opened for us
         image = path_or_fileobj
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)  # first frame of an animation
         return _to_rgb(ImageOps.exif_transpose(image))
-    name = _describe(path_or_fileobj)
+    name = path_or_fileobj
+    if not isinstance(name, str | os.PathLike):
+        name = getattr(name, "name", "<in-memory file>")
     try:
         with Image.open(path_or_fileobj) as image:
             image.seek(0)  # first frame of an animation
@@ -101,22 +86,15 @@ def load_image_rgb(
             f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}): {error}"
         ) from error
     except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, MemoryError) as error:
-        # PIL raises these for empty, truncated, corrupt or unknown files
-        # (UnidentifiedImageError is an OSError).
+        # empty, truncated, corrupt or unknown files (UnidentifiedImageError is an OSError)
         raise ImageLoadError(
             f"{name}: cannot be decoded as an image ({type(error).__name__}: {error})"
         ) from error
 
 
 def check_pixel_limit(path: str | os.PathLike, max_pixels: int | None = None) -> None:
-    """Refuse an image above ``max_pixels`` (default: PIL's decompression-bomb limit) before decoding
-    it; only the header is read (lesson 06's demo).
-
-    A "decompression bomb" is a small file that would need gigabytes of memory once decoded. PIL
-    refuses images with more than twice ``PIL.Image.MAX_IMAGE_PIXELS`` pixels and only warns between
-    1x and 2x; the demo, which decodes whatever strangers upload, refuses those too, and passes a
-    smaller ``max_pixels`` (:data:`helpers.serving.demo.MAX_UPLOAD_PIXELS`) to bound the time one
-    upload takes.
+    """Refuse an image above ``max_pixels`` (default: ``PIL.Image.MAX_IMAGE_PIXELS``, where PIL only
+    warns up to twice that) from its header alone: a small file may need gigabytes decoded. Lesson 06.
     """
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
@@ -139,13 +117,8 @@ def check_pixel_limit(path: str | os.PathLike, max_pixels: int | None = None) ->
 
 
 def check_resized_size(path: str | os.PathLike, resize: int) -> None:
-    """Refuse an image so elongated that the eval transform's first step would make it huge (lesson 06).
-
-    The eval transform scales the *shorter* side to ``resize`` pixels and only then crops, so a
-    5000 x 1 strip (a PNG of a few hundred bytes) becomes 256 x 1,280,000 pixels on the way: 2 s and
-    1.3 GB more memory with ViT-B/16's transform (measured). Refused above
-    :data:`MAX_RESIZED_PIXELS`, which any photo or panorama stays far below. Reads the header only.
-    """
+    """Refuse an image so elongated that resizing its shorter side to ``resize`` before the crop would
+    exceed :data:`MAX_RESIZED_PIXELS` (a 5000 x 1 strip: 1.3 GB at 256). Header only. Lesson 06."""
     with Image.open(path) as header:  # reads the header only
         shorter, longer = sorted(header.size)
     pixels = resize * math.ceil(longer * resize / max(shorter, 1))
@@ -157,8 +130,7 @@ def check_resized_size(path: str | os.PathLike, resize: int) -> None:
 
 
 def list_image_files(folder: str | os.PathLike) -> list[Path]:
-    """Files with an image extension under ``folder`` (recursive, sorted); hidden files and macOS
-    ``__MACOSX`` junk are left out. Nothing is decoded here."""
+    """Files with an image extension under ``folder`` (recursive, sorted), without hidden or ``__MACOSX``."""
     files = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
@@ -169,12 +141,8 @@ def list_image_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def warn_skipped(problems: Sequence[str], where: str, *, stacklevel: int = 3) -> None:
-    """ONE warning for every file skipped ``where`` (e.g. "under data/toy"), naming the first 20.
-
-    Indexing, the prepared copy and the image cache skip undecodable and vanished files this way,
-    so a bad file costs a line of output, never a crash in the middle of an epoch. The warning points
-    at the caller of the function that calls this (``stacklevel=3``). Lesson 03.
-    """
+    """ONE warning for every file skipped ``where`` (e.g. "under data/toy"), naming the first 20,
+    pointing at the caller's caller (``stacklevel=3``). Lesson 03."""
     if not problems:
         return
     more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""

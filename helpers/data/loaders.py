@@ -1,10 +1,4 @@
-"""From samples to DataLoaders, with the course's loader rules written once (lesson 03).
-
-:func:`make_loader` makes every DataLoader of the course (seeded shuffling, worker processes,
-pinned memory); :func:`folder_dataset` makes the Dataset of an image folder's samples, reading the
-folder's image cache when it has one; :func:`create_dataloaders` indexes a folder, splits it and
-wraps each split in a loader. Lessons 03 to 06 and ``python -m helpers.train``.
-"""
+"""From samples to DataLoaders, with the course's loader rules written once (lessons 03 to 06)."""
 
 from __future__ import annotations
 
@@ -17,28 +11,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from helpers.data.cache import CachedImageFolder
 from helpers.data.datasets import ImageFolderDataset, find_images, stratified_split
 
-# Default DataLoader workers: the CPUs this process may use, at most this many (see default_num_workers).
+# 8 workers feed even a fast GPU fine-tuning ViT-B/16 (benchmarks/data_loading.py); each is a process
+# holding torch (a few hundred MB), so more only add start-up time and memory.
 MAX_DEFAULT_WORKERS = 8
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity, which containers and job schedulers restrict),
-    or all of the machine's where the system does not say; 0 when unknown."""
-    if hasattr(os, "sched_getaffinity"):  # Linux
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 0
-
-
 def default_num_workers() -> int:
-    """DataLoader worker processes: one per available CPU, at most ``MAX_DEFAULT_WORKERS`` (8); 0 when
-    the number of CPUs is unknown. Lessons 03 to 05 and the training CLI.
-
-    Why 8: one worker decodes ~300 256-pixel PNGs per second and reads several thousand images per
-    second from the image cache (``benchmarks/data_loading.py``), so 8 feed even a fast GPU
-    fine-tuning ViT-B/16, while each worker is a whole Python process holding torch (a few hundred MB)
-    and more of them only add start-up time and memory. On Colab's 2 vCPUs this gives 2.
-    """
-    return min(MAX_DEFAULT_WORKERS, available_cpus())
+    """DataLoader worker processes: one per CPU this process may use (its affinity), at most
+    ``MAX_DEFAULT_WORKERS``; 0 when unknown. Lessons 03 to 05 and the training CLI."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+    return min(MAX_DEFAULT_WORKERS, cpus)
 
 
 def make_loader(
@@ -54,23 +36,17 @@ def make_loader(
     collate_fn: Callable | None = None,
     drop_last: bool = False,
 ) -> DataLoader:
-    """A DataLoader over ``dataset`` in batches of ``batch_size``, by the course's rules:
+    """A DataLoader over ``dataset`` by the course's rules. Lessons 03 to 06.
 
-    - ``shuffle=True``: the order comes from the loader's own ``torch.Generator``, seeded with ``seed``
-      (None: drawn from torch's global generator, which ``loop.set_seed`` seeds). It is kept as
-      ``loader.generator``, so training can re-seed it every epoch; it also seeds the workers.
-    - ``sampler`` (e.g. a ``DistributedSampler``): it picks the order instead of ``shuffle``.
-    - ``num_workers=None``: :func:`default_num_workers` worker processes (0: the calling process).
-    - ``pin_memory=None``: batches in page-locked memory when a CUDA GPU is present, so copies to it
-      are faster and can overlap computation.
-    - ``persistent_workers=None``: with workers, they stay up between epochs (a loader read every
-      epoch); pass False for a loader read once. They end with the loader either way.
-    - every sample is kept (the last batch may be smaller) unless ``drop_last``.
+    ``shuffle``: by the loader's own ``torch.Generator`` seeded with ``seed`` (None: from torch's global
+    one), kept as ``loader.generator`` so training can re-seed it each epoch; a ``sampler`` (e.g.
+    ``DistributedSampler``) picks the order instead. None means: :func:`default_num_workers` workers,
+    pinned memory when CUDA is present, workers persistent between epochs (False for a loader read once).
+    Every sample is kept unless ``drop_last``.
     """
     num_workers = default_num_workers() if num_workers is None else num_workers
     generator = None
     if shuffle:
-        # as DataLoader seeds itself without a generator: a number from torch's global generator
         start = seed if seed is not None else int(torch.empty((), dtype=torch.int64).random_().item())
         generator = torch.Generator().manual_seed(start)
     return DataLoader(
@@ -90,10 +66,8 @@ def make_loader(
 def folder_dataset(
     samples: Sequence[tuple[str | os.PathLike, int]], transform: Callable | None = None
 ) -> ImageFolderDataset:
-    """The Dataset of ``samples`` (files of an image folder, see :func:`find_images`): a
-    :class:`~helpers.data.cache.CachedImageFolder` when the folder's image cache holds some of them
-    for this ``transform``, else the plain :class:`~helpers.data.datasets.ImageFolderDataset`.
-    Both give the same pixels. Lessons 03 to 06."""
+    """The Dataset of an image folder's ``samples``: a :class:`~helpers.data.cache.CachedImageFolder`
+    when the folder's cache serves this ``transform``, else an ``ImageFolderDataset``. Lessons 03-06."""
     dataset = CachedImageFolder(samples, transform)
     return dataset if dataset.cached else ImageFolderDataset(samples, transform)
 
@@ -109,16 +83,9 @@ def create_dataloaders(
     num_workers: int | None = None,
     pin_memory: bool | None = None,
 ) -> tuple[DataLoader, DataLoader, DataLoader, list[str]]:
-    """Index ``data_dir``, split it (stratified, seeded) and wrap each split in a DataLoader.
-
-    - train: ``train_transform``, shuffled by a generator seeded with ``seed``.
-    - val and test: ``eval_transform`` (``None`` = use ``train_transform``, for a deterministic one),
-      in file order, and every image is kept (no ``drop_last``).
-    ``num_workers`` and ``pin_memory`` follow :func:`make_loader` (None: its defaults); the train and
-    val loaders keep their workers across epochs, the test loader (read once) does not. When
-    ``data_dir`` has a decoded image cache, every loader reads from it (:func:`folder_dataset`).
-    Returns ``(train_loader, val_loader, test_loader, class_names)``; each ``loader.dataset`` has
-    ``.samples`` and ``.targets``. Lessons 03 to 06.
+    """Index ``data_dir``, split it (stratified, seeded) and wrap each split in a loader: train shuffled
+    with ``train_transform``; val and test in order with ``eval_transform`` (None: ``train_transform``),
+    the test loader without persistent workers. Returns ``(train, val, test, class_names)``. Lessons 03-06.
     """
     samples, class_names = find_images(data_dir)
     train_idx, val_idx, test_idx = stratified_split(

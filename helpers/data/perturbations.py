@@ -1,15 +1,6 @@
-"""What images go through on their way around the internet, as functions of a PIL image (lesson 05).
-
-Lesson 05 applies them to the test images before the evaluation transform, to see whether the
-detector's evidence survives:
-
-    jpeg     -- save as JPEG at a quality and decode again (social networks, messengers)
-    down_up  -- shrink by a factor and enlarge back to the same size (thumbnails, screen sizes)
-    shrink   -- an anti-aliased downscale by a whole factor (what a resizing pipeline does)
-
-Pillow's resize widens its filter by the shrink factor, so every shrink here is anti-aliased, as
-torchvision's ``Resize(antialias=True)`` is: patterns with a period shorter than 2 x factor pixels
-are averaged away instead of folding back as aliases.
+"""What images go through on their way around the internet, as functions of a PIL image (lesson 05):
+JPEG re-compression, shrinking and enlarging back, an anti-aliased downscale (Pillow widens its filter by
+the factor, as ``Resize(antialias=True)``). Lesson 05 tests whether a detector's evidence survives them.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Looking at the data: sample grids and mean Fourier spectra of real and fake images.
-
-The spectra show the fingerprint the toy set's fakes carry (lesson 03 and ``data/README.md``), and
-lesson 05 uses :func:`mean_log_spectrum` to watch JPEG and resizing wash it out.
-``python -m helpers.data figures`` draws ``figures/toy_samples.png`` and ``figures/toy_spectra.png``.
-"""
+"""Sample grids and mean Fourier spectra of real and fake images (lessons 03 and 05,
+``python -m helpers.data figures``): the spectra show the toy fakes' fingerprint."""
 
 from __future__ import annotations
 
@@ -19,15 +15,11 @@ from helpers.data.images import list_image_files, load_image_rgb
 
 
 def mean_log_spectrum(images: Iterable[Image.Image | np.ndarray], *, window: bool = False) -> np.ndarray:
-    """Mean over images of log(1 + |2-D FFT|) of the grey image, zero frequency in the centre: (H, W).
+    """Mean over same-sized images of log(1 + |2-D FFT|) of the grey image, centred, DC removed: (H, W).
 
-    Upsampling fingerprints show up as bright peaks at the edges and corners (the Nyquist frequency,
-    a pattern repeating every 2 pixels) and as missing energy at high frequencies (Durall et al. 2020).
-    The image's mean is removed first, so the zero frequency (DC) is 0. The FFT treats an image as
-    one tile of a periodic pattern: without a window, the jump between opposite edges puts a bright
-    cross through the centre of the spectrum. ``window=True`` multiplies each image by a 2-D Hann
-    window (1 in the centre, 0 at the edges), which removes that cross; a peak then spreads over its
-    neighbouring frequencies. All images must have the same size. Lesson 05.
+    Upsampling fingerprints are peaks at the Nyquist frequency (edges and corners) and missing high
+    frequencies (Durall et al. 2020). ``window=True`` applies a 2-D Hann window, removing the cross
+    that the jump between opposite edges draws (a peak then spreads to its neighbours). Lesson 05.
     """
     total, count, shape, taper = None, 0, None, None
     for image in images:
@@ -48,21 +40,12 @@ def mean_log_spectrum(images: Iterable[Image.Image | np.ndarray], *, window: boo
 
 
 def nyquist_peak(spectrum: np.ndarray) -> float:
-    """How much a period-2 pattern stands out in a centred spectrum of :func:`mean_log_spectrum`.
-
-    A heuristic summary in log units: the mean over the Nyquist row and column (index 0 after
-    ``fftshift``: a pattern repeating every 2 pixels) minus the mean over the row and column two
-    steps inside (not one: a Hann window spreads a peak over its neighbour). About 0 without such a
-    pattern. Lesson 05.
+    """How much a period-2 pattern stands out in a :func:`mean_log_spectrum` (log units, ~0 without):
+    the mean over the Nyquist row and column minus that two steps inside (a window spreads one). Lesson 05.
     """
     border = np.r_[spectrum[0, 1:], spectrum[1:, 0]].mean()
     inside = np.r_[spectrum[2, 2:], spectrum[2:, 2]].mean()
     return float(border - inside)
-
-
-def _images_of_class(root: Path, name: str, limit: int) -> list[Image.Image]:
-    """The first ``limit`` images of class folder ``name``, decoded."""
-    return [load_image_rgb(p) for p in list_image_files(root / name)[:limit]]
 
 
 def _finish(fig, title: str, path: str | os.PathLike | None):
@@ -74,11 +57,8 @@ def _finish(fig, title: str, path: str | os.PathLike | None):
 
 
 def plot_samples(root: str | os.PathLike, path: str | os.PathLike | None = None, per_class: int = 8):
-    """The first ``per_class`` images of each class, and the fakes' top-left 16x16 pixels enlarged.
-
-    Fakes are labelled with the generator that made them when ``root/manifest.csv`` (toy set) exists.
-    Saved to ``path`` if given; returns the matplotlib figure. ``python -m helpers.data figures``.
-    """
+    """The first ``per_class`` images of each class (fakes labelled by generator from a toy set's
+    ``manifest.csv``), and the fakes' top-left 16x16 enlarged; saved to ``path`` if given."""
     import matplotlib.pyplot as plt
 
     root = Path(root)
@@ -106,12 +86,14 @@ def plot_samples(root: str | os.PathLike, path: str | os.PathLike | None = None,
 
 def plot_spectra(root: str | os.PathLike, path: str | os.PathLike | None = None, max_images: int = 500):
     """Mean log-magnitude spectrum of real and of fake images, and fake minus real; saved to ``path``
-    if given; returns the matplotlib figure. ``python -m helpers.data figures``."""
+    if given."""
     import matplotlib.pyplot as plt
 
     root = Path(root)
-    fake = mean_log_spectrum(_images_of_class(root, "fake_images", max_images))
-    real = mean_log_spectrum(_images_of_class(root, "real_images", max_images))
+    fake, real = (
+        mean_log_spectrum(load_image_rgb(p) for p in list_image_files(root / name)[:max_images])
+        for name in CLASS_NAMES
+    )
     height, width = real.shape
     # fftshift puts frequency -N/2 at index 0; origin='lower' draws positive frequencies up and right
     extent = (-width // 2 - 0.5, width - width // 2 - 0.5, -height // 2 - 0.5, height - height // 2 - 0.5)

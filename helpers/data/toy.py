@@ -1,11 +1,9 @@
 """The toy fake-versus-real dataset: generated in seconds on a CPU, used by small mode and the tests.
 
-Real images are crops of the photographs bundled with scikit-image. The "fakes" went through a
-stand-in generator that halves the resolution and upsamples it again with a transposed convolution,
-the layer that leaves periodic "checkerboard" fingerprints in GAN images (Odena et al. 2016; Zhang
-et al. 2019; Durall et al. 2020; Frank et al. 2020). Colour statistics are matched, so only the
-fingerprint tells the classes apart. Lesson 03 introduces it; ``data/README.md`` says what it is
-and is not; ``python -m helpers.data make-toy`` writes it from the command line.
+Real images are crops of scikit-image's bundled photographs; "fakes" are halved and upsampled again by
+a transposed convolution, which leaves periodic "checkerboard" fingerprints as in GAN images (Odena et
+al. 2016; Durall et al. 2020). Colour statistics are matched, so only the fingerprint tells the classes
+apart. Lesson 03; ``data/README.md``; ``python -m helpers.data make-toy``.
 """
 
 from __future__ import annotations
@@ -24,26 +22,22 @@ from helpers.data.images import load_image_rgb
 IMAGES_PER_CLASS = 500  # default size: ~3 s to generate, tiny ViT >= 90 % in 1-2 CPU minutes
 VERSION = 2  # bump when the recipe below changes, so that old folders are regenerated
 
-# Stand-in generators: each one halves the resolution (2x2 average), then doubles it again with a
-# stride-2 transposed convolution whose separable 1-D kernel is given here. Output pixels at even and
-# odd positions collect different taps of the kernel; when those sums differ the output carries a
-# period-2 "checkerboard" (Odena et al. 2016), a peak at the Nyquist frequency of its spectrum.
-# (Plain pixel repetition, kernel (1, 1), leaves no such peak and is much harder for a small ViT.)
+# Stand-in generators: a 2x2 average, then a stride-2 transposed convolution with this separable 1-D
+# kernel. Even and odd output pixels collect different taps; when their sums differ, the output carries
+# a period-2 checkerboard, a Nyquist peak in its spectrum (pixel repetition, (1, 1), would leave none).
 GENERATORS = {
     "deconv_4tap": (0.3, 1.0, 0.6, 0.1),  # even outputs: taps 1 + 3 = 1.1, odd outputs: 0 + 2 = 0.9
     "deconv_3tap": (0.45, 1.0, 0.45),  # even outputs: 1.0, odd outputs: 0.45 + 0.45 = 0.9
     "deconv_5tap": (0.05, 0.45, 0.85, 0.45, 0.1),  # wide and smooth, still 1.0 versus 0.9
 }
 
-# Generators kept out of the toy dataset, for lesson 04's transfer question: can a detector trained on
-# the generators above spot a generator it never saw? "deconv_faint" has the same kind of fingerprint,
-# only five times fainter: even outputs 1.0, odd outputs 0.49 + 0.49 = 0.98 (the dataset's: 1.0 vs 0.9).
+# Kept out of the dataset for lesson 04's question: does a detector spot a generator it never saw?
+# The same kind of fingerprint, five times fainter: 1.0 versus 0.98.
 UNSEEN_GENERATORS = {
     "deconv_faint": (0.49, 1.0, 0.49),
 }
 
-# Photographs shipped inside the scikit-image package (``skimage/data/``): read straight from its
-# folder, so nothing is ever downloaded. Grey ones are used as grey RGB images.
+# Photographs inside the scikit-image package (``skimage/data/``): nothing is downloaded.
 SOURCE_FILES = (
     "astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "ihc.png", "hubble_deep_field.jpg",
     "retina.jpg", "motorcycle_left.png", "camera.png", "coins.png", "moon.png", "grass.png",
@@ -66,8 +60,7 @@ def _sources() -> list[np.ndarray]:
 
 
 def _random_crop(rng: np.random.Generator, sources: list[np.ndarray], size: int) -> np.ndarray:
-    """A textured square crop at a random scale and position, flipped/rotated, resized to
-    (size, size, 3) with values in [0, 1]."""
+    """A textured square crop, random scale, position, rotation and flip: (size, size, 3) in [0, 1]."""
     for _ in range(50):
         source = sources[rng.integers(len(sources))]
         height, width = source.shape[:2]
@@ -84,12 +77,9 @@ def _random_crop(rng: np.random.Generator, sources: list[np.ndarray], size: int)
 
 
 def _transposed_conv_upsample(low: np.ndarray, kernel: Sequence[float]) -> np.ndarray:
-    """Double height and width with a stride-2 transposed convolution and a separable 1-D kernel.
-
-    Along each axis, input pixel i adds ``kernel[j] * low[i]`` to output pixel
-    ``2 i + j - (len(kernel) - 1) // 2``. The borders are padded by repeating the edge pixels, so
-    only the kernel leaves a trace.
-    """
+    """Double height and width with a stride-2 transposed convolution and a separable 1-D kernel:
+    input pixel i adds ``kernel[j] * low[i]`` to output ``2 i + j - (len(kernel) - 1) // 2``, edges
+    repeated so that only the kernel leaves a trace."""
     offset = (len(kernel) - 1) // 2
     out = low  # (h, w, 3)
     for axis in (0, 1):
@@ -104,11 +94,8 @@ def _transposed_conv_upsample(low: np.ndarray, kernel: Sequence[float]) -> np.nd
 
 
 def phase_gains(kernel: Sequence[float]) -> tuple[float, float]:
-    """How much of a stride-2 transposed convolution's ``kernel`` reaches the output pixels at even and
-    at odd positions along one axis: the sums of its even and odd taps, in output order (lesson 04).
-
-    Equal gains leave no period-2 trace; the further apart they are, the stronger the checkerboard.
-    """
+    """The sums of ``kernel``'s taps reaching even and odd output pixels of a stride-2 transposed
+    convolution; the further apart, the stronger the checkerboard (lesson 04)."""
     offset = (len(kernel) - 1) // 2  # output pixel 2 i + j - offset gets tap j
     even = sum(w for j, w in enumerate(kernel) if (j - offset) % 2 == 0)
     odd = sum(w for j, w in enumerate(kernel) if (j - offset) % 2 == 1)
@@ -124,7 +111,7 @@ def _kernel(generator: str) -> tuple[float, ...]:
 
 
 def _generate_fake(real_like: np.ndarray, generator: str) -> np.ndarray:
-    """Pass a crop through a stand-in generator, then match its per-channel mean and std to the crop's."""
+    """A crop through a stand-in generator, with the crop's per-channel mean and std."""
     height, width, channels = real_like.shape
     low = real_like.reshape(height // 2, 2, width // 2, 2, channels).mean(axis=(1, 3))  # (H/2, W/2, 3)
     fake = _transposed_conv_upsample(low, _kernel(generator))  # (H, W, 3)
@@ -133,24 +120,14 @@ def _generate_fake(real_like: np.ndarray, generator: str) -> np.ndarray:
     return (fake - fake_mean) / np.maximum(fake_std, 1e-6) * std + mean
 
 
-def _save_png(array: np.ndarray, path: Path) -> None:
-    """PNG without timestamps or other metadata, so the same pixels always give the same bytes."""
-    Image.fromarray(array).save(path, format="PNG", compress_level=6)
-
-
 def make_toy_dataset(
     root: str | os.PathLike, images_per_class: int = IMAGES_PER_CLASS, image_size: int = 64, seed: int = 0
 ) -> Path:
-    """Write the toy fake-versus-real dataset to ``root`` (PNG, ImageFolder layout) and return ``root``.
+    """Write the toy dataset to ``root`` (PNG, ImageFolder layout, ``manifest.csv`` with each file's
+    label and generator) and return ``root``. Fakes cycle through :data:`GENERATORS`.
 
-    Real images: random crops (random scale, position, rotation, flip) of photographs bundled with
-    scikit-image, resized to ``image_size``. Fake images: other crops made the same way, passed through
-    one of :data:`GENERATORS`, with per-channel mean and std matched to the crop they came from,
-    so colour statistics cannot tell the classes apart; only the upsampling fingerprint can.
-
-    The same arguments give byte-identical files. A finished folder (marker file ``.complete`` with
-    the same arguments) is reused; an unfinished or different one is rebuilt. ``root/manifest.csv``
-    lists every file with its label and generator. Lesson 03 (through helpers.data.sources.get_dataset).
+    The same arguments give byte-identical files; a finished folder with the same arguments is reused,
+    another rebuilt. Lesson 03 (through ``get_dataset("toy")``).
     """
     root = Path(root)
     if image_size % 2 or image_size < 8:
@@ -186,7 +163,8 @@ def make_toy_dataset(
                     crop = _generate_fake(crop, generator)
                 pixels = np.clip(np.round(crop * 255.0), 0, 255).astype(np.uint8)
                 filename = f"{name.split('_')[0]}_{i:05d}.png"
-                _save_png(pixels, building / name / filename)
+                # no metadata: the same pixels always give the same bytes
+                Image.fromarray(pixels).save(building / name / filename, format="PNG", compress_level=6)
                 rows.append(f"{name}/{filename},{label},{generator}")
         (building / "manifest.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
@@ -195,13 +173,9 @@ def make_toy_dataset(
 def make_toy_images(
     generator: str, images_per_class: int, image_size: int = 64, seed: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Toy images made in memory: ``images_per_class`` fakes of one ``generator`` and as many real crops.
-
-    Returns ``(images, labels)``: uint8 ``(N, image_size, image_size, 3)`` and int64 ``(N,)`` with the
-    labels of :data:`helpers.data.datasets.CLASS_NAMES` (0 = fake, 1 = real), fakes first. Made like
-    :func:`make_toy_dataset`'s images, but ``seed`` picks other crops: with ``seed != 0`` (the
-    dataset's) none of them is in the toy dataset. Lesson 04 uses it for a generator of
-    :data:`UNSEEN_GENERATORS`.
+    """``images_per_class`` fakes of one ``generator``, then as many real crops, made in memory:
+    ``(images, labels)``, uint8 ``(N, S, S, 3)`` and int64 ``(N,)`` (0 = fake). With ``seed != 0`` none
+    is in the toy dataset. Lesson 04 (a generator of :data:`UNSEEN_GENERATORS`).
     """
     _kernel(generator)  # unknown name -> ValueError before any work
     if image_size % 2 or image_size < 8:

@@ -1,15 +1,8 @@
 """Every image transform of the course, built from ImageNet's mean and standard deviation.
 
-- From scratch (lesson 03): :func:`scratch_transforms`, flips and whole-pixel shifts only, so the
-  generators' pixel-level fingerprints survive augmentation.
-- Fine-tuning an ImageNet ViT (lesson 04): :func:`pretrained_transforms`, the ImageNet recipe.
-- A detector stores its eval transform as data, :func:`eval_transform_spec` (a JSON-able dict in
-  its ``config.json``), and :func:`build_eval_transform` rebuilds it (lessons 04 and 06), so the
-  demo sees images exactly as the test set did.
-
-Every transform is built from ``torchvision.transforms.v2`` and takes either a PIL image (a decoded
-file) or a uint8 tensor (3, H, W) (a row of :mod:`helpers.data.cache`); the resizing and cropping
-happen before the conversion to floats, so both give the same numbers (see ``helpers.data.cache``).
+From scratch (lesson 03), fine-tuning (lesson 04), and the eval transform a detector stores as data in
+its ``config.json`` (lessons 04 and 06). All are ``torchvision.transforms.v2`` and take a PIL image or a
+uint8 (3, H, W) tensor (:mod:`helpers.data.cache`), resizing and cropping before the conversion to floats.
 """
 
 from __future__ import annotations
@@ -35,12 +28,8 @@ def _to_normalised_tensor(mean, std) -> list[Callable]:
 
 
 def eval_transform_spec(image_size: int, pretrained: bool) -> dict[str, Any]:
-    """The JSON-able description of the eval transform that an exported detector stores.
-
-    From scratch: resize the shorter side to ``image_size`` and centre-crop it. Pretrained (ImageNet
-    recipe): resize to ``image_size * 256 / 224`` and centre-crop ``image_size``; at 224 this is
-    exactly ``ViT_B_16_Weights.IMAGENET1K_V1.transforms()`` (lesson 04 checks it).
-    """
+    """The JSON-able eval transform an exported detector stores: resize the shorter side to
+    ``image_size`` (pretrained: ``image_size * 256 / 224``, at 224 exactly ImageNet's) and centre-crop."""
     resize = round(image_size * 256 / 224) if pretrained else image_size
     return {
         "resize": int(resize),
@@ -52,9 +41,7 @@ def eval_transform_spec(image_size: int, pretrained: bool) -> dict[str, Any]:
 
 
 def build_eval_transform(spec: dict[str, Any]) -> Callable:
-    """PIL image (or uint8 tensor) -> normalised float tensor (3, crop, crop) with no randomness:
-    Resize, CenterCrop, Normalize, as described by ``spec`` (see :func:`eval_transform_spec`).
-    Lessons 04 and 06."""
+    """Resize, CenterCrop, Normalize as ``spec`` says: image -> float (3, crop, crop). Lessons 04 and 06."""
     missing = {"resize", "crop", "mean", "std"} - set(spec)
     if missing:
         raise ValueError(
@@ -71,12 +58,8 @@ def build_eval_transform(spec: dict[str, Any]) -> Callable:
 
 
 def scratch_transforms(image_size: int, augment: bool = True) -> tuple[Callable, Callable]:
-    """``(train, eval)`` transforms for training a ViT from scratch at ``image_size`` (lesson 03).
-
-    Training augmentation is horizontal flips and translations (reflect-pad by 1/8 of the size, then
-    a random crop): neither resamples pixels, so the generator fingerprints survive. Random resized
-    crops would interpolate the image and blur away the very artifacts the model should find.
-    """
+    """``(train, eval)`` transforms for training from scratch (lesson 03): flips and whole-pixel shifts
+    only, which keep the generators' fingerprints (random resized crops would blur them away)."""
     eval_tf = build_eval_transform(eval_transform_spec(image_size, pretrained=False))
     if not augment:
         return eval_tf, eval_tf
@@ -93,8 +76,7 @@ def scratch_transforms(image_size: int, augment: bool = True) -> tuple[Callable,
 
 
 def pretrained_transforms(image_size: int = 224) -> tuple[Callable, Callable]:
-    """``(train, eval)`` transforms for fine-tuning an ImageNet ViT (lesson 04): the ImageNet eval
-    recipe, plus a random (instead of centre) crop and horizontal flips for training."""
+    """``(train, eval)`` transforms for fine-tuning (lesson 04): ImageNet's, random crops and flips."""
     spec = eval_transform_spec(image_size, pretrained=True)
     eval_tf = build_eval_transform(spec)
     train_tf = T.Compose(

@@ -1,10 +1,8 @@
-"""The Vision Transformer drawn as a figure: the paper's Figure 1, Eq. 1-4 and the names in helpers.model.vit.
+"""The ViT as a figure: the paper's Figure 1 and Eq. 1-4 with the names in helpers.model.vit (lessons 01, 02).
 
-``draw_architecture(config)`` draws the path of one image through ``helpers.model.vit.ViT``, bottom to top as
-in the paper: image -> patches -> tokens with the [class] token and the positions (Eq. 1) -> L encoder
-blocks (Eq. 2-3, one of them opened on the right) -> LayerNorm of the [class] token (Eq. 4) -> head.
-Each box carries the attribute name and class of the module that computes it, read from a ViT built
-on the ``meta`` device, so the figure cannot drift from the code. Lessons 01 and 02.
+Bottom to top: image -> patches -> tokens (Eq. 1) -> L encoder blocks (Eq. 2-3, one opened on the right)
+-> LayerNorm of the [class] token (Eq. 4) -> head. Each box names the module that computes it, read from
+a ViT built on the ``meta`` device, so the figure cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from matplotlib.patches import FancyBboxPatch
 
 from helpers.model.vit import ViT, ViTConfig
 
-# The attribute paths written on the figure (a test checks that each one exists in helpers.model.vit.ViT).
+# The attribute paths written on the figure (a test checks that each exists in ViT).
 MODEL_NAMES = ("patch_embedding", "patch_embedding.proj", "blocks", "norm", "head")
 MODEL_PARAMETERS = ("patch_embedding.class_token", "patch_embedding.pos_embedding")
 BLOCK_NAMES = ("norm1", "attn", "norm2", "mlp")  # inside blocks[i]
@@ -71,22 +69,14 @@ def _token_row(ax, config: ViTConfig, y: float, shown: int = 7) -> None:
             FancyBboxPatch((left - 1.6, y + 0.5), 1.3, 1.4, boxstyle="round,pad=0.1", fc=POSITION_COLOUR)
         )
         ax.text(left - 0.95, y + 1.2, str(k), ha="center", va="center", fontsize=7)
-        ax.text(
-            left + 1.5,
-            y + 1.2,
-            "[class]" if k == 0 else f"patch {k - 1}",
-            ha="center",
-            va="center",
-            fontsize=6,
-        )
+        label = "[class]" if k == 0 else f"patch {k - 1}"
+        ax.text(left + 1.5, y + 1.2, label, ha="center", va="center", fontsize=6)
     ax.text(6 + 5 * (shown + 1) - 1, y + 1.2, f"... {config.num_patches + 1} tokens", va="center", fontsize=8)
 
 
 def draw_architecture(config: ViTConfig | None = None, image: torch.Tensor | None = None) -> plt.Figure:
-    """The figure for ``config`` (default ViT-B/16); ``image`` (C, H, W) in [0, 1] is drawn at the bottom.
-
-    Shapes are written for a batch of B images. Lessons 01 and 02.
-    """
+    """The figure for ``config`` (default ViT-B/16), shapes for a batch of B; ``image`` (C, H, W) in
+    [0, 1] is drawn at the bottom. Lessons 01 and 02."""
     c = config or ViTConfig()
     with torch.device("meta"):  # the real module names and classes, without memory or initialisation
         model = ViT(c)
@@ -137,24 +127,21 @@ def draw_architecture(config: ViTConfig | None = None, image: torch.Tensor | Non
     _arrow(ax, (mid, 25.8), (mid, 31.4), "z'_l", left=True)
     _box(ax, x0, 32, width, 3, f"norm2: {block_kind['norm2']}")
     _arrow(ax, (mid, 35.6), (mid, 38.4))
-    _box(
-        ax, x0, 39, width, 5, f"mlp: {block_kind['mlp']}\n({D} -> {c.mlp_dim} -> {D}, GELU)", colour="#e4ecf6"
-    )
+    mlp = f"mlp: {block_kind['mlp']}\n({D} -> {c.mlp_dim} -> {D}, GELU)"
+    _box(ax, x0, 39, width, 5, mlp, colour="#e4ecf6")
     _arrow(ax, (mid, 44.6), (mid, 48.2))
     ax.text(mid, 49.5, "+", ha="center", va="center", fontsize=16, fontweight="bold")
     _arrow(ax, (mid, 50.8), (mid, 55), f"z_l: (B, {N + 1}, {D})")
     for bottom, top in ((4.5, 24.5), (28, 49.5)):  # the residual paths, around each sub-layer
         ax.plot([mid, side, side], [bottom, bottom, top], color="tab:red", lw=1.2)
         ax.annotate("", (mid + 0.9, top), (side, top), arrowprops={"arrowstyle": "-|>", "color": "tab:red"})
-        ax.text(
-            side + 0.7, (bottom + top) / 2, "residual", rotation=90, color="tab:red", va="center", fontsize=8
-        )
+        middle = (bottom + top) / 2
+        ax.text(side + 0.7, middle, "residual", rotation=90, color="tab:red", va="center", fontsize=8)
     eq2 = r"$z'_\ell = \mathrm{MSA}(\mathrm{LN}(z_{\ell-1})) + z_{\ell-1}$"
     eq3 = r"$z_\ell = \mathrm{MLP}(\mathrm{LN}(z'_\ell)) + z'_\ell$"
     ax.text(61.5, 24.5, "Eq. 2:\n" + eq2, fontsize=10, va="center")
     ax.text(61.5, 49.5, "Eq. 3:\n" + eq3, fontsize=10, va="center")
-    note = "pre-norm: a LayerNorm before each sub-layer;\nthe residual path (red) is not\n"
-    note += "normalised inside the blocks"
+    note = "pre-norm: a LayerNorm before each sub-layer;\nthe residual path (red) is not\nnormalised inside"
     ax.text(61.5, 58, note, fontsize=8, va="center")
 
     ax.set_title(

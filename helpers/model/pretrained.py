@@ -1,26 +1,12 @@
-"""torchvision's ImageNet ViT-B/16, loaded into our :class:`helpers.model.vit.ViT`, with a new head.
+"""torchvision's ImageNet ViT-B/16 in our :class:`helpers.model.vit.ViT`, with a new head (lesson 04).
 
-Training a ViT from scratch needs far more images than a few thousand (the paper pre-trains on
-ImageNet-21k and JFT-300M). The usual way out is transfer learning: start from weights learned on
-ImageNet, swap the 1000-class head for a new one, and train on the small dataset, either
-
-- the ``linear_probe`` recipe: freeze the whole backbone and train only the head (fast, hard to
-  overfit), or
-- the ``finetune`` recipe: train every layer, the backbone with a smaller learning rate than the
-  new head (the parameter groups are in :func:`helpers.train.recipes.param_groups`).
-
-Lesson 04 uses both (see :mod:`helpers.train.recipes`).
-
-The weights come from torchvision's weights API (``ViT_B_16_Weights.IMAGENET1K_V1``, 81.1 % top-1
-on ImageNet), which stores them in the torch hub cache as ``vit_b_16-c867db91.pth``. They are read
-with ``weights_only=True`` (plain tensors, no code). Without internet access, put that file into
-``torch.hub.get_dir()/checkpoints`` yourself, or pass ``allow_random=True`` (small mode) to go on
-with a randomly initialised ViT-B/16.
-
-torchvision names its weight files after the first hex digits of their sha256 (``c867db91``). A
-download is checked against them; a file already in the cache is checked here once per process
-(:func:`check_published_weights`), and any other file under that name is announced loudly as NOT
-THE PUBLISHED WEIGHTS (the course's full-mode rehearsal puts random stand-in weights there).
+Transfer learning: start from ImageNet weights, swap the 1000-class head, then train the head alone
+(``linear_probe``: the backbone frozen) or every layer (``finetune``; :mod:`helpers.train.recipes`).
+The weights (``ViT_B_16_Weights.IMAGENET1K_V1``, 81.1 % top-1) live in the torch hub cache as
+``vit_b_16-c867db91.pth`` and are read with ``weights_only=True``. Offline, put that file in
+``torch.hub.get_dir()/checkpoints``, or pass ``allow_random=True`` (small mode). The hex digits in the
+name start the file's sha256: a cached file is checked once per process, and any other file under that
+name is announced as NOT THE PUBLISHED WEIGHTS (the full-mode rehearsal puts stand-ins there).
 """
 
 from __future__ import annotations
@@ -49,10 +35,7 @@ class PretrainedWeightsUnavailable(RuntimeError):
 
 
 def weights_cache_path() -> Path:
-    """Where torchvision keeps (or would keep) the ViT-B/16 weights: ``torch.hub.get_dir()/checkpoints``.
-
-    Lesson 04.
-    """
+    """Where torchvision keeps (or would keep) the ViT-B/16 weights. Lesson 04."""
     return Path(torch.hub.get_dir()) / "checkpoints" / VIT_B16_WEIGHTS_FILE
 
 
@@ -69,12 +52,8 @@ _checked: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime) -> matche
 
 
 def check_published_weights(path: str | Path | None = None) -> bool:
-    """True when a weights file's sha256 starts with the hex digits in its name, as torchvision's
-    published files do; otherwise a loud announcement, NOT THE PUBLISHED WEIGHTS, once per file.
-
-    ``path`` defaults to the ViT-B/16 file in the torch hub cache (:func:`weights_cache_path`). Call it
-    after ``torchvision.models.vit_b_16(weights=...)`` (lesson 02); :func:`load_vit_b16_state_dict`
-    calls it itself (lessons 04, 05). Raises ``FileNotFoundError`` when there is no such file.
+    """True when a weights file's sha256 starts with the hex digits in its name; otherwise announce
+    NOT THE PUBLISHED WEIGHTS, once per file. ``path``: the cached ViT-B/16 file by default. Lessons 02-05.
     """
     path = Path(path) if path is not None else weights_cache_path()
     if not path.is_file():
@@ -97,18 +76,15 @@ def check_published_weights(path: str | Path | None = None) -> bool:
 
 
 def _check_reachable(url: str, timeout: float) -> None:
-    """Raise ``OSError`` within ``timeout`` seconds when ``url`` cannot be reached (e.g. offline)."""
+    """Raise ``OSError`` within ``timeout`` seconds when ``url`` cannot be reached."""
     request = urllib.request.Request(url, method="HEAD")
     with urllib.request.urlopen(request, timeout=timeout):
         pass
 
 
 def load_vit_b16_state_dict(download: bool = True, timeout: float = 10.0) -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet ViT-B/16 state dict: from the hub cache, else downloaded (~330 MB).
-
-    Fails fast (within ``timeout`` seconds) without internet access, raising
-    :class:`PretrainedWeightsUnavailable` with what to do.
-    """
+    """torchvision's ImageNet ViT-B/16 state dict: cached, else downloaded (~330 MB); offline, fails
+    within ``timeout`` seconds with :class:`PretrainedWeightsUnavailable` saying what to do."""
     path = weights_cache_path()
     if not path.is_file():
         why = "downloading is switched off"
@@ -127,8 +103,7 @@ def load_vit_b16_state_dict(download: bool = True, timeout: float = 10.0) -> dic
                 "In small mode you may instead go on with RANDOM weights (allow_random=True, or "
                 "--allow-random-weights on the command line); the numbers then mean little."
             )
-    # The weights API checks the cache first and downloads only when the file is missing; check_hash
-    # makes it verify a download against the sha256 prefix in the file name.
+    # Cache first, else download; check_hash verifies a download against the sha256 prefix in its name.
     state_dict = WEIGHTS.get_state_dict(progress=True, weights_only=True, check_hash=True)
     check_published_weights(path)
     return state_dict
@@ -137,12 +112,9 @@ def load_vit_b16_state_dict(download: bool = True, timeout: float = 10.0) -> dic
 def load_pretrained_vit_b16(
     num_classes: int | None, image_size: int = 224, allow_random: bool = False, timeout: float = 10.0
 ) -> ViT:
-    """Our ViT-B/16 with torchvision's ImageNet weights and a new zero-initialised head.
-
-    ``num_classes=None`` keeps the 1000-class ImageNet head. ``image_size`` other than 224 resizes
-    the position embeddings (``ViT.from_torchvision``). When the weights cannot be had, raises
-    :class:`PretrainedWeightsUnavailable`, unless ``allow_random`` is True: then it announces it
-    loudly and returns a randomly initialised ViT-B/16. Lessons 04 and 05.
+    """Our ViT-B/16 with torchvision's ImageNet weights and a new zero head (``num_classes=None``: keep
+    ImageNet's). Without the weights, :class:`PretrainedWeightsUnavailable`, or with ``allow_random``
+    a loudly announced random ViT-B/16. Lessons 04 and 05.
     """
     try:
         model = ViT.from_torchvision(load_vit_b16_state_dict(timeout=timeout), image_size=image_size)
@@ -153,9 +125,7 @@ def load_pretrained_vit_b16(
             f"RANDOM WEIGHTS: {VIT_B16_WEIGHTS_FILE} is not in {weights_cache_path().parent} and could "
             "not be downloaded, so this ViT-B/16 starts from random weights: expect chance-level results."
         )
-        # Printed once: not a warnings.warn too, which a notebook would show a second time, in red,
-        # with the path of the cell's temporary file.
-        course.announce(message)
+        course.announce(message)  # printed once, not also a warning (a notebook would repeat it in red)
         model = ViT(get_config("vit_b16", image_size=image_size, num_classes=num_classes or 1000))
     if num_classes is not None:
         model.reset_head(num_classes)
@@ -163,8 +133,7 @@ def load_pretrained_vit_b16(
 
 
 def freeze_for_recipe(model: ViT, recipe: Recipe) -> ViT:
-    """Freeze everything except ``model.head`` when ``recipe.train_backbone`` is False (linear
-    probe); otherwise let every layer train. Returns ``model``. Lesson 04."""
+    """Freeze all but ``model.head`` unless ``recipe.train_backbone`` (linear probe). Lesson 04."""
     model.requires_grad_(recipe.train_backbone)
     model.head.requires_grad_(True)
     return model

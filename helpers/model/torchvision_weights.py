@@ -1,9 +1,7 @@
 """Loading torchvision's ViT weights into the course's ViT (lessons 02 and 04).
 
 torchvision names the same tensors differently (``encoder.layers.encoder_layer_0.ln_1`` is our
-``blocks.0.norm1``) and stores the query, key and value projections as one ``in_proj_weight``, as our
-``to_qkv`` does. :func:`vit_from_torchvision` reads the sizes from the weights, maps every key, checks
-every shape (:mod:`helpers.model.limits`) and copies the tensors; ``ViT.from_torchvision`` calls it.
+``blocks.0.norm1``) and, like our ``to_qkv``, stores queries, keys and values as one ``in_proj_weight``.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from helpers.model import limits as vit_limits
 from helpers.model.vit import ViT, ViTConfig, interpolate_position_embedding
 
 
@@ -24,20 +21,13 @@ def vit_from_torchvision(
     *,
     heads: int | None = None,
 ) -> ViT:
-    """Build a ViT with the weights of a torchvision ``VisionTransformer`` (a module or its state dict).
+    """A ViT with the weights of a torchvision ``VisionTransformer`` (a module or its state dict).
 
-    The sizes are read from the weights: ``dim``, ``in_channels`` and ``patch_size`` from
-    ``conv_proj.weight``, ``depth`` from the number of encoder layers, ``mlp_dim`` from the first
-    MLP layer, ``num_classes`` from ``heads.head.weight`` and the image size from the number of
-    position embeddings. A state dict does not record the number of heads: it is taken from the
-    module when one is given, else from ``heads=``, else assumed to be ``dim // 64`` (heads of
-    width 64, true for all of torchvision's ViTs). Both the current MLP keys (``mlp.0``, ``mlp.3``)
-    and the legacy ones (``mlp.linear_1``, ``mlp.linear_2``) load.
-
-    With ``image_size`` different from the weights' own, the position embeddings of the patches
-    are resized on their 2-D grid exactly like torchvision's ``interpolate_embeddings`` (bicubic,
-    align_corners=True; the [class] token's embedding is kept). The new model is on the CPU, in
-    training mode, with its own copy of the weights.
+    The sizes are read from the weights' shapes. A state dict does not record the number of heads: it
+    comes from the module, else ``heads=``, else ``dim // 64`` (true for all of torchvision's ViTs). The
+    current (``mlp.0``, ``mlp.3``) and legacy (``mlp.linear_1``) MLP keys both load. Another
+    ``image_size`` resizes the position embeddings (:func:`interpolate_position_embedding`). The model
+    is on the CPU, in training mode, with its own copy of the weights.
     """
     dropout = attention_dropout = 0.0
     if isinstance(model_or_state_dict, nn.Module):
@@ -53,15 +43,21 @@ def vit_from_torchvision(
         dropout, attention_dropout = module.dropout, module.attention_dropout
     else:
         state = dict(model_or_state_dict)
-    # Copies (never views) of the weights, so training our model cannot change the source model.
+    # Copies (never views), so training our model cannot change the source model.
     state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
-    # Which keys to expect: the number of blocks and the MLP's names (current or legacy) say it.
     depth = sum(1 for k in state if k.startswith("encoder.layers.") and k.endswith(".ln_1.weight"))
     legacy = "encoder.layers.encoder_layer_0.mlp.linear_1.weight" in state
     ours_to_theirs = _torchvision_key_map(max(depth, 1), legacy)
-    vit_limits.check_torchvision_keys(state, expected=ours_to_theirs.values())  # none missing, none extra
-    # The sizes, read from the shapes of the weights.
+    missing = sorted(set(ours_to_theirs.values()) - set(state))
+    if missing:
+        raise KeyError(f"torchvision ViT weights have no {missing}: is this a VisionTransformer state dict?")
+    extra = sorted(set(state) - set(ours_to_theirs.values()))
+    if extra:
+        raise ValueError(
+            f"Unexpected key(s) {extra} in torchvision ViT weights; only a plain ViT with "
+            "one Linear head (no conv stem, no pre_logits) can be loaded."
+        )
     dim, in_channels, patch_size, _ = state["conv_proj.weight"].shape
     mlp_dim = state[ours_to_theirs["blocks.0.mlp.fc1.weight"]].shape[0]
     num_classes = state["heads.head.weight"].shape[0]
@@ -71,7 +67,7 @@ def vit_from_torchvision(
         raise ValueError(f"'encoder.pos_embedding' has shape {tuple(pos.shape)}; expected (1, G*G + 1, D).")
     if heads is None and dim % 64 != 0:
         raise ValueError(f"Cannot guess the number of heads for dim={dim}; pass heads= or the module.")
-    heads = dim // 64 if heads is None else heads  # heads of width 64, as in every torchvision ViT
+    heads = dim // 64 if heads is None else heads
 
     config = ViTConfig(
         image_size=image_size or grid * patch_size,
@@ -91,9 +87,12 @@ def vit_from_torchvision(
 
     with torch.device("meta"):  # no memory and no random init: every tensor is replaced below
         model = ViT(config)
-    new_state = {ours: state[theirs] for ours, theirs in ours_to_theirs.items()}
-    vit_limits.check_weight_shapes(new_state, model.state_dict(), ours_to_theirs)  # before taking them
-    model.load_state_dict(new_state, assign=True)  # take the tensors themselves (off the meta device)
+    needed = model.state_dict()
+    for ours, theirs in ours_to_theirs.items():  # every shape checked before any tensor is taken
+        got, shape = tuple(state[theirs].shape), tuple(needed[ours].shape)
+        if got != shape:
+            raise ValueError(f"{theirs!r} has shape {got} but {ours!r} needs {shape}.")
+    model.load_state_dict({ours: state[theirs] for ours, theirs in ours_to_theirs.items()}, assign=True)
     return model
 
 

@@ -1,12 +1,9 @@
 """The Vision Transformer (ViT), block by block.
 
 "An Image is Worth 16x16 Words" (Dosovitskiy et al., 2021, https://arxiv.org/abs/2010.11929) cuts an
-image into fixed-size patches, turns each patch into a vector ("patch embedding"), puts a learnable
-[class] token in front, adds learnable position embeddings, and runs a standard Transformer encoder
-over the sequence. The encoder output of the [class] token, after a final LayerNorm, is the image
-representation; a linear head turns it into class scores (Eq. 1-4 of the paper).
-
-This file is the whole model:
+image into patches, embeds each as a vector, puts a learnable [class] token in front, adds position
+embeddings and runs a Transformer encoder; a linear head reads the [class] token after a final
+LayerNorm (Eq. 1-4 of the paper). This file is the whole model:
 
     ViTConfig                -- the sizes (ViT-B/16 by default), PRESETS, get_config
     PatchEmbedding           -- Eq. 1: patches -> tokens, [class] token, position embeddings
@@ -15,10 +12,9 @@ This file is the whole model:
     TransformerEncoderBlock  -- Eq. 2-3: pre-norm MSA and MLP with residual connections
     ViT                      -- Eq. 4: stack of blocks, final LayerNorm, head on the [class] token
 
-The layers, initialisation and LayerNorm epsilon follow torchvision's ``vit_b_16``, so
-``ViT.from_torchvision`` loads its ImageNet weights and gives the same outputs (to float rounding).
-Shapes in comments: B batch, C channels, H/W image height/width, P patch size, N number of patches,
-D model width ("dim"), h heads, d = D / h width of one head.
+Layers, initialisation and LayerNorm epsilon follow torchvision's ``vit_b_16``, so ``ViT.from_torchvision``
+gives its outputs (to float rounding). Shapes in comments: B batch, C channels, H/W image height/width,
+P patch size, N patches, D model width ("dim"), h heads, d = D / h width of one head.
 """
 
 from __future__ import annotations
@@ -38,10 +34,9 @@ LAYER_NORM_EPS = 1e-6  # torchvision (and the original JAX code) use 1e-6, not P
 
 @dataclass
 class ViTConfig:
-    """Sizes of a Vision Transformer. The defaults are ViT-B/16 (Table 1 of the paper). Lesson 02.
+    """Sizes of a Vision Transformer; the defaults are ViT-B/16 (Table 1 of the paper). Lesson 02.
 
-    Every field is checked when a config is made, also from a ``config.json``: a bad value raises a
-    ValueError naming the field and the value (the limits and checks: :mod:`helpers.model.limits`).
+    Every field is checked when a config is made (:mod:`helpers.model.limits`): a ValueError names it.
     """
 
     image_size: int = 224  # side of the square input image, in pixels
@@ -56,17 +51,16 @@ class ViTConfig:
     attention_dropout: float = 0.0  # dropout on the attention weights
 
     def __post_init__(self) -> None:
-        """Check every field, so that a bad config fails here, naming the field, not deep inside torch."""
         for name, value in vit_limits.checked_fields(self).items():
             setattr(self, name, value)  # plain int and float: NumPy's numbers become JSON-able too
         vit_limits.check_sizes_fit(self)  # whole patches, heads that divide dim, bounded N and parameters
 
     @property
     def num_parameters(self) -> int:
-        """How many parameters :class:`ViT` has for this config, without building it (lesson 02's formula).
+        """How many parameters :class:`ViT` has for this config, without building it (lesson 02).
 
-        Patch embedding (a P x P convolution) + [class] token + N + 1 position embeddings + ``depth``
-        blocks (2 LayerNorms, qkv, output projection, MLP) + final LayerNorm + head.
+        Patch embedding + [class] token + N + 1 positions + ``depth`` blocks (2 LayerNorms, qkv, output
+        projection, MLP) + final LayerNorm + head.
         """
         D, M, P, C = self.dim, self.mlp_dim, self.patch_size, self.in_channels
         embedding = C * P * P * D + D + D + (self.num_patches + 1) * D
@@ -93,33 +87,27 @@ class ViTConfig:
 
 
 PRESETS: dict[str, ViTConfig] = {
-    # ViT-B/16 exactly as in the paper and torchvision: 86,567,656 parameters with 1000 classes.
-    "vit_b16": ViTConfig(),
-    # A ViT small enough to train from scratch on a 2-core CPU: 64x64 images in 8x8 patches
-    # (64 tokens + [class]), width 192, 6 blocks of 3 heads: 1.83 M parameters. One training epoch
-    # over ~500 images takes about 5 s of one CPU core, so 10-20 epochs fit in 1-2 minutes.
+    "vit_b16": ViTConfig(),  # as in the paper and torchvision: 86,567,656 parameters with 1000 classes
+    # Small enough to train on a 2-core CPU: 64x64 images in 8x8 patches (64 tokens + [class]), width
+    # 192, 6 blocks of 3 heads: 1.83 M parameters, ~5 s per epoch over ~500 images on one core.
     "vit_tiny": ViTConfig(image_size=64, patch_size=8, num_classes=2, dim=192, depth=6, heads=3, mlp_dim=384),
 }
 
 
 def get_config(name: str, **overrides) -> ViTConfig:
     """A copy of ``PRESETS[name]`` with some fields changed, e.g. ``get_config("vit_b16", num_classes=2)``.
-
-    Lessons 02 and 03.
-    """
+    Lessons 02 and 03."""
     if name not in PRESETS:
         raise ValueError(f"Unknown ViT preset {name!r}; valid names are {sorted(PRESETS)}.")
     return replace(PRESETS[name], **overrides)  # replace() returns a new, validated config
 
 
 class PatchEmbedding(nn.Module):
-    """Eq. 1: z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos.
+    """Eq. 1: z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos. Lesson 01.
 
-    A Conv2d with kernel = stride = P is the same as cutting the image into P x P patches, flattening
-    each and multiplying by the patch-embedding matrix E (of shape P*P*C x D). The learnable [class]
-    token is one (1, 1, D) parameter, expanded (not copied) to the batch, so the model works for any
-    batch size. Position embeddings are added after the [class] token is put in front, so the
-    [class] token has a position embedding too (N + 1 of them). Lesson 01.
+    A Conv2d with kernel = stride = P cuts the image into P x P patches and multiplies each, flattened,
+    by E (P*P*C x D). The [class] token, one (1, 1, D) parameter, is expanded to the batch and put in
+    front before the N + 1 position embeddings are added.
     """
 
     def __init__(self, image_size: int, patch_size: int, in_channels: int, dim: int):
@@ -163,11 +151,10 @@ class PatchEmbedding(nn.Module):
 class MultiHeadSelfAttention(nn.Module):
     """Multi-head self-attention (MSA, Appendix A of the paper). Lesson 02.
 
-    One linear layer ``to_qkv`` makes queries, keys and values for all heads at once; each head
-    computes softmax(q k^T / sqrt(d)) v over the N+1 tokens; ``proj`` mixes the concatenated heads.
-    ``forward`` calls ``F.scaled_dot_product_attention``, which does that maths in one optimised
-    kernel without storing the (N+1) x (N+1) weights; :meth:`attention_weights` writes the same maths
-    out and returns the softmaxed weights (lesson 05 draws them).
+    ``to_qkv`` makes queries, keys and values for all heads at once; each head computes
+    softmax(q k^T / sqrt(d)) v; ``proj`` mixes the concatenated heads. ``forward`` uses
+    ``F.scaled_dot_product_attention`` (one kernel, no (N+1) x (N+1) matrix stored);
+    :meth:`attention_weights` writes the maths out and returns the weights (lesson 05 draws them).
     """
 
     def __init__(self, dim: int, heads: int, attention_dropout: float = 0.0):
@@ -180,8 +167,7 @@ class MultiHeadSelfAttention(nn.Module):
         self.attention_dropout = attention_dropout
         self.to_qkv = nn.Linear(dim, 3 * dim)  # rows: [W_q; W_k; W_v], like torchvision's in_proj_weight
         self.proj = nn.Linear(dim, dim)  # torchvision's out_proj
-        # torchvision (nn.MultiheadAttention) init: xavier on the stacked qkv matrix, zero biases,
-        # PyTorch's default Linear init for the output projection weight.
+        # torchvision's init: xavier on the stacked qkv matrix, zero biases, default init for proj.weight
         nn.init.xavier_uniform_(self.to_qkv.weight)
         nn.init.zeros_(self.to_qkv.bias)
         nn.init.zeros_(self.proj.bias)
@@ -208,8 +194,7 @@ class MultiHeadSelfAttention(nn.Module):
         return self.proj(out)  # (B, N, D)
 
     def forward_class_token(self, x: torch.Tensor) -> torch.Tensor:
-        """The output for the [class] token only, (B, 1, D): it alone asks (query 0), all N tokens answer.
-        The same numbers as ``forward(x)[:, :1]`` for less work."""
+        """``forward(x)[:, :1]`` for less work, (B, 1, D): only the [class] token asks (query 0)."""
         B, _, D = x.shape
         q, k, v = self.split_heads(x)
         p = self.attention_dropout if self.training else 0.0
@@ -218,10 +203,7 @@ class MultiHeadSelfAttention(nn.Module):
 
 
 class MLPBlock(nn.Module):
-    """The MLP of each encoder block: Linear(D -> mlp_dim), GELU, dropout, Linear(mlp_dim -> D), dropout.
-
-    Lesson 02.
-    """
+    """Each block's MLP: Linear(D -> mlp_dim), GELU, dropout, Linear(mlp_dim -> D), dropout. Lesson 02."""
 
     def __init__(self, dim: int, mlp_dim: int, dropout: float = 0.0):
         super().__init__()
@@ -240,12 +222,10 @@ class MLPBlock(nn.Module):
 
 
 class TransformerEncoderBlock(nn.Module):
-    """Eq. 2-3, one encoder block with LayerNorm *before* each sub-layer ("pre-norm"):
+    """Eq. 2-3, one encoder block with LayerNorm *before* each sub-layer ("pre-norm"). Lesson 02.
 
     z' = MSA(LN(z)) + z
     z  = MLP(LN(z')) + z'
-
-    Lesson 02.
     """
 
     def __init__(
@@ -263,17 +243,14 @@ class TransformerEncoderBlock(nn.Module):
         return self.mlp(self.norm2(x)) + x  # residual around the MLP
 
     def forward_class_token(self, x: torch.Tensor) -> torch.Tensor:
-        """The block's output for the [class] token only, (B, 1, D): what the ViT's last block needs,
-        since the head reads nothing else (lesson 02 measures the saving)."""
+        """The output for the [class] token only, (B, 1, D): all the last block needs (lesson 02)."""
         x_cls = self.drop(self.attn.forward_class_token(self.norm1(x))) + x[:, :1]  # (B, 1, D)
         return self.mlp(self.norm2(x_cls)) + x_cls
 
 
 class ViT(nn.Module):
-    """The Vision Transformer: patch embedding, ``depth`` encoder blocks, LayerNorm, linear head.
-
-    The head reads only the [class] token (token 0) after the final LayerNorm (Eq. 4). Layers and
-    initialisation follow torchvision's ``VisionTransformer``; the head starts at zero. Lesson 02.
+    """Patch embedding, ``depth`` encoder blocks, LayerNorm, and a zero-initialised linear head on the
+    [class] token (Eq. 4), as torchvision's ``VisionTransformer``. Lesson 02.
     """
 
     def __init__(self, config: ViTConfig):
@@ -311,9 +288,7 @@ class ViT(nn.Module):
 
     def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Softmaxed attention weights of every block, each (B, heads, N+1, N+1); token 0 is [class].
-
-        Lesson 05. Wrap the call in ``torch.no_grad()`` when only plotting.
-        """
+        Lesson 05; call it under ``torch.no_grad()`` when only plotting."""
         maps = []
         x = self.dropout(self.patch_embedding(x))  # (B, N+1, D)
         for block in self.blocks:
@@ -331,9 +306,8 @@ class ViT(nn.Module):
     def from_torchvision(
         cls, model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], image_size: int | None = None, **kw
     ) -> ViT:
-        """A ViT with the weights of a torchvision ``VisionTransformer`` (a module or its state dict),
-        copied key by key with shape checks; ``image_size`` resizes the position embeddings. Lessons 02
-        and 04; the key map and the checks are in :mod:`helpers.model.torchvision_weights`."""
+        """A ViT with a torchvision ``VisionTransformer``'s weights (module or state dict), key by key;
+        ``image_size`` resizes the position embeddings. Lessons 02 and 04 (:mod:`.torchvision_weights`)."""
         from helpers.model.torchvision_weights import vit_from_torchvision  # it imports this module
 
         return vit_from_torchvision(model_or_state_dict, image_size, **kw)
@@ -342,10 +316,8 @@ class ViT(nn.Module):
 def interpolate_position_embedding(pos_embedding: torch.Tensor, new_grid: int) -> torch.Tensor:
     """Resize (1, 1 + G*G, D) position embeddings to (1, 1 + new_grid^2, D) for another image size.
 
-    The patch embeddings are laid out on their G x G grid and resized with bicubic interpolation
-    (align_corners=True), the [class] token's embedding is kept: the same as torchvision's
-    ``interpolate_embeddings``, which the paper describes in Section 3.2 ("Fine-tuning and higher
-    resolution"). Lesson 04.
+    Bicubic on the G x G grid (align_corners=True), the [class] token's kept: torchvision's
+    ``interpolate_embeddings``, the paper's Section 3.2. Lesson 04.
     """
     _, n, dim = pos_embedding.shape
     grid = math.isqrt(n - 1)
