@@ -14,8 +14,8 @@ image; ``side`` is the file's own shorter side. The pixels are the decoded path'
 resizes to S first (Resize then has nothing to do), or when the file's side already is S (a transform
 resizing elsewhere resizes the uint8 tensor; torchvision's uint8 resize follows Pillow's within 1/255);
 ``tests/test_image_cache.py`` checks both. Anything else, a transform that is not ``v2``, or a changed
-file (size, mtime) is decoded as before. Made by :func:`build_image_cache` (``python -m helpers.data
-cache``) and by the real dataset's prepared copy.
+file (size, mtime) is decoded as before. Made by the prepared copy and by :func:`build_image_cache`
+(``python -m helpers.data cache``).
 """
 
 from __future__ import annotations
@@ -44,11 +44,6 @@ CACHE_FOLDER = ".image_cache"  # hidden: list_image_files never sees it
 PIXELS_FILE = "pixels.u8"
 INDEX_FILE = "index.json"
 VERSION = 2
-
-
-def cache_folder(root: str | os.PathLike) -> Path:
-    """Where the image cache of the image folder ``root`` lives."""
-    return Path(root) / CACHE_FOLDER
 
 
 def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
@@ -96,20 +91,20 @@ def _decode_for_cache(path: Path, size: int) -> tuple[np.ndarray, os.stat_result
         return vanished(path)
 
 
-def build_image_cache(root: str | os.PathLike, size: int, *, workers: int | None = None) -> Path:
+def build_image_cache(root: str | os.PathLike, size: int) -> Path:
     """Decode every image under ``root`` once into ``root/.image_cache`` at shorter side ``size``;
     undecodable files are skipped with one warning; reused when nothing changed. Returns the folder."""
     root = Path(root)
-    files = list_image_files(root)
+    folder, files = root / CACHE_FOLDER, list_image_files(root)
     existing = ImageCache.open(root)
     if existing is not None and existing.size == size and existing.covers(files):
         return existing.folder
     problems: list[str] = []
-    with building_folder(cache_folder(root), {"cache": "decoded images", "size": size}) as building:
+    with building_folder(folder, {"cache": "decoded images", "size": size}) as building:
         with explain_disk_full(root, "writing the image cache"):
             writer = CacheWriter(building, size)
             # PIL decodes and resizes without holding the GIL, so threads decode in parallel.
-            with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
                 results = pool.map(_decode_for_cache, files, [size] * len(files))
                 progress = tqdm(results, total=len(files), desc=f"Caching at {size} px")
                 for path, result in zip(files, progress, strict=True):
@@ -119,7 +114,7 @@ def build_image_cache(root: str | os.PathLike, size: int, *, workers: int | None
                         writer.add(path.relative_to(root).as_posix(), *result)
             writer.finish()
     warn_skipped(problems, f"while caching {root}")
-    return cache_folder(root)
+    return folder
 
 
 @functools.lru_cache(maxsize=8)
@@ -144,7 +139,7 @@ class ImageCache:
     @classmethod
     def open(cls, root: str | os.PathLike) -> ImageCache | None:
         """The cache of the image folder ``root``, or None when it has none that is complete."""
-        folder = cache_folder(root)
+        folder = Path(root) / CACHE_FOLDER
         index_path = folder / INDEX_FILE
         if read_marker(folder) is None:
             return None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -236,16 +235,12 @@ def prepared_name(name: str, reencoded: bool) -> str:
     return name + ".png"
 
 
-def _copy_one(path: Path, target_dir: Path, max_side: int, taken: set[str], lock: threading.Lock):
-    """Write one image of the prepared copy; return (written file, its cache pixels) or a problem."""
+def _copy_one(path: Path, target_dir: Path, max_side: int):
+    """Write one image of the prepared copy; return (written file, its cache pixels, side) or a problem."""
     try:
         image = load_image_rgb(path)
         reencoded = min(image.size) > max_side
-        target = target_dir / prepared_name(path.name, reencoded)
-        with lock:  # unique by construction; this makes an overwrite impossible anyway
-            if str(target) in taken:
-                raise RuntimeError(f"two images would be written to {target}")
-            taken.add(str(target))
+        target = target_dir / prepared_name(path.name, reencoded)  # "xb" below: never an overwrite
         target.parent.mkdir(parents=True, exist_ok=True)
         if reencoded:
             image = resize_shorter_side(image, max_side)
@@ -272,8 +267,6 @@ def make_resized_copy(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, ma
         return dst_dir  # without listing the originals: they may be gone
     samples, class_names = find_images(src_dir, check=False)
     check_free_space(dst_dir.parent, len(samples) * PREPARED_BYTES_PER_IMAGE, "the prepared copy")
-    taken: set[str] = set()
-    lock = threading.Lock()
     with building_folder(dst_dir, {**settings, "count": len(samples)}) as building:
         with explain_disk_full(dst_dir.parent, "writing the prepared copy"):
             writer = CacheWriter(building / CACHE_FOLDER, max_side)
@@ -281,7 +274,7 @@ def make_resized_copy(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, ma
             def copy_one(sample: tuple[Path, int]):
                 path, label = sample
                 relative = path.parent.relative_to(src_dir / class_names[label])
-                return _copy_one(path, building / class_names[label] / relative, max_side, taken, lock)
+                return _copy_one(path, building / class_names[label] / relative, max_side)
 
             problems = []
             # Threads are enough: PIL decodes, resizes and encodes without holding the GIL.

@@ -1,18 +1,12 @@
-"""The course's datasets by name, and the ``python -m helpers.data`` command line.
-
-Notebooks call :func:`get_dataset` with ``"toy"`` (small mode: made in seconds by
-:mod:`helpers.data.toy`) or ``"fake_or_real"`` (full mode: downloaded by :mod:`helpers.data.fake_or_real`);
-either way they get a folder with ``fake_images/`` and ``real_images/`` inside.
-
-Command line::
+"""The course's datasets by name (:func:`get_dataset`), and the ``python -m helpers.data`` command line:
 
     python -m helpers.data make-toy --out data/toy [--images-per-class N --image-size S --seed K]
     python -m helpers.data download --out data/fake_or_real [--max-side 256]
     python -m helpers.data cache --data data/toy [--size 64]
     python -m helpers.data figures --data data/toy --out figures
 
-An expected failure (no network, a full disk, a folder that cannot be written, a folder without
-the two classes) ends with one ``error: ...`` line and exit status 1 or 2 (:mod:`helpers._cli`).
+An expected failure (no network, a full disk, a folder without the two classes) ends with one
+``error: ...`` line and exit status 1 or 2 (:mod:`helpers._cli`).
 """
 
 from __future__ import annotations
@@ -40,14 +34,10 @@ from helpers.data.toy import IMAGES_PER_CLASS, make_toy_dataset
 
 
 def get_dataset(name: str, root: str | os.PathLike | None = None, **kwargs: Any) -> Path:
-    """The folder of dataset ``name``, made or downloaded into ``data/<name>`` if needed (lessons 03-06).
-
-    ``"toy"`` -> :func:`helpers.data.toy.make_toy_dataset` (seconds); keyword arguments go to it.
-    ``"fake_or_real"`` -> what lessons train and evaluate on: the prepared copy (shorter sides at most
-    ``max_side=256`` pixels, with its decoded image cache), made once per course home and reused by
-    every later lesson and runtime (:func:`helpers.data.fake_or_real.prepared_fake_or_real`: ~9 GB
-    download the first time). ``max_side=None`` gives the originals at native resolution instead;
-    ``expected_count`` is passed on. Returns the folder holding fake_images/ and real_images/.
+    """The folder (with fake_images/ and real_images/) of dataset ``name``, made or downloaded into
+    ``data/<name>`` if needed (lessons 03-06). ``"toy"``: :func:`~helpers.data.toy.make_toy_dataset`
+    with ``kwargs``. ``"fake_or_real"``: the prepared copy at ``max_side=256``
+    (:func:`~helpers.data.fake_or_real.prepared_fake_or_real`), or with ``max_side=None`` the originals.
     """
     if name == "toy":
         root = Path(root) if root is not None else course.data_dir() / "toy"
@@ -66,7 +56,7 @@ def get_dataset(name: str, root: str | os.PathLike | None = None, **kwargs: Any)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the command line and run the command; returns the exit status (see :mod:`helpers._cli`)."""
+    """Run the command line; returns the exit status (see :mod:`helpers._cli`)."""
     parser = cli.ArgumentParser(
         prog="python -m helpers.data",
         description="Make the toy dataset, download the Fake or Real dataset, or draw figures of one.",
@@ -78,17 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     toy.add_argument("--image-size", type=int, default=64)
     toy.add_argument("--seed", type=int, default=0)
     download = commands.add_parser("download", help="download and extract the Fake or Real dataset (~9 GB)")
-    download.add_argument(
-        "--out", type=Path, default=None, help="folder to write (default: data/fake_or_real)"
-    )
-    download.add_argument(
-        "--max-side", type=int, default=None, help="also write the prepared copy, shorter sides <= N px"
-    )
+    download.add_argument("--out", type=Path, default=None, help="folder (default: data/fake_or_real)")
+    download.add_argument("--max-side", type=int, default=None, help="also the prepared copy at N px")
     cache = commands.add_parser("cache", help="decode an image folder once into its image cache")
     cache.add_argument("--data", type=Path, required=True, help="image folder (fake_images/, real_images/)")
-    cache.add_argument(
-        "--size", type=int, default=PREPARED_SIDE, help="shorter side of the cached images, in pixels"
-    )
+    cache.add_argument("--size", type=int, default=PREPARED_SIDE, help="cached images' shorter side, px")
     figures = commands.add_parser("figures", help="draw sample and spectrum figures of an image folder")
     figures.add_argument("--data", type=Path, default=None, help="image folder (default: data/toy)")
     figures.add_argument("--out", type=Path, default=None, help="figures folder (default: figures/)")
@@ -104,13 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the parsed command ``args.command``; returns 0."""
+    """Run the parsed command; returns 0."""
     if args.command == "make-toy":
         out = args.out or course.data_dir() / "toy"
         start = time.perf_counter()
-        make_toy_dataset(
-            out, images_per_class=args.images_per_class, image_size=args.image_size, seed=args.seed
-        )
+        make_toy_dataset(out, args.images_per_class, args.image_size, args.seed)
         print(f"{out}: {2 * args.images_per_class} images ready in {time.perf_counter() - start:.1f} s")
     elif args.command == "download":
         out = args.out or course.data_dir() / "fake_or_real"

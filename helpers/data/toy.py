@@ -120,6 +120,20 @@ def _generate_fake(real_like: np.ndarray, generator: str) -> np.ndarray:
     return (fake - fake_mean) / np.maximum(fake_std, 1e-6) * std + mean
 
 
+def _check_size(image_size: int) -> None:
+    if image_size % 2 or image_size < 8:
+        raise ValueError(f"image_size must be even and >= 8 (the generator halves it), got {image_size}")
+
+
+def _toy_image(sources: list[np.ndarray], stream: list[int], size: int, generator: str) -> np.ndarray:
+    """One image, uint8 (size, size, 3): a crop, through ``generator`` unless "none". One random
+    stream per image (``[seed, label, i]``), so images do not depend on their order."""
+    crop = _random_crop(np.random.default_rng(stream), sources, size)
+    if generator != "none":
+        crop = _generate_fake(crop, generator)
+    return np.clip(np.round(crop * 255.0), 0, 255).astype(np.uint8)
+
+
 def make_toy_dataset(
     root: str | os.PathLike, images_per_class: int = IMAGES_PER_CLASS, image_size: int = 64, seed: int = 0
 ) -> Path:
@@ -130,17 +144,11 @@ def make_toy_dataset(
     another rebuilt. Lesson 03 (through ``get_dataset("toy")``).
     """
     root = Path(root)
-    if image_size % 2 or image_size < 8:
-        raise ValueError(f"image_size must be even and >= 8 (the generator halves it), got {image_size}")
+    _check_size(image_size)
     if images_per_class < 1:
         raise ValueError(f"images_per_class must be >= 1, got {images_per_class}")
-    settings = {
-        "dataset": "toy",
-        "version": VERSION,
-        "images_per_class": images_per_class,
-        "image_size": image_size,
-        "seed": seed,
-    }
+    settings = {"dataset": "toy", "version": VERSION, "images_per_class": images_per_class}
+    settings |= {"image_size": image_size, "seed": seed}
     if marker_matches(root, settings):
         return root
     if root.exists() and any(root.iterdir()) and (read_marker(root) or {}).get("dataset") != "toy":
@@ -155,13 +163,8 @@ def make_toy_dataset(
         for label, name in enumerate(CLASS_NAMES):
             (building / name).mkdir()
             for i in range(images_per_class):
-                rng = np.random.default_rng([seed, label, i])  # one stream per image: order-independent
-                crop = _random_crop(rng, sources, image_size)
-                generator = "none"
-                if name == "fake_images":
-                    generator = generators[i % len(generators)]
-                    crop = _generate_fake(crop, generator)
-                pixels = np.clip(np.round(crop * 255.0), 0, 255).astype(np.uint8)
+                generator = generators[i % len(generators)] if name == "fake_images" else "none"
+                pixels = _toy_image(sources, [seed, label, i], image_size, generator)
                 filename = f"{name.split('_')[0]}_{i:05d}.png"
                 # no metadata: the same pixels always give the same bytes
                 Image.fromarray(pixels).save(building / name / filename, format="PNG", compress_level=6)
@@ -178,16 +181,12 @@ def make_toy_images(
     is in the toy dataset. Lesson 04 (a generator of :data:`UNSEEN_GENERATORS`).
     """
     _kernel(generator)  # unknown name -> ValueError before any work
-    if image_size % 2 or image_size < 8:
-        raise ValueError(f"image_size must be even and >= 8 (the generator halves it), got {image_size}")
+    _check_size(image_size)
     sources = _sources()
     images, labels = [], []
     for label, name in enumerate(CLASS_NAMES):
         for i in range(images_per_class):
-            rng = np.random.default_rng([seed, label, i])  # one stream per image, as in the dataset
-            crop = _random_crop(rng, sources, image_size)
-            if name == "fake_images":
-                crop = _generate_fake(crop, generator)
-            images.append(np.clip(np.round(crop * 255.0), 0, 255).astype(np.uint8))
+            kind = generator if name == "fake_images" else "none"
+            images.append(_toy_image(sources, [seed, label, i], image_size, kind))
             labels.append(label)
     return np.stack(images), np.array(labels, dtype=np.int64)

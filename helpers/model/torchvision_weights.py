@@ -69,17 +69,10 @@ def vit_from_torchvision(
         raise ValueError(f"Cannot guess the number of heads for dim={dim}; pass heads= or the module.")
     heads = dim // 64 if heads is None else heads
 
+    sizes = {"patch_size": patch_size, "in_channels": in_channels, "num_classes": num_classes, "dim": dim}
+    sizes |= {"depth": depth, "heads": heads, "mlp_dim": mlp_dim}
     config = ViTConfig(
-        image_size=image_size or grid * patch_size,
-        patch_size=patch_size,
-        in_channels=in_channels,
-        num_classes=num_classes,
-        dim=dim,
-        depth=depth,
-        heads=heads,
-        mlp_dim=mlp_dim,
-        dropout=dropout,
-        attention_dropout=attention_dropout,
+        image_size or grid * patch_size, **sizes, dropout=dropout, attention_dropout=attention_dropout
     )
     new_grid = config.image_size // patch_size
     if new_grid != grid:
