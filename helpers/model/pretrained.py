@@ -82,27 +82,22 @@ def _check_reachable(url: str, timeout: float) -> None:
         pass
 
 
-def load_vit_b16_state_dict(download: bool = True, timeout: float = 10.0) -> dict[str, torch.Tensor]:
+def load_vit_b16_state_dict(timeout: float = 10.0) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet ViT-B/16 state dict: cached, else downloaded (~330 MB); offline, fails
     within ``timeout`` seconds with :class:`PretrainedWeightsUnavailable` saying what to do."""
     path = weights_cache_path()
     if not path.is_file():
-        why = "downloading is switched off"
-        if download:
-            try:
-                _check_reachable(VIT_B16_URL, timeout)
-                why = ""
-            except OSError as err:  # URLError and HTTPError are OSErrors
-                why = f"the download failed: {err}"
-        if why:
+        try:
+            _check_reachable(VIT_B16_URL, timeout)
+        except OSError as err:  # URLError and HTTPError are OSErrors
             raise PretrainedWeightsUnavailable(
                 f"The ImageNet ViT-B/16 weights {VIT_B16_WEIGHTS_FILE} are not in the torch hub cache "
-                f"folder {path.parent} and {why}.\n"
+                f"folder {path.parent} and the download failed: {err}.\n"
                 f"Fix: connect to the internet, or download {VIT_B16_URL} on another machine and copy it "
                 f"to {path} (set TORCH_HOME to use another cache folder).\n"
                 "In small mode you may instead go on with RANDOM weights (allow_random=True, or "
                 "--allow-random-weights on the command line); the numbers then mean little."
-            )
+            ) from err
     # Cache first, else download; check_hash verifies a download against the sha256 prefix in its name.
     state_dict = WEIGHTS.get_state_dict(progress=True, weights_only=True, check_hash=True)
     check_published_weights(path)
