@@ -1,16 +1,14 @@
 """Checks for the your-turn cells of lessons 01-03: run the learner's function, answer ✓ or name the mistake.
 
-Each your-turn cell asks for one function. The check below it calls that function on small, fixed,
-seeded inputs, with the same weights as the course's tested model (``helpers.model.vit``), and compares the
-numbers. When they differ, it runs known-wrong versions of the same step (the classic mistakes, in
-``helpers.lessons.mistakes``) on the same inputs; if the learner's numbers equal one of them, the mistake's
-hint names it. Nothing here reads the learner's source code: a mistake is recognised by what it computes.
+A check calls the learner's function on small seeded inputs, with the weights of ``helpers.model.vit``,
+and compares the numbers; when they differ, the known-wrong versions of ``helpers.lessons.mistakes``
+run on the same inputs, and the one that computes the same names the mistake (the source is never
+read). A check returns what the lesson uses next: the learner's function when right, else the
+reference. A stub (raises ``NotImplementedError``, returns ``None`` or ``...``) counts as skipped. A
+wrong answer prints a hint; with ``strict=True`` (the tests) it raises ``CheckFailed``, whose ``hint``
+is the mistake's id (a key of ``HINTS``, or "shape", "values", "error", ...).
 
-Every check returns what the lesson uses from then on: the learner's function when it is right, else
-the reference, so *Run all* works for a reader who skips a cell. A cell left as shipped (the stub raises
-``NotImplementedError`` or returns ``None`` / ``...``) counts as skipped. A wrong answer prints a hint
-and does not raise, unless ``strict=True`` (the tests use it): then ``CheckFailed`` is raised, with
-the mistake's id (a key of ``HINTS``, or "shape", "values", "error", ...) in its ``hint``.
+The checks, and what the learner writes:
 
     lesson  check                the learner writes
     01      check_patchify       patchify(images, patch_size): (B, C, H, W) -> (B, N, C*P*P)
@@ -47,15 +45,13 @@ from helpers.lessons.mistakes import (
 )
 from helpers.model.vit import MultiHeadSelfAttention, PatchEmbedding, TransformerEncoderBlock, ViT, ViTConfig
 
-# A right answer computed in another order (einsum instead of @, unfold instead of reshape) differs
-# from the reference by float32 rounding, about 1e-7; each mistake of helpers.lessons.mistakes differs by
-# 0.03 or more (no_zero_grad; most by more than 0.5), measured on the checks' own inputs by
-# tests/test_checks.py.
+# A right answer computed in another order differs by float32 rounding (~1e-7); every mistake by 0.03
+# or more (most by over 0.5), as tests/test_checks.py measures on these inputs.
 RTOL, ATOL = 1e-4, 1e-5
 
 
 class CheckFailed(AssertionError):
-    """Raised by a check called with ``strict=True`` when the answer is wrong; ``hint`` names the mistake."""
+    """A wrong answer to a check called with ``strict=True``; ``hint`` names the mistake."""
 
     def __init__(self, hint: str, message: str):
         super().__init__(f"[{hint}] {message}")
@@ -74,11 +70,11 @@ def _wrong(hint: str, message: str | None = None) -> Verdict:
     return Verdict("wrong", hint, HINTS[hint] if message is None else message)
 
 
-class _Skipped(Exception):
-    """The learner's function is still the stub."""
+class _Skipped(Exception):  # the learner's function is still the stub
+    pass
 
 
-# --- The references: what the lessons use when a cell is skipped or wrong -------------------------
+# --- The references: what the lessons use when a cell is skipped or wrong ---
 
 
 def reference_patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -133,17 +129,17 @@ def reference_training_step(model, images, labels, loss_fn, optimizer, max_norm:
     return loss.item()
 
 
-# --- The machinery shared by every check ----------------------------------------------------------
+# --- The machinery shared by every check ---
 
 
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
-    """Fixed random inputs, without touching the notebook's global random state."""
+    """Fixed random inputs; the notebook's random state is left alone."""
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
 def _seeded(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
-    """A module with fixed weights, plus noise on every parameter so that the parts initialised to 0 or 1
-    (class token, LayerNorms, biases, head) matter too. The notebook's random state is left alone."""
+    """A module with fixed weights plus noise, so that parts initialised to 0 or 1 (class token,
+    LayerNorms, biases, head) matter too. The notebook's random state is left alone."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = factory()
@@ -154,7 +150,7 @@ def _seeded(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
 
 
 def _call(fn: Callable, *args) -> tuple:
-    """Call the learner's function; a stub raises _Skipped; the result comes back as a tuple."""
+    """The learner's function's result as a tuple; a stub raises _Skipped."""
     try:
         out = fn(*args)
     except NotImplementedError:
@@ -165,7 +161,7 @@ def _call(fn: Callable, *args) -> tuple:
 
 
 def _same(seen: Sequence, want: Sequence) -> bool:
-    """Same number of outputs, same shapes, same values to rounding; ``None`` in ``want`` is not compared."""
+    """Same outputs, shapes and values to rounding; ``None`` in ``want`` is not compared."""
     return len(seen) == len(want) and all(
         b is None
         or (
@@ -177,11 +173,8 @@ def _same(seen: Sequence, want: Sequence) -> bool:
 
 
 def _diagnose(probe, fn, want, mistakes=(), errors=(), advice="", loose=None) -> Verdict:
-    """Run ``probe(fn)`` and compare with ``want``; when wrong, find the mistake that computes the same.
-
-    ``mistakes`` are (hint, known-wrong function); ``errors`` are (hint, regex): an error whose text
-    matches gets that hint. ``loose`` keeps the parts of an observation that must match in a second search.
-    """
+    """Compare ``probe(fn)`` with ``want``; when wrong, find the mistake (hint, function) that computes
+    the same, or the error (hint, regex) that matches. ``loose`` picks the parts a second search compares."""
     try:
         seen = probe(fn)
     except _Skipped:
@@ -227,15 +220,14 @@ def _report(step: str, verdict: Verdict, learner, reference, ok_text: str, stric
     return reference
 
 
-# --- Lesson 01: patches, the [class] token and the positions --------------------------------------
+# --- Lesson 01: patches, the [class] token and the positions ---
 
 
 def check_patchify(patchify: Callable, *, strict: bool = False) -> Callable:
-    """Lesson 01: ``patchify(images, patch_size)`` must cut (B, C, H, W) images into (B, N, C*P*P) patches,
-    numbered row by row, each flattened in the (channel, row, column) order of the patch Conv2d's weights."""
+    """Lesson 01: ``patchify(images, patch_size)``: (B, C, H, W) -> (B, N, C*P*P) patches, row by row,
+    each flattened (channel, row, column) like the patch Conv2d's weights."""
     images, P = _randn(2, 3, 12, 12, seed=1), 4  # a 3 x 3 grid of 4 x 4 patches, 48 numbers each
-    # The patches as helpers.model.vit.PatchEmbedding's Conv2d reads them: a convolution whose weight is the
-    # identity, one output channel per (channel, row, column) of a patch, copies the pixels out in order.
+    # A Conv2d with an identity weight copies each patch out in the order PatchEmbedding's Conv2d reads it.
     reader = torch.eye(3 * P * P).reshape(3 * P * P, 3, P, P)
     want = F.conv2d(images, reader, stride=P).flatten(2).transpose(1, 2)  # (B, N, C*P*P)
     advice = "Patches go row by row over the image, each flattened as (channel, row, column)."
@@ -245,9 +237,8 @@ def check_patchify(patchify: Callable, *, strict: bool = False) -> Callable:
 
 
 def check_class_token(add_class_token: Callable, *, strict: bool = False) -> Callable:
-    """Lesson 01: ``add_class_token(tokens, class_token, pos_embedding)`` must put the (1, 1, D) [class]
-    token in front of each image's (B, N, D) patch tokens and add the (1, N+1, D) positions, for any B.
-    The weights are a helpers.model.vit.PatchEmbedding's, and its output is the answer."""
+    """Lesson 01: ``add_class_token(tokens, class_token, pos_embedding)``: the (1, 1, D) [class] token in
+    front of the (B, N, D) tokens, plus the (1, N+1, D) positions, for any B; PatchEmbedding's answer."""
     embed = _seeded(lambda: PatchEmbedding(image_size=8, patch_size=4, in_channels=3, dim=12))  # N = 4
 
     def attempt(batch_size: int) -> Verdict:
@@ -277,12 +268,12 @@ def check_class_token(add_class_token: Callable, *, strict: bool = False) -> Cal
     )
 
 
-# --- Lesson 02: attention, heads and the encoder block --------------------------------------------
+# --- Lesson 02: attention, heads and the encoder block ---
 
 
 def check_attention(attention: Callable, *, strict: bool = False) -> Callable:
-    """Lesson 02: ``attention(q, k, v)`` must return (output, weights) of scaled dot-product attention,
-    for one head, (B, T, d), and for all heads at once, (B, h, T, d)."""
+    """Lesson 02: ``attention(q, k, v)`` -> (output, weights) of scaled dot-product attention, for one
+    head (B, T, d) and all at once (B, h, T, d)."""
     q, k, v = _randn(3, 2, 5, 8, seed=2).unbind(0)  # (B, T, d) each: 5 tokens, heads of width 8
     advice = "Return (output, weights): weights = softmax(q @ kᵀ / sqrt(d), dim=-1), output = weights @ v."
     want = reference_attention(q, k, v)
@@ -306,8 +297,8 @@ def _attention_with(split: Callable, merge: Callable, attn: MultiHeadSelfAttenti
 def check_heads(
     split_heads: Callable, merge_heads: Callable, *, strict: bool = False
 ) -> tuple[Callable, Callable]:
-    """Lesson 02: ``split_heads(x, heads)``: (B, T, D) -> (B, h, T, d) and ``merge_heads(x)``: back to
-    (B, T, D). Checked alone, then inside helpers.model.vit's MultiHeadSelfAttention with its weights."""
+    """Lesson 02: ``split_heads(x, heads)``: (B, T, D) -> (B, h, T, d), ``merge_heads(x)``: back. Checked
+    alone, then inside helpers.model.vit's MultiHeadSelfAttention."""
     x, h = _randn(2, 5, 12, seed=4), 3  # (B, T, D) with 3 heads of width 4
     split = reference_split_heads(x, h)  # (B, h, T, d)
     verdict = _diagnose(lambda f: _call(f, x, h), split_heads, (split,), SPLIT_MISTAKES)
@@ -324,8 +315,8 @@ def check_heads(
 
 
 def check_encoder_block(block_forward: Callable, *, strict: bool = False) -> Callable:
-    """Lesson 02: ``block_forward(block, x)`` must compute a pre-norm encoder block with ``block``'s layers,
-    here a helpers.model.vit.TransformerEncoderBlock whose LayerNorms have random scales and shifts."""
+    """Lesson 02: ``block_forward(block, x)``: a pre-norm encoder block with the layers of ``block``, a
+    TransformerEncoderBlock whose LayerNorms have random scales and shifts."""
     block = _seeded(lambda: TransformerEncoderBlock(dim=12, heads=3, mlp_dim=24))
     x = _randn(2, 5, 12, seed=5)  # (B, T, D)
     advice = "Eq. 2-3: x = x + attn(norm1(x)), then x = x + mlp(norm2(x))."
@@ -336,7 +327,7 @@ def check_encoder_block(block_forward: Callable, *, strict: bool = False) -> Cal
     return _report("encoder block", verdict, block_forward, reference_block_forward, ok, strict)
 
 
-# --- Lesson 03: one training step -----------------------------------------------------------------
+# --- Lesson 03: one training step ---
 
 MAX_NORM = 1.0  # as in lesson 03; the gradient norms of the two steps of the check are 2.4 and 3.3
 
@@ -346,8 +337,8 @@ def _flat(tensors) -> torch.Tensor:
 
 
 def _training_run(step: Callable) -> tuple:
-    """Two calls of ``step`` on a tiny ViT with SGD: (change of the parameters after call 1, after call 2,
-    gradients left behind, losses returned)."""
+    """Two calls of ``step`` on a tiny ViT with SGD: (parameter change after call 1, after call 2,
+    gradients left behind, losses)."""
     config = ViTConfig(image_size=8, patch_size=4, num_classes=2, dim=12, depth=1, heads=3, mlp_dim=24)
     model = _seeded(lambda: ViT(config)).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)  # plain SGD: every mistake shows in the weights
@@ -369,10 +360,8 @@ def _training_run(step: Callable) -> tuple:
 
 
 def check_training_step(training_step: Callable, *, strict: bool = False) -> Callable:
-    """Lesson 03: ``training_step(model, images, labels, loss_fn, optimizer, max_norm)`` must zero the
-    gradients, compute the loss, backpropagate, clip the gradient norm to ``max_norm``, step the optimizer
-    and return the loss as a number. Two calls on a tiny helpers.model.vit.ViT are compared with the
-    reference's."""
+    """Lesson 03: ``training_step(model, images, labels, loss_fn, optimizer, max_norm)``: zero_grad, loss,
+    backward, clip to ``max_norm``, step, return the loss; two calls compared with the reference's."""
     p1, p2, _, losses = _training_run(reference_training_step)
     verdict = _diagnose(
         _training_run,

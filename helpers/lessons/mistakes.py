@@ -1,12 +1,9 @@
-"""The classic mistakes of the your-turn cells of lessons 01-03: what each one computes, and the hint.
+"""The classic mistakes of the your-turn cells of lessons 01-03: what each one computes, and its hint.
 
-``helpers.lessons.checks`` compares a learner's function with the reference; when the numbers differ, it runs
-the known-wrong versions below on the same inputs, and if the learner's numbers equal one of them, it
-prints that mistake's hint. Several come from the source tutorial (a [class] token sized by the
-batch) or are the ones every Transformer course meets (a missing 1/sqrt(d), post-norm instead of
-pre-norm, heads split in the wrong order, no ``zero_grad``). Each catalogue is a tuple of
-(hint id, known-wrong function with the learner's signature); an ``_ERRORS`` tuple maps an error
-message (a regex) to the mistake that raises it. Lessons 01-03, through helpers.lessons.checks.
+Each catalogue is a tuple of (hint id, known-wrong function with the learner's signature), run by
+``helpers.lessons.checks`` on the check's inputs; an ``_ERRORS`` tuple maps an error message (a regex)
+to the mistake that raises it. Some come from the source tutorial (a [class] token sized by the
+batch), the rest are the ones every Transformer course meets.
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# What each classic mistake looks like from outside, and what to fix: one hint per mistake.
 HINTS = {
     # patchify (lesson 01)
     "channels_last": "Each patch is flattened as (row, column, channel), colour last; the patch Conv2d's "
@@ -100,11 +96,11 @@ HINTS = {
 }
 
 
-# --- Lesson 01: patchify, the [class] token and the positions -------------------------------------
+# --- Lesson 01: patchify, the [class] token and the positions ---
 
 
 def _reordered(order: tuple[int, ...]) -> Callable:
-    """A patchify that permutes the (B, C, H/P, P, W/P, P) grid by ``order`` before reading (B, N, C*P*P)."""
+    """A patchify that permutes the (B, C, H/P, P, W/P, P) grid by ``order``, then reads (B, N, C*P*P)."""
 
     def patchify(images, P):
         B, C, H, W = images.shape
@@ -138,34 +134,30 @@ CLASS_TOKEN_ERRORS = (
 )
 
 
-# --- Lesson 02: attention, heads and the encoder block --------------------------------------------
+# --- Lesson 02: attention, heads and the encoder block ---
 
 
 def _attention_from(weights_of: Callable) -> Callable:
-    """An attention that computes its weights with ``weights_of(q, k)`` and returns (weights @ v, weights)."""
-
-    def attention(q, k, v):
-        weights = weights_of(q, k)
-        return weights @ v, weights
-
-    return attention
+    """An attention whose weights are ``weights_of(q, k)``: returns (weights @ v, weights)."""
+    return lambda q, k, v: (weights_of(q, k) @ v, weights_of(q, k))
 
 
 def _scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return q @ k.transpose(-2, -1)  # (..., T, T), not scaled
 
 
+def _scaled(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return _scores(q, k) / math.sqrt(q.shape[-1])
+
+
 ATTENTION_MISTAKES = (
     ("no_scale", _attention_from(lambda q, k: _scores(q, k).softmax(-1))),
     ("scale_by_d", _attention_from(lambda q, k: (_scores(q, k) / q.shape[-1]).softmax(-1))),
     ("scale_after_softmax", _attention_from(lambda q, k: _scores(q, k).softmax(-1) / math.sqrt(q.shape[-1]))),
-    (
-        "softmax_wrong_axis",
-        _attention_from(lambda q, k: (_scores(q, k) / math.sqrt(q.shape[-1])).softmax(-2)),
-    ),
-    ("softmax_wrong_axis", _attention_from(lambda q, k: (_scores(q, k) / math.sqrt(q.shape[-1])).softmax(0))),
-    ("no_softmax", _attention_from(lambda q, k: _scores(q, k) / math.sqrt(q.shape[-1]))),
-    ("values_not_used", lambda q, k, v: ((_scores(q, k) / math.sqrt(q.shape[-1])).softmax(-1),) * 2),
+    ("softmax_wrong_axis", _attention_from(lambda q, k: _scaled(q, k).softmax(-2))),
+    ("softmax_wrong_axis", _attention_from(lambda q, k: _scaled(q, k).softmax(0))),
+    ("no_softmax", _attention_from(_scaled)),
+    ("values_not_used", lambda q, k, v: (_scaled(q, k).softmax(-1),) * 2),
 )
 
 
@@ -185,7 +177,7 @@ MERGE_ERRORS = (("merge_view", r"view size is not compatible"),)
 
 
 def _steps(first: Callable, second: Callable) -> Callable:
-    """A block forward as the learner writes it, two lines: x = first(block, x); x = second(block, x)."""
+    """A block forward in the learner's two lines: x = first(block, x); x = second(block, x)."""
     return lambda b, x: second(b, first(b, x))
 
 
@@ -206,7 +198,7 @@ BLOCK_MISTAKES = (
 )
 
 
-# --- Lesson 03: one training step -----------------------------------------------------------------
+# --- Lesson 03: one training step ---
 
 
 def _step_variant(zero: str = "start", clip: str = "before_step", step: bool = True, returns: bool = True):

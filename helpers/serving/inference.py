@@ -1,25 +1,17 @@
 """Export a trained detector, and load it back to predict on single images (lessons 04 and 06).
 
-A detector folder holds exactly two files, neither of them pickled:
-
-- ``model.safetensors``: the model's weights (safetensors cannot run code when loaded).
-- ``config.json``: everything needed to rebuild the model and its eval transform, e.g.::
+A detector folder holds two files, neither pickled: ``model.safetensors`` (the weights; loading cannot
+run code) and ``config.json``, all that rebuilds the model and its eval transform, e.g.::
 
     {"format": "fake-vit/1", "model_name": "vit_tiny",
      "vit_config": {"image_size": 64, "patch_size": 8, ...},
      "class_names": ["fake_images", "real_images"],
      "transform": {"resize": 64, "crop": 64, "mean": [...], "std": [...], "interpolation": "bilinear"}}
 
-``python -m helpers.train`` writes one to ``OUT/detector/``, the fine-tuning lesson to
-``build/detector/`` (:func:`helpers.course.detector_dir`); the demo in ``app/`` and the deployment
-lesson read it with :func:`load_predictor`. A detector is what predictions need and nothing more;
-resuming a training run reads the training state instead (:mod:`helpers.train.state`).
-
-Predictions run in the precision the machine is fastest at (``precision="auto"``, see
-:func:`helpers.train.precision.resolve_precision`): bf16 autocast on a CPU with bf16 instructions and
-on recent GPUs, fp16 on older GPUs, fp32 otherwise. The weights stay fp32; only the matrix products are
-rounded, and a probability moves by less than 0.02 (``tests/test_precision.py`` checks it on the toy
-test set). ``precision="fp32"`` gives the exact numbers of the model in fp32.
+``python -m helpers.train`` writes one to ``OUT/detector/``, lesson 04 to ``build/detector/``; the
+demo and lesson 06 read it with :func:`load_predictor`. Predictions run in the fastest precision
+(``precision="auto"``: bf16 or fp16 autocast where the hardware has it, else fp32); the weights stay
+fp32 and a probability moves by less than 0.02 (``tests/test_precision.py``).
 """
 
 from __future__ import annotations
@@ -47,7 +39,6 @@ FORMAT = "fake-vit/1"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 DETECTOR_DIR = "detector"  # inside a training run's folder (python -m helpers.train --out OUT)
-# safetensors dtypes a float32 model can load (load_state_dict converts them); integers are refused.
 FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 
 
@@ -63,10 +54,9 @@ def save_detector(
     model_name: str,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``out_dir`` and return the folder.
+    """Write ``model.safetensors`` and ``config.json`` into ``out_dir``; return it. Lessons 03 and 04.
 
-    ``transform_spec`` is the eval transform (:func:`helpers.data.transforms.eval_transform_spec`);
-    ``extra`` adds keys to ``config.json`` (the dataset, the recipe, test metrics, ...). Lessons 03 and 04.
+    ``transform_spec``: :func:`helpers.data.transforms.eval_transform_spec`; ``extra``: more config keys.
     """
     if len(class_names) != model.config.num_classes:
         raise ValueError(
@@ -91,17 +81,14 @@ def save_detector(
 
 @dataclass
 class Predictor:
-    """A model in eval mode, its eval transform and its class names, ready for single images.
-
-    Lessons 05 and 06.
-    """
+    """A model in eval mode, its eval transform and its class names. Lessons 05 and 06."""
 
     model: ViT
     transform: Any
     class_names: list[str]
     config: dict[str, Any]
     device: torch.device
-    precision: str = "fp32"  # numeric format of the forward pass: "fp32", "bf16" or "fp16"
+    precision: str = "fp32"  # of the forward pass: "fp32", "bf16" or "fp16"
 
     @torch.inference_mode()
     def predict_batch(self, images: list[Image.Image | str | Path]) -> torch.Tensor:
@@ -118,13 +105,9 @@ class Predictor:
 
 
 def check_transform_spec(spec: Any, image_size: int) -> None:
-    """Raise ValueError, naming the field, unless ``spec`` is an eval transform that a ViT at
-    ``image_size`` can use. Lesson 06.
-
-    ``resize`` and ``crop`` are whole numbers from 1 to ``MAX_IMAGE_SIZE`` with ``crop <= resize`` and
-    ``crop == image_size`` (the model takes no other size); ``mean`` and ``std`` hold 3 finite numbers
-    (R, G, B), every ``std`` above 0 (normalising divides by it).
-    """
+    """Raise ValueError, naming the field, unless ``spec`` is an eval transform a ViT at ``image_size``
+    can use: whole ``resize >= crop == image_size`` up to ``MAX_IMAGE_SIZE``, 3 finite ``mean`` and
+    ``std`` values, every ``std`` above 0. Lesson 06."""
     if not isinstance(spec, dict):
         raise ValueError(f"'transform' must be an object with resize, crop, mean and std, not {spec!r}")
     for key in ("resize", "crop"):
@@ -153,13 +136,8 @@ def check_transform_spec(spec: Any, image_size: int) -> None:
 
 
 def check_weights_header(weights_path: Path, vit_config: ViTConfig) -> None:
-    """Compare the names, shapes and dtypes in a safetensors file's header with the model that
-    ``vit_config`` builds. Lesson 06.
-
-    Reads the header only (``safe_open`` maps the file without reading the tensors) and builds the
-    model on the "meta" device (shapes, no memory), so a config.json that does not fit its weights is
-    refused before anything large is allocated. Raises :class:`DetectorError` naming the file.
-    """
+    """Raise :class:`DetectorError` unless the names, shapes and float dtypes in a safetensors header fit
+    the model ``vit_config`` builds; reads the header only, before anything large is allocated."""
     with torch.device("meta"):
         expected = {name: tuple(t.shape) for name, t in ViT(vit_config).state_dict().items()}
     try:
@@ -167,7 +145,7 @@ def check_weights_header(weights_path: Path, vit_config: ViTConfig) -> None:
             found = {name: weights.get_slice(name) for name in weights.keys()}
             shapes = {name: tuple(found[name].get_shape()) for name in found}
             dtypes = {name: found[name].get_dtype() for name in found}
-    except Exception as err:  # safetensors raises its own SafetensorError; name the file either way
+    except Exception as err:  # safetensors raises its own SafetensorError
         raise DetectorError(
             f"{weights_path} is not a readable safetensors file ({err}); export the detector again."
         ) from err
@@ -185,8 +163,7 @@ def check_weights_header(weights_path: Path, vit_config: ViTConfig) -> None:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise DetectorError(
             f"{weights_path} does not fit the model described in {weights_path.parent / CONFIG_FILE}: "
-            f"{shown}. "
-            "Keep the two files of one export together, or export the detector again."
+            f"{shown}. Keep the two files of one export together, or export the detector again."
         )
 
 
@@ -204,16 +181,12 @@ def check_finite(state_dict: dict[str, torch.Tensor], weights_path: Path) -> Non
 def load_predictor(
     detector_dir: str | Path, device: str | torch.device = "cpu", precision: str = "auto"
 ) -> Predictor:
-    """Rebuild the model and eval transform saved by :func:`save_detector`. Lessons 04 to 06.
+    """Rebuild what :func:`save_detector` saved in ``detector_dir`` (or a training run's ``detector/``).
+    Lessons 04 to 06.
 
-    ``detector_dir`` is a detector folder, or a training run's folder with one in ``detector/``.
-    ``precision``: "auto" (the fastest format on ``device``, see
-    :func:`helpers.train.precision.resolve_precision` with ``inference=True``), "fp32", "bf16" or "fp16";
-    ``predictor.precision`` says which one runs.
-    Raises :class:`DetectorError` naming the file when a file is missing or unreadable, when
-    ``config.json`` holds an invalid field (see :class:`~helpers.model.vit.ViTConfig` and
-    :func:`check_transform_spec`), when the weights' header does not match the config (checked
-    before allocating, by :func:`check_weights_header`), or when a weight is NaN or infinite.
+    ``precision``: "auto" (fastest on ``device``), "fp32", "bf16" or "fp16". Raises
+    :class:`DetectorError` naming the file when one is missing or unreadable, a config field is
+    invalid, the weights do not fit the config, or a weight is NaN or infinite.
     """
     device = torch.device(device)
     precision = resolve_precision(precision, device, inference=True)  # a bad value fails before loading
@@ -255,7 +228,7 @@ def load_predictor(
     try:
         state_dict = load_file(weights_path)
         model.load_state_dict(state_dict)
-    except Exception as err:  # safetensors raises its own error types; name the file either way
+    except Exception as err:  # safetensors raises its own error types
         raise DetectorError(
             f"{weights_path} does not fit the model described in {config_path}: {err}"
         ) from err
