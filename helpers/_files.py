@@ -1,13 +1,9 @@
 """Writing files so that no reader ever sees half of one, and the disk filling up.
 
-- :func:`atomic_write`: write under a temporary name, then rename (atomic within one folder). Used by
-  the training state, the exported detector, ``metrics.json`` and the datasets' marker files.
-- :func:`building_folder`: build a folder under a hidden name, write its ``.complete`` marker last,
-  publish it with one rename. Used by the toy set, the real set's download and prepared copy, the
-  image cache (``helpers.data.sources``).
-- :func:`check_free_space` before a big write, :func:`explain_disk_full` around one: a clear
-  :class:`DiskSpaceError`. :func:`is_network_filesystem` spots Google Drive (slow for many small
-  files); :func:`local_scratch_dir` is where data is unpacked instead.
+:func:`atomic_write` writes a file under a temporary name, then renames it; :func:`building_folder`
+does the same for a dataset folder, its ``.complete`` marker written last. :func:`check_free_space`
+and :func:`explain_disk_full` raise a clear :class:`DiskSpaceError`. :func:`is_network_filesystem`
+spots Google Drive (slow for many small files); :func:`local_scratch_dir` is where data goes instead.
 """
 
 from __future__ import annotations
@@ -29,23 +25,18 @@ NETWORK_FILESYSTEMS = ("fuse", "nfs", "cifs", "smb", "9p", "sshfs")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(temporary_path)``, then rename it to ``path``; on failure ``path`` is left as it was.
-
-    A full disk is raised as ``OSError(ENOSPC)`` naming ``path``, whatever the writer raised.
-    """
+    """Call ``write(temporary_path)``, then rename it to ``path``; on failure ``path`` is left as it was,
+    and a full disk is raised as ``OSError(ENOSPC)`` naming ``path``, whatever the writer raised."""
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
     try:
         write(temporary)
         os.replace(temporary, path)
-    except Exception as error:
-        disk_full = _disk_is_full(error, path.parent)  # before the partial file is removed
+    except BaseException as error:  # Ctrl-C too
+        disk_full = isinstance(error, Exception) and _disk_is_full(error, path.parent)  # before the unlink
         temporary.unlink(missing_ok=True)
         if disk_full:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from error
-        raise
-    except BaseException:  # Ctrl-C
-        temporary.unlink(missing_ok=True)
         raise
     return path
 
@@ -164,12 +155,11 @@ def explain_disk_full(folder: str | os.PathLike, what: str) -> Iterator[None]:
 
 
 def _mount_types() -> dict[str, str]:
-    """Mount point -> filesystem type, from /proc/mounts (empty where there is none, e.g. macOS)."""
+    """Mount point -> filesystem type, from /proc/mounts (device, mount point with \\040 for spaces, type)."""
     try:
         lines = Path("/proc/mounts").read_text(encoding="utf-8").splitlines()
-    except OSError:
+    except OSError:  # none on macOS
         return {}
-    # device, mount point (spaces written as \040), type, ...
     return {f[1].replace("\\040", " "): f[2] for f in map(str.split, lines) if len(f) >= 3}
 
 

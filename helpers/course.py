@@ -1,14 +1,11 @@
 """Small mode versus full mode, and where the course reads and writes files.
 
-Every notebook's papermill ``parameters`` cell sets ``MODE = "auto"`` and leaves sizes as ``None``;
-the next cell calls :func:`resolve_mode` and :func:`choose`. ``"full"`` (default on a GPU): the paper's
-sizes, the real dataset, pretrained weights. ``"small"`` (default without one): tiny sizes and the toy
-dataset, minutes on a CPU. ``papermill -p MODE ...`` or ``$FAKEVIT_MODE`` overrides the choice.
+Full mode (default on a GPU): the paper's sizes, the real dataset, pretrained weights. Small mode
+(default without one): tiny sizes and the toy dataset, minutes on a CPU. Each notebook's ``MODE``
+parameter or ``$FAKEVIT_MODE`` overrides the choice (:func:`resolve_mode`, :func:`choose`).
 
-Files live in the course *home* (:func:`home`), laid out as in a checkout: ``data/``, ``figures/``,
-``build/detector/``. In Colab, :func:`setup_colab` puts the home on Google Drive so that what lesson 04
-trains is still there when lesson 05 opens in a new runtime. :func:`expect` checks a claimed result:
-a miss stops the notebook in small mode (CI proves it), and is a loud warning in full mode.
+Files live in the course *home* (:func:`home`), laid out as in a checkout; in Colab, :func:`setup_colab`
+puts it on Google Drive so that what lesson 04 trains outlives the runtime.
 """
 
 from __future__ import annotations
@@ -49,15 +46,14 @@ def resolve_mode(mode: str = "auto", *, verbose: bool = True) -> str:
             source = "a GPU was found" if requested == "full" else "no GPU was found"
     if requested not in MODES:
         raise ValueError(f"mode must be 'auto', 'small' or 'full', got {requested!r} (from {source})")
-    if verbose:
-        if requested == "small":
-            print(
-                "=" * 72 + f"\nSMALL MODE ({source}): smaller sizes where a lesson trains, the toy dataset.\n"
-                "A lesson that would load ImageNet weights that are not on this machine says so.\n"
-                'For the real thing, run on a GPU (full mode) or set MODE = "full".\n' + "=" * 72
-            )
-        else:
-            print(f"FULL MODE ({source}): paper sizes, the real dataset and pretrained weights.")
+    if verbose and requested == "small":
+        print(
+            "=" * 72 + f"\nSMALL MODE ({source}): smaller sizes where a lesson trains, the toy dataset.\n"
+            "A lesson that would load ImageNet weights that are not on this machine says so.\n"
+            'For the real thing, run on a GPU (full mode) or set MODE = "full".\n' + "=" * 72
+        )
+    elif verbose:
+        print(f"FULL MODE ({source}): paper sizes, the real dataset and pretrained weights.")
     return requested
 
 
@@ -65,9 +61,7 @@ def choose(value: T | None, *, small: T, full: T, mode: str) -> T:
     """``value`` if it was set (not None), else the default for ``mode``. Every lesson's first cell."""
     if mode not in MODES:
         raise ValueError(f"mode must be 'small' or 'full', got {mode!r}; call resolve_mode first")
-    if value is not None:
-        return value
-    return small if mode == "small" else full
+    return value if value is not None else small if mode == "small" else full
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -143,11 +137,8 @@ _warned: set[str] = set()  # messages expect() has already printed in this proce
 
 
 def expect(condition: bool, message: str, *, mode: str) -> bool:
-    """Check a result the lesson claims; return ``bool(condition)``. Lessons 03 to 06.
-
-    Small mode (proven by CI): a miss raises ``AssertionError(message)``. Full mode (never tested on
-    these exact numbers): a loud warning, once per message, and *Run all* goes on.
-    """
+    """Check a claimed result: a miss raises ``AssertionError(message)`` in small mode (proven by CI),
+    warns loudly once in full mode (never tested on these numbers). Lessons 03 to 06."""
     if mode not in MODES:
         raise ValueError(f"mode must be 'small' or 'full', got {mode!r}; call resolve_mode first")
     if condition:

@@ -7,16 +7,6 @@ read). A check returns what the lesson uses next: the learner's function when ri
 reference. A stub (raises ``NotImplementedError``, returns ``None`` or ``...``) counts as skipped. A
 wrong answer prints a hint; with ``strict=True`` (the tests) it raises ``CheckFailed``, whose ``hint``
 is the mistake's id (a key of ``HINTS``, or "shape", "values", "error", ...).
-
-The checks, and what the learner writes:
-
-    lesson  check                the learner writes
-    01      check_patchify       patchify(images, patch_size): (B, C, H, W) -> (B, N, C*P*P)
-    01      check_class_token    add_class_token(tokens, class_token, pos_embedding) -> (B, N+1, D)
-    02      check_attention      attention(q, k, v) -> (output (..., T, d), weights (..., T, T))
-    02      check_heads          split_heads(x, heads) -> (B, h, T, d), merge_heads(x) -> (B, T, D)
-    02      check_encoder_block  block_forward(block, x) -> (B, T, D), block a TransformerEncoderBlock
-    03      check_training_step  training_step(model, images, labels, loss_fn, optimizer, max_norm) -> loss
 """
 
 from __future__ import annotations
@@ -30,19 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.lessons.mistakes import (
-    ATTENTION_MISTAKES,
-    BLOCK_MISTAKES,
-    CLASS_TOKEN_ERRORS,
-    CLASS_TOKEN_MISTAKES,
-    HINTS,
-    MERGE_ERRORS,
-    MERGE_MISTAKES,
-    PATCHIFY_MISTAKES,
-    SPLIT_MISTAKES,
-    TRAINING_ERRORS,
-    TRAINING_MISTAKES,
-)
+from helpers.lessons import mistakes as m
+from helpers.lessons.mistakes import HINTS
 from helpers.model.vit import MultiHeadSelfAttention, PatchEmbedding, TransformerEncoderBlock, ViT, ViTConfig
 
 # A right answer computed in another order differs by float32 rounding (~1e-7); every mistake by 0.03
@@ -72,9 +51,6 @@ def _wrong(hint: str, message: str | None = None) -> Verdict:
 
 class _Skipped(Exception):  # the learner's function is still the stub
     pass
-
-
-# --- The references: what the lessons use when a cell is skipped or wrong ---
 
 
 def reference_patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -129,9 +105,6 @@ def reference_training_step(model, images, labels, loss_fn, optimizer, max_norm:
     return loss.item()
 
 
-# --- The machinery shared by every check ---
-
-
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
     """Fixed random inputs; the notebook's random state is left alone."""
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
@@ -162,14 +135,9 @@ def _call(fn: Callable, *args) -> tuple:
 
 def _same(seen: Sequence, want: Sequence) -> bool:
     """Same outputs, shapes and values to rounding; ``None`` in ``want`` is not compared."""
-    return len(seen) == len(want) and all(
-        b is None
-        or (
-            a.shape == b.shape
-            and torch.allclose(a.detach().cpu().double(), b.double(), RTOL, ATOL, equal_nan=True)
-        )
-        for a, b in zip(seen, want, strict=True)
-    )
+    close = lambda a, b: torch.allclose(a.detach().cpu().double(), b.double(), RTOL, ATOL, equal_nan=True)  # noqa: E731
+    pairs = zip(seen, want, strict=False)
+    return len(seen) == len(want) and all(b is None or (a.shape == b.shape and close(a, b)) for a, b in pairs)
 
 
 def _diagnose(probe, fn, want, mistakes=(), errors=(), advice="", loose=None) -> Verdict:
@@ -220,9 +188,6 @@ def _report(step: str, verdict: Verdict, learner, reference, ok_text: str, stric
     return reference
 
 
-# --- Lesson 01: patches, the [class] token and the positions ---
-
-
 def check_patchify(patchify: Callable, *, strict: bool = False) -> Callable:
     """Lesson 01: ``patchify(images, patch_size)``: (B, C, H, W) -> (B, N, C*P*P) patches, row by row,
     each flattened (channel, row, column) like the patch Conv2d's weights."""
@@ -231,7 +196,7 @@ def check_patchify(patchify: Callable, *, strict: bool = False) -> Callable:
     reader = torch.eye(3 * P * P).reshape(3 * P * P, 3, P, P)
     want = F.conv2d(images, reader, stride=P).flatten(2).transpose(1, 2)  # (B, N, C*P*P)
     advice = "Patches go row by row over the image, each flattened as (channel, row, column)."
-    verdict = _diagnose(lambda f: _call(f, images, P), patchify, (want,), PATCHIFY_MISTAKES, advice=advice)
+    verdict = _diagnose(lambda f: _call(f, images, P), patchify, (want,), m.PATCHIFY_MISTAKES, advice=advice)
     ok = "your patches are the ones the patch Conv2d of helpers.model.vit.PatchEmbedding reads, in its order."
     return _report("patchify", verdict, patchify, reference_patchify, ok, strict)
 
@@ -248,14 +213,12 @@ def check_class_token(add_class_token: Callable, *, strict: bool = False) -> Cal
             cls, pos = embed.class_token.clone(), embed.pos_embedding.clone()  # (1, 1, D), (1, N+1, D)
             probe = lambda f: _call(f, tokens.clone(), cls, pos)  # noqa: E731
             return _diagnose(
-                probe, add_class_token, (embed(images),), CLASS_TOKEN_MISTAKES, CLASS_TOKEN_ERRORS
+                probe, add_class_token, (embed(images),), m.CLASS_TOKEN_MISTAKES, m.CLASS_TOKEN_ERRORS
             )
 
     verdict = attempt(2)
     if verdict.status != "skipped":  # a token sized by the batch works for one batch size only
-        works = {b for b in (1, 3, 32) if attempt(b).status == "ok"} | (
-            {2} if verdict.status == "ok" else set()
-        )
+        works = {b for b in (1, 2, 3, 32) if (verdict if b == 2 else attempt(b)).status == "ok"}
         if works == {1}:
             verdict = _wrong("class_token_not_expanded")
         elif works and works != {1, 2, 3, 32}:
@@ -268,16 +231,13 @@ def check_class_token(add_class_token: Callable, *, strict: bool = False) -> Cal
     )
 
 
-# --- Lesson 02: attention, heads and the encoder block ---
-
-
 def check_attention(attention: Callable, *, strict: bool = False) -> Callable:
     """Lesson 02: ``attention(q, k, v)`` -> (output, weights) of scaled dot-product attention, for one
     head (B, T, d) and all at once (B, h, T, d)."""
     q, k, v = _randn(3, 2, 5, 8, seed=2).unbind(0)  # (B, T, d) each: 5 tokens, heads of width 8
     advice = "Return (output, weights): weights = softmax(q @ kᵀ / sqrt(d), dim=-1), output = weights @ v."
     want = reference_attention(q, k, v)
-    verdict = _diagnose(lambda f: _call(f, q, k, v), attention, want, ATTENTION_MISTAKES, advice=advice)
+    verdict = _diagnose(lambda f: _call(f, q, k, v), attention, want, m.ATTENTION_MISTAKES, advice=advice)
     if verdict.status == "ok":  # the multi-head step calls it on (B, h, T, d) tensors
         q, k, v = _randn(3, 2, 3, 5, 8, seed=3).unbind(0)
         if _diagnose(lambda f: _call(f, q, k, v), attention, reference_attention(q, k, v)).status != "ok":
@@ -301,10 +261,10 @@ def check_heads(
     alone, then inside helpers.model.vit's MultiHeadSelfAttention."""
     x, h = _randn(2, 5, 12, seed=4), 3  # (B, T, D) with 3 heads of width 4
     split = reference_split_heads(x, h)  # (B, h, T, d)
-    verdict = _diagnose(lambda f: _call(f, x, h), split_heads, (split,), SPLIT_MISTAKES)
+    verdict = _diagnose(lambda f: _call(f, x, h), split_heads, (split,), m.SPLIT_MISTAKES)
     if verdict.status == "ok":  # merge gets a contiguous tensor, like the output of weights @ v
         probe = lambda f: _call(f, split.contiguous())  # noqa: E731
-        verdict = _diagnose(probe, merge_heads, (x,), MERGE_MISTAKES, MERGE_ERRORS)
+        verdict = _diagnose(probe, merge_heads, (x,), m.MERGE_MISTAKES, m.MERGE_ERRORS)
     if verdict.status == "ok":
         attn = _seeded(lambda: MultiHeadSelfAttention(dim=12, heads=h))
         with torch.no_grad():
@@ -322,12 +282,10 @@ def check_encoder_block(block_forward: Callable, *, strict: bool = False) -> Cal
     advice = "Eq. 2-3: x = x + attn(norm1(x)), then x = x + mlp(norm2(x))."
     with torch.no_grad():
         probe = lambda f: _call(f, block, x)  # noqa: E731
-        verdict = _diagnose(probe, block_forward, (block(x),), BLOCK_MISTAKES, advice=advice)
+        verdict = _diagnose(probe, block_forward, (block(x),), m.BLOCK_MISTAKES, advice=advice)
     ok = "same output as helpers.model.vit.TransformerEncoderBlock with the same weights."
     return _report("encoder block", verdict, block_forward, reference_block_forward, ok, strict)
 
-
-# --- Lesson 03: one training step ---
 
 MAX_NORM = 1.0  # as in lesson 03; the gradient norms of the two steps of the check are 2.4 and 3.3
 
@@ -363,14 +321,11 @@ def check_training_step(training_step: Callable, *, strict: bool = False) -> Cal
     """Lesson 03: ``training_step(model, images, labels, loss_fn, optimizer, max_norm)``: zero_grad, loss,
     backward, clip to ``max_norm``, step, return the loss; two calls compared with the reference's."""
     p1, p2, _, losses = _training_run(reference_training_step)
+    want = (p1, p2, None, losses)  # the gradients left behind may differ (zero_grad at the end is fine)
+    advice = "The order: zero_grad, loss_fn(model(images), labels), backward, clip, step, return the loss."
+    loose = lambda obs: (obs[0], obs[1], obs[3])  # noqa: E731  (a second search ignores the gradients)
     verdict = _diagnose(
-        _training_run,
-        training_step,
-        (p1, p2, None, losses),  # the gradients left behind may differ (zero_grad at the end is fine)
-        TRAINING_MISTAKES,
-        TRAINING_ERRORS,
-        advice="The order: zero_grad, loss_fn(model(images), labels), backward, clip, step, return the loss.",
-        loose=lambda obs: (obs[0], obs[1], obs[3]),
+        _training_run, training_step, want, m.TRAINING_MISTAKES, m.TRAINING_ERRORS, advice, loose
     )
     ok = "same weights and losses as the reference after two steps."
     return _report("training step", verdict, training_step, reference_training_step, ok, strict)

@@ -4,9 +4,7 @@ A fresh Colab runtime may open lesson 05 or 06 without lesson 04's detector. :fu
 looks in the course's folders first; only when nothing usable is saved does it fetch data and make one,
 saying so loudly. Small mode: lesson 03's tiny ViT (:func:`train_scratch_detector`, minutes on a CPU).
 Full mode: a linear probe on the ImageNet ViT-B/16 (lesson 04's cheaper method, minutes on a GPU); a
-small-mode detector in lesson 04's folder stops it instead. A small-mode detector is never presented
-as the real one, and :func:`check_publishable` refuses to publish one (lesson 06).
-:func:`rebuild_split` gives back the validation and test images a detector was never trained on.
+small-mode detector is never presented as the real one, nor published (:func:`check_publishable`).
 """
 
 from __future__ import annotations
@@ -39,14 +37,11 @@ def scratch_detector_dir() -> Path:
 
 def read_config(folder: str | Path) -> dict[str, Any] | None:
     """The ``config.json`` of the detector in ``folder``, or None without a complete one. Lessons 05, 06."""
-    folder = Path(folder)
-    if not (folder / inference.WEIGHTS_FILE).is_file():
-        return None
     try:
-        config = json.loads((folder / inference.CONFIG_FILE).read_text(encoding="utf-8"))
+        config = json.loads((Path(folder) / inference.CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return config if isinstance(config, dict) else None
+    return config if isinstance(config, dict) and (Path(folder) / inference.WEIGHTS_FILE).is_file() else None
 
 
 def is_small_mode(config: dict[str, Any]) -> bool:
@@ -59,10 +54,8 @@ def describe(config: dict[str, Any]) -> str:
     recipe = config.get("recipe")
     method = config.get("method") or (recipe.get("name") if isinstance(recipe, dict) else recipe)
     name, dataset = config.get("model_name", "?"), config.get("dataset", "?")
-    text = f"{name} ({method or 'unknown recipe'}, {dataset} data)"
-    if config.get("imagenet_weights") is False:
-        text += ", from RANDOM weights"
-    return text
+    warning = ", from RANDOM weights" if config.get("imagenet_weights") is False else ""
+    return f"{name} ({method or 'unknown recipe'}, {dataset} data){warning}"
 
 
 def check_publishable(config: dict[str, Any], where: str | Path) -> None:
@@ -141,12 +134,9 @@ def find_or_make(
     epochs: int = 4,
     num_workers: int = 0,
 ) -> Path:
-    """The folder of the detector a lesson examines (module docstring). Lessons 05 and 06.
-
-    ``"finetuned"``: lesson 04's, in :func:`helpers.course.detector_dir`. ``"scratch"``: lesson 03's
-    tiny ViT, reused when trained on ``dataset`` with ``seed``, ``image_size`` and ``patch_size``, else
-    trained for ``epochs``. ``image_size=None``: 224 px for a probe, 64 px for the tiny ViT.
-    """
+    """The folder of lesson 04's ``"finetuned"`` detector or lesson 03's ``"scratch"`` tiny ViT (reused
+    when trained with these settings); ``image_size=None``: 224 px for a probe, 64 for the tiny ViT.
+    Lessons 05 and 06."""
     if which not in ("finetuned", "scratch"):
         raise ValueError(f"which must be 'finetuned' or 'scratch', got {which!r}")
     if which == "finetuned":

@@ -1,10 +1,8 @@
 """Small mode's own "ImageNet" (lesson 04): a tiny ViT pretrained on the toy dataset, cached by the course.
 
-Full mode transfers torchvision's ImageNet ViT-B/16; offline on a CPU, small mode makes its own source
-model instead: ``vit_tiny`` trained to tell real toy images from the fakes of
-:data:`helpers.data.toy.GENERATORS`. The target task is a generator it never saw
-(:data:`helpers.data.toy.UNSEEN_GENERATORS`), with a few labelled images. The weights are cached as
-safetensors (:func:`source_paths`), beside a JSON file with the recipe, the seed and the accuracy.
+Where full mode transfers the ImageNet ViT-B/16, small mode transfers ``vit_tiny`` trained on real
+versus :data:`helpers.data.toy.GENERATORS` fakes to an unseen generator, with a few labelled images.
+Cached as safetensors beside a JSON summary (:func:`source_paths`).
 """
 
 from __future__ import annotations

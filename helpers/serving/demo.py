@@ -1,21 +1,13 @@
 """A web page that asks the trained detector "fake or real?" about an uploaded image (lesson 06).
 
-Built with Gradio (an optional extra, ``pip install -e ".[demo]"``, imported only in :func:`build_demo`).
-Run it with ``python app/app.py --detector DIR`` or, from Python, :func:`launch_demo`. An upload is
-checked to be a file in Gradio's upload folder (:func:`uploaded_file`), decoded to RGB by
-:func:`helpers.data.images.load_image_rgb`, passed through the eval transform recorded in
-``config.json`` and the ViT (in the fastest precision, shown on the page); the page shows each class's
-probability. A file that is not an image, too large or too elongated gets a message on the page and
-a line in the log; the server keeps serving.
+Gradio is an optional extra (``pip install -e ".[demo]"``), imported only in :func:`build_demo`. Run it
+with ``python app/app.py --detector DIR`` or :func:`launch_demo`. An upload is decoded to RGB, passed
+through the eval transform in ``config.json`` and the ViT; the page shows each class's probability.
+A bad upload gets a message on the page and a line in the log; the server keeps serving.
 
-What a stranger can and cannot do:
-
-- ``/predict`` classifies only regular files inside the upload folder; any other path (``/etc/passwd``,
-  a FIFO, a symlink out) gets the same refusal, :data:`NOT_AN_UPLOAD`, and is never opened.
-- An upload is at most :data:`MAX_UPLOAD_BYTES` and :data:`MAX_UPLOAD_PIXELS`; it is deleted once
-  classified, and after 15 minutes if nobody classified it.
-- :data:`CONCURRENCY` predictions run at once, :data:`QUEUE_SIZE` more wait; later ones are told the
-  queue is full.
+Against strangers: ``/predict`` opens only regular files in Gradio's upload folder (anything else gets
+:data:`NOT_AN_UPLOAD`); uploads are capped (:data:`MAX_UPLOAD_BYTES`, :data:`MAX_UPLOAD_PIXELS`) and
+deleted once classified or after 15 minutes; :data:`CONCURRENCY` run at once, :data:`QUEUE_SIZE` wait.
 """
 
 from __future__ import annotations
@@ -87,11 +79,8 @@ def upload_path(upload: str | Path | Mapping[str, Any] | None) -> tuple[Path, st
 
 
 def uploaded_file(upload: str | Mapping[str, Any], upload_folder: str | Path) -> tuple[Path, str]:
-    """``(path on disk, the user's file name)`` when ``upload`` names a regular file in ``upload_folder``.
-
-    Anything else an API caller writes raises ``ImageLoadError(NOT_AN_UPLOAD)``, the same text whatever
-    is there. Nothing is opened (``realpath`` and ``stat`` only), so a FIFO cannot block the server.
-    """
+    """``(path on disk, the user's file name)`` when ``upload`` names a regular file in ``upload_folder``,
+    else ``ImageLoadError(NOT_AN_UPLOAD)``. Nothing is opened, so a FIFO cannot block the server."""
     text = upload.get("path") if isinstance(upload, Mapping) else upload
     try:
         folder = Path(os.path.realpath(upload_folder))
@@ -175,10 +164,8 @@ def check_predictor_answers(predictor: Predictor, detector_dir: str | Path) -> N
 def build_demo(
     detector_dir: str | Path, examples: list[str | Path] | None = None, precision: str = "auto"
 ) -> gr.Blocks:
-    """The Gradio page for the detector in ``detector_dir``; serve it with :func:`launch_demo` (which
-    caps uploads). Raises ``DetectorError`` when the detector is missing, broken or answers non-finite
-    numbers. ``examples``: image files, each one's folder name its class.
-    """
+    """The Gradio page for the detector in ``detector_dir`` (``DetectorError`` when missing or broken);
+    ``examples``: image files, each one's folder name its class. Serve it with :func:`launch_demo`."""
     import gradio as gr
     from gradio.utils import get_upload_folder  # $GRADIO_TEMP_DIR, else <temp dir>/gradio
 
@@ -268,11 +255,8 @@ def launch_demo(
     block: bool = True,
     quiet: bool = False,
 ) -> gr.Blocks:
-    """Serve :func:`build_demo`'s page, refusing uploads over :data:`MAX_UPLOAD_BYTES`. Lesson 06, the app.
-
-    ``host``/``port``: else ``$GRADIO_SERVER_NAME``/``$GRADIO_SERVER_PORT``, else 127.0.0.1:7860;
-    ``share``: also a public gradio.live link; ``block=False`` returns at once (``.close()`` stops it).
-    """
+    """Serve :func:`build_demo`'s page, refusing uploads over :data:`MAX_UPLOAD_BYTES` (lesson 06, the app);
+    ``block=False`` returns at once (``.close()`` stops it), ``share`` adds a public gradio.live link."""
     demo = build_demo(detector_dir, examples=examples)
     # Only a gr.Error's message reaches the page: strangers never see the server's paths.
     demo.launch(

@@ -1,17 +1,15 @@
 """Export a trained detector, and load it back to predict on single images (lessons 04 and 06).
 
-A detector folder holds two files, neither pickled: ``model.safetensors`` (the weights; loading cannot
-run code) and ``config.json``, all that rebuilds the model and its eval transform, e.g.::
+A detector folder holds ``model.safetensors`` (loading cannot run code) and ``config.json``, e.g.::
 
     {"format": "fake-vit/1", "model_name": "vit_tiny",
      "vit_config": {"image_size": 64, "patch_size": 8, ...},
      "class_names": ["fake_images", "real_images"],
      "transform": {"resize": 64, "crop": 64, "mean": [...], "std": [...], "interpolation": "bilinear"}}
 
-``python -m helpers.train`` writes one to ``OUT/detector/``, lesson 04 to ``build/detector/``; the
-demo and lesson 06 read it with :func:`load_predictor`. Predictions run in the fastest precision
-(``precision="auto"``: bf16 or fp16 autocast where the hardware has it, else fp32); the weights stay
-fp32 and a probability moves by less than 0.02 (``tests/test_precision.py``).
+``python -m helpers.train`` writes one to ``OUT/detector/``, lesson 04 to ``build/detector/``.
+``precision="auto"`` predicts with bf16 or fp16 autocast where the hardware has it: a probability
+moves by less than 0.02 (``tests/test_precision.py``).
 """
 
 from __future__ import annotations
@@ -54,10 +52,8 @@ def save_detector(
     model_name: str,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``out_dir``; return it. Lessons 03 and 04.
-
-    ``transform_spec``: :func:`helpers.data.transforms.eval_transform_spec`; ``extra``: more config keys.
-    """
+    """Write ``model.safetensors`` and ``config.json`` (plus the keys of ``extra``) into ``out_dir``; return
+    it. ``transform_spec``: :func:`helpers.data.transforms.eval_transform_spec`. Lessons 03 and 04."""
     if len(class_names) != model.config.num_classes:
         raise ValueError(
             f"{len(class_names)} class names {list(class_names)} for a model with "
@@ -65,14 +61,8 @@ def save_detector(
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = {
-        "format": FORMAT,
-        "model_name": model_name,
-        "vit_config": model.config.to_dict(),
-        "class_names": list(class_names),
-        "transform": dict(transform_spec),
-        **(extra or {}),
-    }
+    config = {"format": FORMAT, "model_name": model_name, "vit_config": model.config.to_dict()}
+    config |= {"class_names": list(class_names), "transform": dict(transform_spec), **(extra or {})}
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(out_dir / WEIGHTS_FILE, lambda tmp: save_file(weights, tmp))
     write_json(out_dir / CONFIG_FILE, config)
@@ -124,12 +114,8 @@ def check_transform_spec(spec: Any, image_size: int) -> None:
         )
     for key in ("mean", "std"):
         values = spec.get(key)
-        if (
-            not isinstance(values, list | tuple)
-            or len(values) != 3
-            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
-            or not all(math.isfinite(v) for v in values)
-        ):
+        real = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+        if not (isinstance(values, list | tuple) and len(values) == 3 and all(map(real, values))):
             raise ValueError(f"transform {key}={values!r} must be 3 finite numbers, one per colour (R, G, B)")
     if not all(v > 0 for v in spec["std"]):
         raise ValueError(f"transform std={spec['std']!r}: every value must be above 0")
@@ -152,9 +138,7 @@ def check_weights_header(weights_path: Path, vit_config: ViTConfig) -> None:
     problems = [f"missing {name!r}" for name in expected if name not in shapes]
     problems += [f"unexpected {name!r}" for name in shapes if name not in expected]
     problems += [
-        f"{name!r} is {shapes[name]}, the config needs {shape}"
-        for name, shape in expected.items()
-        if name in shapes and shapes[name] != shape
+        f"{n!r} is {shapes[n]}, the config needs {s}" for n, s in expected.items() if shapes.get(n, s) != s
     ]
     problems += [
         f"{name!r} holds {dtype}, not floats" for name, dtype in dtypes.items() if dtype not in FLOAT_DTYPES
@@ -167,26 +151,13 @@ def check_weights_header(weights_path: Path, vit_config: ViTConfig) -> None:
         )
 
 
-def check_finite(state_dict: dict[str, torch.Tensor], weights_path: Path) -> None:
-    """Raise :class:`DetectorError` naming the file and the tensor when a weight is NaN or infinite."""
-    for name, tensor in state_dict.items():
-        bad = int((~torch.isfinite(tensor)).sum())
-        if bad:
-            raise DetectorError(
-                f"{weights_path}: {name!r} holds {bad} NaN or infinite values of {tensor.numel()}; the "
-                "training run diverged or the file is damaged. Export the detector from a good epoch again."
-            )
-
-
 def load_predictor(
     detector_dir: str | Path, device: str | torch.device = "cpu", precision: str = "auto"
 ) -> Predictor:
-    """Rebuild what :func:`save_detector` saved in ``detector_dir`` (or a training run's ``detector/``).
-    Lessons 04 to 06.
+    """Rebuild what :func:`save_detector` saved in ``detector_dir`` (or a run's ``detector/``). Lessons 04-06.
 
-    ``precision``: "auto" (fastest on ``device``), "fp32", "bf16" or "fp16". Raises
-    :class:`DetectorError` naming the file when one is missing or unreadable, a config field is
-    invalid, the weights do not fit the config, or a weight is NaN or infinite.
+    ``precision``: "auto" (fastest on ``device``), "fp32", "bf16" or "fp16". Raises :class:`DetectorError`
+    naming the file when a file is missing, unreadable, invalid, inconsistent or holds non-finite weights.
     """
     device = torch.device(device)
     precision = resolve_precision(precision, device, inference=True)  # a bad value fails before loading
@@ -232,6 +203,11 @@ def load_predictor(
         raise DetectorError(
             f"{weights_path} does not fit the model described in {config_path}: {err}"
         ) from err
-    check_finite(state_dict, weights_path)
+    for name, tensor in state_dict.items():
+        if bad := int((~torch.isfinite(tensor)).sum()):
+            raise DetectorError(
+                f"{weights_path}: {name!r} holds {bad} NaN or infinite values of {tensor.numel()}; the "
+                "training run diverged or the file is damaged. Export the detector from a good epoch again."
+            )
     model.to(device).eval()
     return Predictor(model, transform, class_names, config, device, precision)
