@@ -107,8 +107,9 @@ def setup_colab(use_drive: bool = True) -> Path:
         return home()
     if os.environ.get(HOME_ENV, "").strip():  # chosen by you, or by this function in an earlier cell
         print(f"Course home: {home()} (from ${HOME_ENV}).")
-        return home()
-    if use_drive:
+    elif not use_drive:
+        print(f"USE_DRIVE is False: files go to {home()} and are lost when this Colab runtime ends.")
+    else:
         from google.colab import drive  # only exists inside Colab
 
         try:
@@ -123,8 +124,6 @@ def setup_colab(use_drive: bool = True) -> Path:
         DRIVE_HOME.mkdir(parents=True, exist_ok=True)
         os.environ[HOME_ENV] = str(DRIVE_HOME)  # also for the processes a lesson starts (CLI, demo)
         print(f"Course home on Google Drive: {DRIVE_HOME} (data, figures and the detector persist).")
-        return home()
-    print(f"USE_DRIVE is False: files go to {home()} and are lost when this Colab runtime ends.")
     return home()
 
 

@@ -1,12 +1,9 @@
 """Checks for the your-turn cells of lessons 01-03: run the learner's function, answer ✓ or name the mistake.
 
-A check calls the learner's function on small seeded inputs, with the weights of ``helpers.model.vit``,
-and compares the numbers; when they differ, the known-wrong versions of ``helpers.lessons.mistakes``
-run on the same inputs, and the one that computes the same names the mistake (the source is never
-read). A check returns what the lesson uses next: the learner's function when right, else the
-reference. A stub (raises ``NotImplementedError``, returns ``None`` or ``...``) counts as skipped. A
-wrong answer prints a hint; with ``strict=True`` (the tests) it raises ``CheckFailed``, whose ``hint``
-is the mistake's id (a key of ``HINTS``, or "shape", "values", "error", ...).
+A check compares the learner's numbers on seeded inputs with ``helpers.model.vit``'s; when they differ,
+the known-wrong version of ``helpers.lessons.mistakes`` that computes the same names the mistake. It
+returns the learner's function when right, else the reference; a stub counts as skipped. A wrong
+answer prints a hint, or with ``strict=True`` raises ``CheckFailed`` (``hint``: the mistake's id).
 """
 
 from __future__ import annotations
@@ -49,8 +46,7 @@ def _wrong(hint: str, message: str | None = None) -> Verdict:
     return Verdict("wrong", hint, HINTS[hint] if message is None else message)
 
 
-class _Skipped(Exception):  # the learner's function is still the stub
-    pass
+class _Skipped(Exception): ...  # the learner's function is still the stub
 
 
 def reference_patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -226,9 +222,8 @@ def check_class_token(add_class_token: Callable, *, strict: bool = False) -> Cal
             saw = f"Your code works for a batch of {min(works)} images but not of {fails[0]}. "
             verdict = _wrong("batch_sized", saw + HINTS["batch_sized"])
     ok = "same tokens as helpers.model.vit.PatchEmbedding, for batches of 1, 2, 3 and 32 images."
-    return _report(
-        "[class] token + positions", verdict, add_class_token, reference_add_class_token, ok, strict
-    )
+    learner, reference = add_class_token, reference_add_class_token
+    return _report("[class] token + positions", verdict, learner, reference, ok, strict)
 
 
 def check_attention(attention: Callable, *, strict: bool = False) -> Callable:

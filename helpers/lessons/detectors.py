@@ -25,9 +25,7 @@ from helpers.train import loop, probe, recipes
 
 SCRATCH_DIR = "scratch_detector"  # lesson 03's tiny ViT, beside lesson 04's detector/
 VAL_FRACTION = TEST_FRACTION = 0.1  # the split of helpers.data.loaders.create_dataloaders
-MADE_BY = (
-    "helpers.lessons.detectors.find_or_make: a quick linear probe, as notebook 04's detector was missing"
-)
+MADE_BY = "helpers.lessons.detectors.find_or_make: a quick linear probe, notebook 04's detector was missing"
 
 
 def scratch_detector_dir() -> Path:

@@ -1,9 +1,7 @@
 """The classic mistakes of the your-turn cells of lessons 01-03: what each one computes, and its hint.
 
-Each catalogue is a tuple of (hint id, known-wrong function with the learner's signature), run by
-``helpers.lessons.checks`` on the check's inputs; an ``_ERRORS`` tuple maps an error message (a regex)
-to the mistake that raises it. Some come from the source tutorial (a [class] token sized by the
-batch), the rest are the ones every Transformer course meets.
+A ``_MISTAKES`` catalogue holds (hint id, known-wrong function with the learner's signature); an
+``_ERRORS`` one maps an error message (a regex) to the mistake that raises it.
 """
 
 from __future__ import annotations

@@ -65,8 +65,7 @@ def pretrain_source_model(
     )
     info = {
         "name": SOURCE_NAME,
-        "what": "vit_tiny trained from random weights on the toy dataset: real versus the fakes of "
-        f"{sorted(toy.GENERATORS)} (helpers.lessons.toy_pretrained, lesson 04)",
+        "what": f"vit_tiny from random weights: real toy images versus the fakes of {sorted(toy.GENERATORS)}",
         "model": MODEL,
         "recipe": recipe.to_dict(),
         "seed": seed,
