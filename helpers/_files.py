@@ -1,19 +1,9 @@
-"""Writing files so that no reader ever sees half of one.
+"""Writing files so that no reader ever sees half of one, and the disk filling up.
 
-Two mechanisms, used everywhere the course writes something another program reads later:
-
-- :func:`atomic_write`: write under a temporary name, then rename. A rename within one folder is
-  atomic, so the file is either the old version or the complete new one, never half written.
-  Used by the training state (lesson 03), the exported detector (lesson 04), the training CLI's
-  ``metrics.json`` and the datasets' marker files.
-- :func:`building_folder`: build a whole folder under a hidden name next to its final place, write
-  a marker file (``.complete``) into it last, and publish it with one rename. Used by the toy set,
-  the prepared copy of the real set, its download and the image cache (see ``helpers.data.sources``).
-
-And the disk itself: :func:`check_free_space` says before a big write whether it fits, and
-:func:`explain_disk_full` turns "No space left on device" in the middle of one into the same clear
-message. :func:`is_network_filesystem` tells a local disk from Google Drive's (slow for many small
-files), and :func:`local_scratch_dir` is where the course unpacks data when the home is on such a drive.
+:func:`atomic_write` writes a file under a temporary name, then renames it; :func:`building_folder`
+does the same for a dataset folder, its ``.complete`` marker written last. :func:`check_free_space`
+and :func:`explain_disk_full` raise a clear :class:`DiskSpaceError`. :func:`is_network_filesystem`
+spots Google Drive (slow for many small files); :func:`local_scratch_dir` is where data goes instead.
 """
 
 from __future__ import annotations
@@ -30,37 +20,28 @@ from typing import Any
 
 MARKER = ".complete"  # written last into a finished dataset folder, with the settings that made it
 SCRATCH_ENV = "FAKEVIT_SCRATCH"  # overrides local_scratch_dir()
-# Filesystem types (the third column of /proc/mounts) that live across a network: Colab's Google
-# Drive is "fuse.drive"; every FUSE mount counts, as do NFS and SMB shares.
+# /proc/mounts types that live across a network: Colab's Drive is "fuse.drive"; any FUSE, NFS, SMB.
 NETWORK_FILESYSTEMS = ("fuse", "nfs", "cifs", "smb", "9p", "sshfs")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(temporary_path)``, then rename the temporary file to ``path``; return ``path``.
-
-    If ``write`` fails, the temporary file is removed and ``path`` is left as it was. A failure on
-    a full disk is raised as ``OSError(ENOSPC)`` naming ``path``, whatever the writer raised
-    (safetensors and ``torch.save`` report it in errors of their own, without the errno).
-    """
+    """Call ``write(temporary_path)``, then rename it to ``path``; on failure ``path`` is left as it was,
+    and a full disk is raised as ``OSError(ENOSPC)`` naming ``path``, whatever the writer raised."""
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
     try:
         write(temporary)
         os.replace(temporary, path)
-    except Exception as error:
-        disk_full = _disk_is_full(error, path.parent)  # before the partial file is removed
+    except BaseException as error:  # Ctrl-C too
+        disk_full = isinstance(error, Exception) and _disk_is_full(error, path.parent)  # before the unlink
         temporary.unlink(missing_ok=True)
         if disk_full:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from error
-        raise
-    except BaseException:  # Ctrl-C
-        temporary.unlink(missing_ok=True)
         raise
     return path
 
 
 def _disk_is_full(error: Exception, folder: Path) -> bool:
-    """Whether ``error``, raised while writing into ``folder``, means that the disk is full."""
     if getattr(error, "errno", None) == errno.ENOSPC:  # Python's own file writes
         return True
     if os.strerror(errno.ENOSPC) in str(error):  # safetensors: "I/O error: No space left on device ..."
@@ -91,20 +72,16 @@ def write_marker(folder: str | os.PathLike, info: dict) -> None:
 
 
 def marker_matches(folder: str | os.PathLike, settings: dict) -> bool:
-    """True when ``folder`` is complete and was made with ``settings`` (its marker holds each of them)."""
+    """True when ``folder`` is complete and its marker holds each of ``settings``."""
     marker = read_marker(folder)
     return marker is not None and all(marker.get(key) == value for key, value in settings.items())
 
 
 @contextmanager
 def building_folder(target: str | os.PathLike, marker: dict) -> Iterator[Path]:
-    """Yield a new hidden folder next to ``target`` to fill; when the block ends without an error,
-    write ``marker`` into it and rename it to ``target`` (replacing an older version).
-
-    ``target`` is therefore always either absent, the old version, or complete; an interrupted
-    build leaves only a ``.NAME.partial-*`` folder, removed here or by the next attempt's clean-up.
-    If another process published the same folder first, its copy is kept.
-    """
+    """Yield a hidden folder next to ``target`` to fill; when the block succeeds, write ``marker`` into
+    it and rename it to ``target`` (replacing an older version; a copy another process published first
+    is kept). An interrupted build leaves only a ``.NAME.partial-*`` folder."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
@@ -124,8 +101,7 @@ def building_folder(target: str | os.PathLike, marker: dict) -> Iterator[Path]:
 
 
 class DiskSpaceError(RuntimeError):
-    """Not enough free disk space for a write the course was about to make, or one that failed with
-    "No space left on device". The message says where, how much is needed and how much is free."""
+    """Not enough free disk space for a write, or "No space left on device" during one."""
 
 
 def _gigabytes(size: float) -> str:
@@ -141,10 +117,7 @@ def free_bytes(folder: str | os.PathLike) -> int:
 
 
 def check_free_space(folder: str | os.PathLike, needed: int, what: str) -> None:
-    """Raise :class:`DiskSpaceError` unless ``needed`` bytes fit on the disk that holds ``folder``.
-
-    Called before the dataset's download, its extraction and its prepared copy (lesson 03's full mode).
-    """
+    """Raise :class:`DiskSpaceError` unless ``needed`` bytes fit on the disk that holds ``folder``."""
     free = free_bytes(folder)
     if needed > free:
         raise DiskSpaceError(
@@ -155,9 +128,7 @@ def check_free_space(folder: str | os.PathLike, needed: int, what: str) -> None:
 
 
 def _disk_full_error(error: BaseException | None) -> OSError | None:
-    """The "No space left on device" (or "Disk quota exceeded") error in ``error``'s chain of causes
-    (libraries such as huggingface_hub wrap it), or None."""
-    seen = set()
+    seen = set()  # libraries such as huggingface_hub wrap the OSError: follow the chain of causes
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -169,7 +140,7 @@ def _disk_full_error(error: BaseException | None) -> OSError | None:
 @contextmanager
 def explain_disk_full(folder: str | os.PathLike, what: str) -> Iterator[None]:
     """Turn "No space left on device" (or a full quota) raised inside the block into a
-    :class:`DiskSpaceError` that says what was being written where, and how much is free now."""
+    :class:`DiskSpaceError` saying what was being written where, and how much is free now."""
     try:
         yield
     except Exception as error:
@@ -184,22 +155,16 @@ def explain_disk_full(folder: str | os.PathLike, what: str) -> Iterator[None]:
 
 
 def _mount_types() -> dict[str, str]:
-    """Mount point -> filesystem type, from /proc/mounts (empty where there is none, e.g. macOS)."""
+    """Mount point -> filesystem type, from /proc/mounts (device, mount point with \\040 for spaces, type)."""
     try:
         lines = Path("/proc/mounts").read_text(encoding="utf-8").splitlines()
-    except OSError:
+    except OSError:  # none on macOS
         return {}
-    mounts = {}
-    for line in lines:
-        fields = line.split()
-        if len(fields) >= 3:  # device, mount point (spaces written as \040), type, ...
-            mounts[fields[1].replace("\\040", " ")] = fields[2]
-    return mounts
+    return {f[1].replace("\\040", " "): f[2] for f in map(str.split, lines) if len(f) >= 3}
 
 
 def is_network_filesystem(path: str | os.PathLike) -> bool:
-    """True when ``path`` is on a network or FUSE filesystem such as Colab's Google Drive, where
-    reading thousands of small files is slow. Decided by the mount that holds it (/proc/mounts)."""
+    """True when ``path`` is on a network or FUSE filesystem (Colab's Google Drive), by /proc/mounts."""
     path = Path(path).absolute()
     mounts = _mount_types()
     for folder in (path, *path.parents):
@@ -209,6 +174,6 @@ def is_network_filesystem(path: str | os.PathLike) -> bool:
 
 
 def local_scratch_dir() -> Path:
-    """A folder on this machine's own disk for data that is quick to remake: ``$FAKEVIT_SCRATCH``, else
-    ``fakevit`` in the temporary folder (in Colab the runtime's disk, lost when the runtime ends)."""
+    """A folder on this machine's own disk for data quick to remake: ``$FAKEVIT_SCRATCH``, else
+    ``<temp dir>/fakevit`` (in Colab the runtime's disk)."""
     return Path(os.environ.get(SCRATCH_ENV) or Path(tempfile.gettempdir()) / "fakevit")

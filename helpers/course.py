@@ -1,23 +1,11 @@
 """Small mode versus full mode, and where the course reads and writes files.
 
-Every notebook starts with a papermill ``parameters`` cell that sets ``MODE = "auto"`` and
-leaves sizes as ``None``. The cell after it calls :func:`resolve_mode` and :func:`choose`:
+Full mode (default on a GPU): the paper's sizes, the real dataset, pretrained weights. Small mode
+(default without one): tiny sizes and the toy dataset, minutes on a CPU. Each notebook's ``MODE``
+parameter or ``$FAKEVIT_MODE`` overrides the choice (:func:`resolve_mode`, :func:`choose`).
 
-- ``"full"``: the paper's sizes, the real dataset and pretrained weights. Picked by default on a GPU.
-- ``"small"``: tiny sizes and the built-in toy dataset, runs on a CPU in minutes. Picked by
-  default without a GPU.
-
-``papermill -p MODE small`` (or ``full``), or the environment variable ``FAKEVIT_MODE``,
-overrides the automatic choice.
-
-Files live in one folder, the course *home* (:func:`home`): datasets in ``data/``, figures in
-``figures/``, the fine-tuned detector in ``build/detector/``, laid out as in a checkout. In Colab,
-:func:`setup_colab` makes a folder on Google Drive the home, so that what lesson 04 trains is still
-there when lesson 05 opens in a new runtime, or next week.
-
-A check on a *result* (an accuracy, a margin) uses :func:`expect`: in small mode, where CI proves the
-result, a miss stops the notebook; in full mode, where no test has run these exact numbers, a miss is
-a loud warning and *Run all* goes on.
+Files live in the course *home* (:func:`home`), laid out as in a checkout; in Colab, :func:`setup_colab`
+puts it on Google Drive so that what lesson 04 trains outlives the runtime.
 """
 
 from __future__ import annotations
@@ -34,7 +22,7 @@ FIGURES_ENV = "FAKEVIT_FIGURES"
 HOME_ENV = "FAKEVIT_HOME"
 MODES = ("small", "full")
 DRIVE_MOUNT = Path("/content/drive")  # where Colab mounts Google Drive
-DRIVE_HOME = DRIVE_MOUNT / "MyDrive" / "fake-vit"  # the course home on Drive, "My Drive/fake-vit"
+DRIVE_HOME = DRIVE_MOUNT / "MyDrive" / "fake-vit"
 
 T = TypeVar("T")
 
@@ -45,11 +33,8 @@ def in_colab() -> bool:
 
 
 def resolve_mode(mode: str = "auto", *, verbose: bool = True) -> str:
-    """Turn ``"auto"``, ``"small"`` or ``"full"`` into ``"small"`` or ``"full"``, and say which.
-
-    An explicit ``mode`` wins; with ``"auto"`` the environment variable ``FAKEVIT_MODE`` wins;
-    otherwise a visible CUDA GPU means full mode and no GPU means small mode. Every lesson's first cell.
-    """
+    """``"small"`` or ``"full"``, said aloud: ``mode`` unless "auto", else ``$FAKEVIT_MODE``, else full
+    mode on a CUDA GPU, small without. Every lesson's first cell."""
     requested = (mode or "auto").strip().lower()
     source = "the MODE parameter"
     if requested == "auto":
@@ -61,15 +46,14 @@ def resolve_mode(mode: str = "auto", *, verbose: bool = True) -> str:
             source = "a GPU was found" if requested == "full" else "no GPU was found"
     if requested not in MODES:
         raise ValueError(f"mode must be 'auto', 'small' or 'full', got {requested!r} (from {source})")
-    if verbose:
-        if requested == "small":
-            print(
-                "=" * 72 + f"\nSMALL MODE ({source}): smaller sizes where a lesson trains, the toy dataset.\n"
-                "A lesson that would load ImageNet weights that are not on this machine says so.\n"
-                'For the real thing, run on a GPU (full mode) or set MODE = "full".\n' + "=" * 72
-            )
-        else:
-            print(f"FULL MODE ({source}): paper sizes, the real dataset and pretrained weights.")
+    if verbose and requested == "small":
+        print(
+            "=" * 72 + f"\nSMALL MODE ({source}): smaller sizes where a lesson trains, the toy dataset.\n"
+            "A lesson that would load ImageNet weights that are not on this machine says so.\n"
+            'For the real thing, run on a GPU (full mode) or set MODE = "full".\n' + "=" * 72
+        )
+    elif verbose:
+        print(f"FULL MODE ({source}): paper sizes, the real dataset and pretrained weights.")
     return requested
 
 
@@ -77,17 +61,12 @@ def choose(value: T | None, *, small: T, full: T, mode: str) -> T:
     """``value`` if it was set (not None), else the default for ``mode``. Every lesson's first cell."""
     if mode not in MODES:
         raise ValueError(f"mode must be 'small' or 'full', got {mode!r}; call resolve_mode first")
-    if value is not None:
-        return value
-    return small if mode == "small" else full
+    return value if value is not None else small if mode == "small" else full
 
 
 def project_root(start: Path | None = None) -> Path:
-    """The course checkout that contains ``start`` (default: the working directory).
-
-    Outside a checkout (for example in Colab, where the helpers are pip-installed) this is the
-    working directory itself. Lessons 03, 05 and 06.
-    """
+    """The course checkout that contains ``start`` (default: the working directory), else ``start``
+    itself (Colab, where the helpers are pip-installed). Lessons 03, 05 and 06."""
     start = Path(start or Path.cwd()).resolve()
     for folder in (start, *start.parents):
         pyproject = folder / "pyproject.toml"
@@ -97,54 +76,40 @@ def project_root(start: Path | None = None) -> Path:
 
 
 def home() -> Path:
-    """The course home, where every file the lessons make goes: ``$FAKEVIT_HOME`` when set, else the
-    checkout around the working directory, else the working directory itself.
-
-    In Colab, :func:`setup_colab` sets ``$FAKEVIT_HOME`` to a folder on Google Drive. Every lesson.
-    """
+    """Where every file the lessons make goes: ``$FAKEVIT_HOME`` (on Drive in Colab, see
+    :func:`setup_colab`), else :func:`project_root`. Every lesson."""
     chosen = os.environ.get(HOME_ENV, "").strip()
     return Path(chosen).expanduser().resolve() if chosen else project_root()
 
 
 def figures_dir() -> Path:
-    """Where notebooks save their figures: ``home()/figures``, or ``$FAKEVIT_FIGURES`` when set.
-
-    Every lesson that draws a figure.
-    """
+    """Where notebooks save their figures: ``$FAKEVIT_FIGURES``, else ``home()/figures``."""
     folder = Path(os.environ.get(FIGURES_ENV) or home() / "figures")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
 def data_dir() -> Path:
-    """Where datasets are generated or downloaded: ``home()/data``.
-
-    Lessons 03 to 06, through helpers.data.sources.get_dataset.
-    """
+    """Where datasets are generated or downloaded: ``home()/data``. Lessons 03 to 06."""
     return home() / "data"
 
 
 def detector_dir() -> Path:
-    """Where the fine-tuning lesson (04) saves the detector that lessons 05 and 06 and the demo load:
-    ``home()/build/detector``."""
+    """``home()/build/detector``: lesson 04 saves its detector there; lessons 05, 06 and the demo load it."""
     return home() / "build" / "detector"
 
 
 def setup_colab(use_drive: bool = True) -> Path:
-    """In Colab, make Google Drive's ``My Drive/fake-vit`` the course home; return the home.
-
-    With ``use_drive`` (the ``USE_DRIVE`` parameter of every lesson), Colab asks once per runtime for
-    permission to mount Drive; the dataset, its prepared copy and the detector then outlive the
-    runtime, so lesson 05 finds what lesson 04 made. Without Drive, or when mounting fails, files go to
-    the runtime's disk and are lost when it ends (said loudly). Outside Colab, and when
-    ``$FAKEVIT_HOME`` is already set, nothing changes. Every lesson's first code cell.
-    """
+    """In Colab, make Google Drive's ``My Drive/fake-vit`` the course home (files then outlive the
+    runtime); return the home. Without Drive, or when mounting fails, files go to the runtime's disk
+    (said loudly). Outside Colab, or with ``$FAKEVIT_HOME`` set, nothing changes. Every lesson."""
     if not in_colab():
         return home()
     if os.environ.get(HOME_ENV, "").strip():  # chosen by you, or by this function in an earlier cell
         print(f"Course home: {home()} (from ${HOME_ENV}).")
-        return home()
-    if use_drive:
+    elif not use_drive:
+        print(f"USE_DRIVE is False: files go to {home()} and are lost when this Colab runtime ends.")
+    else:
         from google.colab import drive  # only exists inside Colab
 
         try:
@@ -159,16 +124,11 @@ def setup_colab(use_drive: bool = True) -> Path:
         DRIVE_HOME.mkdir(parents=True, exist_ok=True)
         os.environ[HOME_ENV] = str(DRIVE_HOME)  # also for the processes a lesson starts (CLI, demo)
         print(f"Course home on Google Drive: {DRIVE_HOME} (data, figures and the detector persist).")
-        return home()
-    print(f"USE_DRIVE is False: files go to {home()} and are lost when this Colab runtime ends.")
     return home()
 
 
 def announce(message: str) -> None:
-    """Print ``message`` between two rows of ``!`` so it stands out in a notebook's output.
-
-    What the course says loudly: random or stand-in weights, Drive not mounted, a result not met.
-    """
+    """Print ``message`` between two rows of ``!`` so it stands out in a notebook's output."""
     print("!" * 80 + "\n" + message + "\n" + "!" * 80, flush=True)
 
 
@@ -176,14 +136,8 @@ _warned: set[str] = set()  # messages expect() has already printed in this proce
 
 
 def expect(condition: bool, message: str, *, mode: str) -> bool:
-    """Check a result the lesson claims; return ``bool(condition)``.
-
-    Small mode: ``AssertionError(message)`` when the condition is false, as a plain ``assert`` would
-    (CI runs small mode, so there the claim is proven). Full mode: a loud printed warning (once per
-    message) and the notebook goes on, because no test has run this exact result on a GPU with the
-    real data, and a miss should not stop *Run all* after twenty minutes. Use plain ``assert`` for
-    facts that hold in any mode (shapes, two computations agreeing). Lessons 03 to 06.
-    """
+    """Check a claimed result: a miss raises ``AssertionError(message)`` in small mode (proven by CI),
+    warns loudly once in full mode (never tested on these numbers). Lessons 03 to 06."""
     if mode not in MODES:
         raise ValueError(f"mode must be 'small' or 'full', got {mode!r}; call resolve_mode first")
     if condition:

@@ -1,24 +1,9 @@
 """Checks for the your-turn cells of lessons 01-03: run the learner's function, answer ✓ or name the mistake.
 
-Each your-turn cell asks for one function. The check below it calls that function on small, fixed,
-seeded inputs, with the same weights as the course's tested model (``helpers.model.vit``), and compares the
-numbers. When they differ, it runs known-wrong versions of the same step (the classic mistakes, in
-``helpers.lessons.mistakes``) on the same inputs; if the learner's numbers equal one of them, the mistake's
-hint names it. Nothing here reads the learner's source code: a mistake is recognised by what it computes.
-
-Every check returns what the lesson uses from then on: the learner's function when it is right, else
-the reference, so *Run all* works for a reader who skips a cell. A cell left as shipped (the stub raises
-``NotImplementedError`` or returns ``None`` / ``...``) counts as skipped. A wrong answer prints a hint
-and does not raise, unless ``strict=True`` (the tests use it): then ``CheckFailed`` is raised, with
-the mistake's id (a key of ``HINTS``, or "shape", "values", "error", ...) in its ``hint``.
-
-    lesson  check                the learner writes
-    01      check_patchify       patchify(images, patch_size): (B, C, H, W) -> (B, N, C*P*P)
-    01      check_class_token    add_class_token(tokens, class_token, pos_embedding) -> (B, N+1, D)
-    02      check_attention      attention(q, k, v) -> (output (..., T, d), weights (..., T, T))
-    02      check_heads          split_heads(x, heads) -> (B, h, T, d), merge_heads(x) -> (B, T, D)
-    02      check_encoder_block  block_forward(block, x) -> (B, T, D), block a TransformerEncoderBlock
-    03      check_training_step  training_step(model, images, labels, loss_fn, optimizer, max_norm) -> loss
+A check compares the learner's numbers on seeded inputs with ``helpers.model.vit``'s; when they differ,
+the known-wrong version of ``helpers.lessons.mistakes`` that computes the same names the mistake. It
+returns the learner's function when right, else the reference; a stub counts as skipped. A wrong
+answer prints a hint, or with ``strict=True`` raises ``CheckFailed`` (``hint``: the mistake's id).
 """
 
 from __future__ import annotations
@@ -32,30 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.lessons.mistakes import (
-    ATTENTION_MISTAKES,
-    BLOCK_MISTAKES,
-    CLASS_TOKEN_ERRORS,
-    CLASS_TOKEN_MISTAKES,
-    HINTS,
-    MERGE_ERRORS,
-    MERGE_MISTAKES,
-    PATCHIFY_MISTAKES,
-    SPLIT_MISTAKES,
-    TRAINING_ERRORS,
-    TRAINING_MISTAKES,
-)
+from helpers.lessons import mistakes as m
+from helpers.lessons.mistakes import HINTS
 from helpers.model.vit import MultiHeadSelfAttention, PatchEmbedding, TransformerEncoderBlock, ViT, ViTConfig
 
-# A right answer computed in another order (einsum instead of @, unfold instead of reshape) differs
-# from the reference by float32 rounding, about 1e-7; each mistake of helpers.lessons.mistakes differs by
-# 0.03 or more (no_zero_grad; most by more than 0.5), measured on the checks' own inputs by
-# tests/test_checks.py.
+# A right answer computed in another order differs by float32 rounding (~1e-7); every mistake by 0.03
+# or more (most by over 0.5), as tests/test_checks.py measures on these inputs.
 RTOL, ATOL = 1e-4, 1e-5
 
 
 class CheckFailed(AssertionError):
-    """Raised by a check called with ``strict=True`` when the answer is wrong; ``hint`` names the mistake."""
+    """A wrong answer to a check called with ``strict=True``; ``hint`` names the mistake."""
 
     def __init__(self, hint: str, message: str):
         super().__init__(f"[{hint}] {message}")
@@ -74,11 +46,7 @@ def _wrong(hint: str, message: str | None = None) -> Verdict:
     return Verdict("wrong", hint, HINTS[hint] if message is None else message)
 
 
-class _Skipped(Exception):
-    """The learner's function is still the stub."""
-
-
-# --- The references: what the lessons use when a cell is skipped or wrong -------------------------
+class _Skipped(Exception): ...  # the learner's function is still the stub
 
 
 def reference_patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -133,17 +101,14 @@ def reference_training_step(model, images, labels, loss_fn, optimizer, max_norm:
     return loss.item()
 
 
-# --- The machinery shared by every check ----------------------------------------------------------
-
-
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
-    """Fixed random inputs, without touching the notebook's global random state."""
+    """Fixed random inputs; the notebook's random state is left alone."""
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
 def _seeded(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
-    """A module with fixed weights, plus noise on every parameter so that the parts initialised to 0 or 1
-    (class token, LayerNorms, biases, head) matter too. The notebook's random state is left alone."""
+    """A module with fixed weights plus noise, so that parts initialised to 0 or 1 (class token,
+    LayerNorms, biases, head) matter too. The notebook's random state is left alone."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = factory()
@@ -154,7 +119,7 @@ def _seeded(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
 
 
 def _call(fn: Callable, *args) -> tuple:
-    """Call the learner's function; a stub raises _Skipped; the result comes back as a tuple."""
+    """The learner's function's result as a tuple; a stub raises _Skipped."""
     try:
         out = fn(*args)
     except NotImplementedError:
@@ -165,23 +130,15 @@ def _call(fn: Callable, *args) -> tuple:
 
 
 def _same(seen: Sequence, want: Sequence) -> bool:
-    """Same number of outputs, same shapes, same values to rounding; ``None`` in ``want`` is not compared."""
-    return len(seen) == len(want) and all(
-        b is None
-        or (
-            a.shape == b.shape
-            and torch.allclose(a.detach().cpu().double(), b.double(), RTOL, ATOL, equal_nan=True)
-        )
-        for a, b in zip(seen, want, strict=True)
-    )
+    """Same outputs, shapes and values to rounding; ``None`` in ``want`` is not compared."""
+    close = lambda a, b: torch.allclose(a.detach().cpu().double(), b.double(), RTOL, ATOL, equal_nan=True)  # noqa: E731
+    pairs = zip(seen, want, strict=False)
+    return len(seen) == len(want) and all(b is None or (a.shape == b.shape and close(a, b)) for a, b in pairs)
 
 
 def _diagnose(probe, fn, want, mistakes=(), errors=(), advice="", loose=None) -> Verdict:
-    """Run ``probe(fn)`` and compare with ``want``; when wrong, find the mistake that computes the same.
-
-    ``mistakes`` are (hint, known-wrong function); ``errors`` are (hint, regex): an error whose text
-    matches gets that hint. ``loose`` keeps the parts of an observation that must match in a second search.
-    """
+    """Compare ``probe(fn)`` with ``want``; when wrong, find the mistake (hint, function) that computes
+    the same, or the error (hint, regex) that matches. ``loose`` picks the parts a second search compares."""
     try:
         seen = probe(fn)
     except _Skipped:
@@ -227,27 +184,22 @@ def _report(step: str, verdict: Verdict, learner, reference, ok_text: str, stric
     return reference
 
 
-# --- Lesson 01: patches, the [class] token and the positions --------------------------------------
-
-
 def check_patchify(patchify: Callable, *, strict: bool = False) -> Callable:
-    """Lesson 01: ``patchify(images, patch_size)`` must cut (B, C, H, W) images into (B, N, C*P*P) patches,
-    numbered row by row, each flattened in the (channel, row, column) order of the patch Conv2d's weights."""
+    """Lesson 01: ``patchify(images, patch_size)``: (B, C, H, W) -> (B, N, C*P*P) patches, row by row,
+    each flattened (channel, row, column) like the patch Conv2d's weights."""
     images, P = _randn(2, 3, 12, 12, seed=1), 4  # a 3 x 3 grid of 4 x 4 patches, 48 numbers each
-    # The patches as helpers.model.vit.PatchEmbedding's Conv2d reads them: a convolution whose weight is the
-    # identity, one output channel per (channel, row, column) of a patch, copies the pixels out in order.
+    # A Conv2d with an identity weight copies each patch out in the order PatchEmbedding's Conv2d reads it.
     reader = torch.eye(3 * P * P).reshape(3 * P * P, 3, P, P)
     want = F.conv2d(images, reader, stride=P).flatten(2).transpose(1, 2)  # (B, N, C*P*P)
     advice = "Patches go row by row over the image, each flattened as (channel, row, column)."
-    verdict = _diagnose(lambda f: _call(f, images, P), patchify, (want,), PATCHIFY_MISTAKES, advice=advice)
+    verdict = _diagnose(lambda f: _call(f, images, P), patchify, (want,), m.PATCHIFY_MISTAKES, advice=advice)
     ok = "your patches are the ones the patch Conv2d of helpers.model.vit.PatchEmbedding reads, in its order."
     return _report("patchify", verdict, patchify, reference_patchify, ok, strict)
 
 
 def check_class_token(add_class_token: Callable, *, strict: bool = False) -> Callable:
-    """Lesson 01: ``add_class_token(tokens, class_token, pos_embedding)`` must put the (1, 1, D) [class]
-    token in front of each image's (B, N, D) patch tokens and add the (1, N+1, D) positions, for any B.
-    The weights are a helpers.model.vit.PatchEmbedding's, and its output is the answer."""
+    """Lesson 01: ``add_class_token(tokens, class_token, pos_embedding)``: the (1, 1, D) [class] token in
+    front of the (B, N, D) tokens, plus the (1, N+1, D) positions, for any B; PatchEmbedding's answer."""
     embed = _seeded(lambda: PatchEmbedding(image_size=8, patch_size=4, in_channels=3, dim=12))  # N = 4
 
     def attempt(batch_size: int) -> Verdict:
@@ -257,14 +209,12 @@ def check_class_token(add_class_token: Callable, *, strict: bool = False) -> Cal
             cls, pos = embed.class_token.clone(), embed.pos_embedding.clone()  # (1, 1, D), (1, N+1, D)
             probe = lambda f: _call(f, tokens.clone(), cls, pos)  # noqa: E731
             return _diagnose(
-                probe, add_class_token, (embed(images),), CLASS_TOKEN_MISTAKES, CLASS_TOKEN_ERRORS
+                probe, add_class_token, (embed(images),), m.CLASS_TOKEN_MISTAKES, m.CLASS_TOKEN_ERRORS
             )
 
     verdict = attempt(2)
     if verdict.status != "skipped":  # a token sized by the batch works for one batch size only
-        works = {b for b in (1, 3, 32) if attempt(b).status == "ok"} | (
-            {2} if verdict.status == "ok" else set()
-        )
+        works = {b for b in (1, 2, 3, 32) if (verdict if b == 2 else attempt(b)).status == "ok"}
         if works == {1}:
             verdict = _wrong("class_token_not_expanded")
         elif works and works != {1, 2, 3, 32}:
@@ -272,21 +222,17 @@ def check_class_token(add_class_token: Callable, *, strict: bool = False) -> Cal
             saw = f"Your code works for a batch of {min(works)} images but not of {fails[0]}. "
             verdict = _wrong("batch_sized", saw + HINTS["batch_sized"])
     ok = "same tokens as helpers.model.vit.PatchEmbedding, for batches of 1, 2, 3 and 32 images."
-    return _report(
-        "[class] token + positions", verdict, add_class_token, reference_add_class_token, ok, strict
-    )
-
-
-# --- Lesson 02: attention, heads and the encoder block --------------------------------------------
+    learner, reference = add_class_token, reference_add_class_token
+    return _report("[class] token + positions", verdict, learner, reference, ok, strict)
 
 
 def check_attention(attention: Callable, *, strict: bool = False) -> Callable:
-    """Lesson 02: ``attention(q, k, v)`` must return (output, weights) of scaled dot-product attention,
-    for one head, (B, T, d), and for all heads at once, (B, h, T, d)."""
+    """Lesson 02: ``attention(q, k, v)`` -> (output, weights) of scaled dot-product attention, for one
+    head (B, T, d) and all at once (B, h, T, d)."""
     q, k, v = _randn(3, 2, 5, 8, seed=2).unbind(0)  # (B, T, d) each: 5 tokens, heads of width 8
     advice = "Return (output, weights): weights = softmax(q @ kᵀ / sqrt(d), dim=-1), output = weights @ v."
     want = reference_attention(q, k, v)
-    verdict = _diagnose(lambda f: _call(f, q, k, v), attention, want, ATTENTION_MISTAKES, advice=advice)
+    verdict = _diagnose(lambda f: _call(f, q, k, v), attention, want, m.ATTENTION_MISTAKES, advice=advice)
     if verdict.status == "ok":  # the multi-head step calls it on (B, h, T, d) tensors
         q, k, v = _randn(3, 2, 3, 5, 8, seed=3).unbind(0)
         if _diagnose(lambda f: _call(f, q, k, v), attention, reference_attention(q, k, v)).status != "ok":
@@ -306,14 +252,14 @@ def _attention_with(split: Callable, merge: Callable, attn: MultiHeadSelfAttenti
 def check_heads(
     split_heads: Callable, merge_heads: Callable, *, strict: bool = False
 ) -> tuple[Callable, Callable]:
-    """Lesson 02: ``split_heads(x, heads)``: (B, T, D) -> (B, h, T, d) and ``merge_heads(x)``: back to
-    (B, T, D). Checked alone, then inside helpers.model.vit's MultiHeadSelfAttention with its weights."""
+    """Lesson 02: ``split_heads(x, heads)``: (B, T, D) -> (B, h, T, d), ``merge_heads(x)``: back. Checked
+    alone, then inside helpers.model.vit's MultiHeadSelfAttention."""
     x, h = _randn(2, 5, 12, seed=4), 3  # (B, T, D) with 3 heads of width 4
     split = reference_split_heads(x, h)  # (B, h, T, d)
-    verdict = _diagnose(lambda f: _call(f, x, h), split_heads, (split,), SPLIT_MISTAKES)
+    verdict = _diagnose(lambda f: _call(f, x, h), split_heads, (split,), m.SPLIT_MISTAKES)
     if verdict.status == "ok":  # merge gets a contiguous tensor, like the output of weights @ v
         probe = lambda f: _call(f, split.contiguous())  # noqa: E731
-        verdict = _diagnose(probe, merge_heads, (x,), MERGE_MISTAKES, MERGE_ERRORS)
+        verdict = _diagnose(probe, merge_heads, (x,), m.MERGE_MISTAKES, m.MERGE_ERRORS)
     if verdict.status == "ok":
         attn = _seeded(lambda: MultiHeadSelfAttention(dim=12, heads=h))
         with torch.no_grad():
@@ -324,19 +270,17 @@ def check_heads(
 
 
 def check_encoder_block(block_forward: Callable, *, strict: bool = False) -> Callable:
-    """Lesson 02: ``block_forward(block, x)`` must compute a pre-norm encoder block with ``block``'s layers,
-    here a helpers.model.vit.TransformerEncoderBlock whose LayerNorms have random scales and shifts."""
+    """Lesson 02: ``block_forward(block, x)``: a pre-norm encoder block with the layers of ``block``, a
+    TransformerEncoderBlock whose LayerNorms have random scales and shifts."""
     block = _seeded(lambda: TransformerEncoderBlock(dim=12, heads=3, mlp_dim=24))
     x = _randn(2, 5, 12, seed=5)  # (B, T, D)
     advice = "Eq. 2-3: x = x + attn(norm1(x)), then x = x + mlp(norm2(x))."
     with torch.no_grad():
         probe = lambda f: _call(f, block, x)  # noqa: E731
-        verdict = _diagnose(probe, block_forward, (block(x),), BLOCK_MISTAKES, advice=advice)
+        verdict = _diagnose(probe, block_forward, (block(x),), m.BLOCK_MISTAKES, advice=advice)
     ok = "same output as helpers.model.vit.TransformerEncoderBlock with the same weights."
     return _report("encoder block", verdict, block_forward, reference_block_forward, ok, strict)
 
-
-# --- Lesson 03: one training step -----------------------------------------------------------------
 
 MAX_NORM = 1.0  # as in lesson 03; the gradient norms of the two steps of the check are 2.4 and 3.3
 
@@ -346,8 +290,8 @@ def _flat(tensors) -> torch.Tensor:
 
 
 def _training_run(step: Callable) -> tuple:
-    """Two calls of ``step`` on a tiny ViT with SGD: (change of the parameters after call 1, after call 2,
-    gradients left behind, losses returned)."""
+    """Two calls of ``step`` on a tiny ViT with SGD: (parameter change after call 1, after call 2,
+    gradients left behind, losses)."""
     config = ViTConfig(image_size=8, patch_size=4, num_classes=2, dim=12, depth=1, heads=3, mlp_dim=24)
     model = _seeded(lambda: ViT(config)).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)  # plain SGD: every mistake shows in the weights
@@ -369,19 +313,14 @@ def _training_run(step: Callable) -> tuple:
 
 
 def check_training_step(training_step: Callable, *, strict: bool = False) -> Callable:
-    """Lesson 03: ``training_step(model, images, labels, loss_fn, optimizer, max_norm)`` must zero the
-    gradients, compute the loss, backpropagate, clip the gradient norm to ``max_norm``, step the optimizer
-    and return the loss as a number. Two calls on a tiny helpers.model.vit.ViT are compared with the
-    reference's."""
+    """Lesson 03: ``training_step(model, images, labels, loss_fn, optimizer, max_norm)``: zero_grad, loss,
+    backward, clip to ``max_norm``, step, return the loss; two calls compared with the reference's."""
     p1, p2, _, losses = _training_run(reference_training_step)
+    want = (p1, p2, None, losses)  # the gradients left behind may differ (zero_grad at the end is fine)
+    advice = "The order: zero_grad, loss_fn(model(images), labels), backward, clip, step, return the loss."
+    loose = lambda obs: (obs[0], obs[1], obs[3])  # noqa: E731  (a second search ignores the gradients)
     verdict = _diagnose(
-        _training_run,
-        training_step,
-        (p1, p2, None, losses),  # the gradients left behind may differ (zero_grad at the end is fine)
-        TRAINING_MISTAKES,
-        TRAINING_ERRORS,
-        advice="The order: zero_grad, loss_fn(model(images), labels), backward, clip, step, return the loss.",
-        loose=lambda obs: (obs[0], obs[1], obs[3]),
+        _training_run, training_step, want, m.TRAINING_MISTAKES, m.TRAINING_ERRORS, advice, loose
     )
     ok = "same weights and losses as the reference after two steps."
     return _report("training step", verdict, training_step, reference_training_step, ok, strict)

@@ -1,24 +1,10 @@
 """Which detector lessons 05 and 06 examine: found before any data is touched, or made here.
 
-Colab gives every notebook a fresh runtime, so lesson 05 or 06 may open without the detector that
-lesson 04 saved. :func:`find_or_make` looks in the course's folders first and only then, if it has
-to, fetches data to make one, saying loudly what it made:
-
-=========  ==============================================  =========================================
-mode       nothing usable saved                            what it makes
-=========  ==============================================  =========================================
-small      no tiny ViT from lesson 03                      that tiny ViT, with lesson 03's recipe
-                                                           (:func:`train_scratch_detector`, minutes
-                                                           on a CPU)
-full       no detector from lesson 04                      a linear probe on the ImageNet ViT-B/16
-                                                           (:func:`train_probe_detector`, lesson
-                                                           04's cheaper method: minutes on a GPU)
-full       lesson 04's folder holds a small-mode detector  nothing: it stops and says why
-=========  ==============================================  =========================================
-
-A small-mode detector (toy data, CPU sizes) is never presented as the detector in full mode, and
-:func:`check_publishable` refuses to package one for a Hugging Face Space (lesson 06).
-:func:`rebuild_split` gives back the validation and test images a detector was never trained on.
+A fresh Colab runtime may open lesson 05 or 06 without lesson 04's detector. :func:`find_or_make`
+looks in the course's folders first; only when nothing usable is saved does it fetch data and make one,
+saying so loudly. Small mode: lesson 03's tiny ViT (:func:`train_scratch_detector`, minutes on a CPU).
+Full mode: a linear probe on the ImageNet ViT-B/16 (lesson 04's cheaper method, minutes on a GPU); a
+small-mode detector is never presented as the real one, nor published (:func:`check_publishable`).
 """
 
 from __future__ import annotations
@@ -39,29 +25,21 @@ from helpers.train import loop, probe, recipes
 
 SCRATCH_DIR = "scratch_detector"  # lesson 03's tiny ViT, beside lesson 04's detector/
 VAL_FRACTION = TEST_FRACTION = 0.1  # the split of helpers.data.loaders.create_dataloaders
-# config.json's "made_by" of a detector made here in full mode
-MADE_BY = (
-    "helpers.lessons.detectors.find_or_make: a quick linear probe, as notebook 04's detector was missing"
-)
+MADE_BY = "helpers.lessons.detectors.find_or_make: a quick linear probe, notebook 04's detector was missing"
 
 
 def scratch_detector_dir() -> Path:
-    """Where lesson 03 saves its tiny ViT: ``home()/build/scratch_detector``, beside lesson 04's
-    :func:`helpers.course.detector_dir`. Lessons 03, 05 and 06."""
+    """``home()/build/scratch_detector``: lesson 03's tiny ViT. Lessons 03, 05 and 06."""
     return course.home() / "build" / SCRATCH_DIR
 
 
 def read_config(folder: str | Path) -> dict[str, Any] | None:
-    """The ``config.json`` of the detector in ``folder``, or None when the folder holds no complete
-    detector (a missing file or an unreadable config). Lessons 05 and 06."""
-    folder = Path(folder)
-    if not (folder / inference.WEIGHTS_FILE).is_file():
-        return None
+    """The ``config.json`` of the detector in ``folder``, or None without a complete one. Lessons 05, 06."""
     try:
-        config = json.loads((folder / inference.CONFIG_FILE).read_text(encoding="utf-8"))
+        config = json.loads((Path(folder) / inference.CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return config if isinstance(config, dict) else None
+    return config if isinstance(config, dict) and (Path(folder) / inference.WEIGHTS_FILE).is_file() else None
 
 
 def is_small_mode(config: dict[str, Any]) -> bool:
@@ -74,17 +52,12 @@ def describe(config: dict[str, Any]) -> str:
     recipe = config.get("recipe")
     method = config.get("method") or (recipe.get("name") if isinstance(recipe, dict) else recipe)
     name, dataset = config.get("model_name", "?"), config.get("dataset", "?")
-    text = f"{name} ({method or 'unknown recipe'}, {dataset} data)"
-    if config.get("imagenet_weights") is False:
-        text += ", from RANDOM weights"
-    return text
+    warning = ", from RANDOM weights" if config.get("imagenet_weights") is False else ""
+    return f"{name} ({method or 'unknown recipe'}, {dataset} data){warning}"
 
 
 def check_publishable(config: dict[str, Any], where: str | Path) -> None:
-    """Refuse to publish a small-mode detector (toy data, CPU sizes) as if it were the real one.
-
-    Raises :class:`helpers.serving.inference.DetectorError` naming ``where`` and what to do. Lesson 06.
-    """
+    """Raise :class:`~helpers.serving.inference.DetectorError` for a small-mode detector. Lesson 06."""
     if is_small_mode(config):
         raise inference.DetectorError(
             f"{where} holds a small-mode detector (mode={config.get('mode')!r}, "
@@ -97,12 +70,8 @@ def check_publishable(config: dict[str, Any], where: str | Path) -> None:
 def rebuild_split(
     data_root: str | Path, config: dict[str, Any]
 ) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]], list[tuple[Path, int]]]:
-    """The ``(train, val, test)`` samples of ``data_root`` as the detector's training run split them.
-
-    The split is drawn again from the seed in ``config`` (``split_seed``), the way
-    :func:`helpers.data.loaders.create_dataloaders` drew it, so the test images are ones the detector
-    was never trained or selected on. Lessons 05 and 06.
-    """
+    """The ``(train, val, test)`` samples of ``data_root``, drawn again from ``config["split_seed"]`` as
+    :func:`helpers.data.loaders.create_dataloaders` drew them for the detector. Lessons 05 and 06."""
     samples, class_names = datasets.find_images(data_root)
     if list(config.get("class_names", class_names)) != class_names:
         raise inference.DetectorError(
@@ -127,12 +96,8 @@ def train_scratch_detector(
     num_workers: int = 0,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Lesson 03's small-data recipe: a ``vit_tiny`` from random weights, saved as a detector.
-
-    The "scratch" recipe (AdamW, warm-up + cosine, label smoothing) for ``epochs`` epochs, with
-    flips and shifts that never resample a pixel. ``extra`` adds keys to ``config.json`` (the
-    mode, the dataset name). Returns :func:`helpers.train.loop.fit`'s result. Lessons 05 and 06.
-    """
+    """Lesson 03's "scratch" recipe: a ``vit_tiny`` from random weights, saved as a detector; ``extra``
+    adds keys to ``config.json``. Returns :func:`helpers.train.loop.fit`'s result. Lessons 05 and 06."""
     recipe = recipes.get_recipe("scratch", epochs=epochs, warmup_epochs=max(1, epochs // 10))
     train_tf, eval_tf = transforms.scratch_transforms(image_size)
     train_loader, val_loader, test_loader, names = loaders.create_dataloaders(
@@ -141,65 +106,15 @@ def train_scratch_detector(
     loop.set_seed(seed)
     model = ViT(get_config("vit_tiny", image_size=image_size, patch_size=patch_size, num_classes=len(names)))
     result = loop.fit(
-        model,
-        train_loader,
-        val_loader,
-        recipe,
-        device=device,
-        test_loader=test_loader,
-        precision=precision,
-        seed=seed,
-        progress=False,
-    )
+        model, train_loader, val_loader, recipe, device=device, test_loader=test_loader,
+        precision=precision, seed=seed, progress=False,
+    )  # fmt: skip
     spec = transforms.eval_transform_spec(image_size, pretrained=False)
     _save(model, out_dir, names, spec, "vit_tiny", recipe, result, seed=seed, extra=extra)
     return result
 
 
-def train_probe_detector(
-    model: ViT,
-    data_root: str | Path,
-    out_dir: str | Path,
-    *,
-    seed: int,
-    device: torch.device | str,
-    precision: str = "fp32",
-    num_workers: int = 0,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Lesson 04's linear probe: train only the head of the pretrained ``model``, save it as a detector.
-
-    ``model`` is an ImageNet ViT-B/16 with a new 2-class head
-    (:func:`helpers.model.pretrained.load_pretrained_vit_b16`); its frozen backbone runs once over every
-    image (:func:`helpers.train.probe.fit_linear_probe`), with the weights' own eval transform. Returns
-    the probe's result (history, val and test metrics, seconds). Lessons 05 and 06 in full mode.
-    """
-    recipe = recipes.get_recipe("linear_probe")
-    image_size = model.config.image_size
-    _, eval_tf = transforms.pretrained_transforms(image_size)
-    train_loader, val_loader, test_loader, names = loaders.create_dataloaders(
-        data_root, eval_tf, eval_tf, batch_size=recipe.batch_size, seed=seed, num_workers=num_workers
-    )
-    loop.set_seed(seed)
-    result = probe.fit_linear_probe(
-        model,
-        train_loader,
-        val_loader,
-        recipe,
-        device=device,
-        test_loader=test_loader,
-        precision=precision,
-        seed=seed,
-        progress=True,
-    )
-    spec = transforms.eval_transform_spec(image_size, pretrained=True)
-    extra = {**(extra or {}), "method": "linear_probe"}
-    _save(model, out_dir, names, spec, "vit_b16", recipe, result, seed=seed, extra=extra)
-    return result
-
-
 def _save(model, out_dir, names, spec, model_name, recipe, result, *, seed, extra) -> None:
-    """Save ``model`` as a detector; ``config.json`` records the split, the recipe and the test metrics."""
     info = {**(extra or {}), "split_seed": seed, "recipe": recipe.to_dict(), "test_metrics": result["test"]}
     inference.save_detector(model.cpu().eval(), out_dir, names, spec, model_name, extra=info)
 
@@ -217,19 +132,9 @@ def find_or_make(
     epochs: int = 4,
     num_workers: int = 0,
 ) -> Path:
-    """The folder of the detector a lesson examines; looks before it touches any data.
-
-    ``which="finetuned"``: lesson 04's detector in :func:`helpers.course.detector_dir`. In full mode,
-    when there is none, a linear probe on the ImageNet ViT-B/16 is made there (announced, and
-    marked ``made_by`` in its config); when lesson 04 left a small-mode one, this stops with a
-    :class:`helpers.serving.inference.DetectorError`. In small mode, when there is none, the tiny ViT of
-    ``which="scratch"`` stands in (announced).
-
-    ``which="scratch"``: lesson 03's tiny ViT in :func:`scratch_detector_dir`, reused when it was
-    trained on ``dataset`` with ``seed``, ``image_size`` and ``patch_size``, else trained now for
-    ``epochs`` epochs. ``image_size=None`` is 224 px for a probe, 64 px for the tiny ViT.
-    Lessons 05 and 06.
-    """
+    """The folder of lesson 04's ``"finetuned"`` detector or lesson 03's ``"scratch"`` tiny ViT (reused
+    when trained with these settings); ``image_size=None``: 224 px for a probe, 64 for the tiny ViT.
+    Lessons 05 and 06."""
     if which not in ("finetuned", "scratch"):
         raise ValueError(f"which must be 'finetuned' or 'scratch', got {which!r}")
     if which == "finetuned":
@@ -255,16 +160,22 @@ def find_or_make(
             model = pretrained.load_pretrained_vit_b16(
                 num_classes=len(datasets.CLASS_NAMES), image_size=image_size or 224
             )
-            result = train_probe_detector(
-                model,
-                data.get_dataset(dataset),
-                folder,
-                seed=seed,
-                device=device,
-                precision=precision,
+            # lesson 04's linear probe: the frozen backbone runs once over every image
+            recipe = recipes.get_recipe("linear_probe")
+            _, eval_tf = transforms.pretrained_transforms(model.config.image_size)
+            train_loader, val_loader, test_loader, names = loaders.create_dataloaders(
+                data.get_dataset(dataset), eval_tf, eval_tf, recipe.batch_size, seed=seed,
                 num_workers=num_workers,
-                extra={"mode": mode, "dataset": dataset, "imagenet_weights": True, "made_by": MADE_BY},
-            )
+            )  # fmt: skip
+            loop.set_seed(seed)
+            result = probe.fit_linear_probe(
+                model, train_loader, val_loader, recipe, device=device, test_loader=test_loader,
+                precision=precision, seed=seed, progress=True,
+            )  # fmt: skip
+            spec = transforms.eval_transform_spec(model.config.image_size, pretrained=True)
+            info = {"mode": mode, "dataset": dataset, "imagenet_weights": True, "method": "linear_probe"}
+            info["made_by"] = MADE_BY
+            _save(model, folder, names, spec, "vit_b16", recipe, result, seed=seed, extra=info)
             test, seconds = result["test"]["accuracy"], result["seconds"]
             print(f"linear probe made in {seconds:.0f} s: test accuracy {test:.1%}")
             return folder
@@ -279,16 +190,9 @@ def find_or_make(
         return folder
     print(f"No tiny ViT trained with these settings in {folder}: training one now ({epochs} epochs) ...")
     result = train_scratch_detector(
-        data.get_dataset(dataset),
-        folder,
-        image_size=image_size,
-        patch_size=patch_size,
-        epochs=epochs,
-        seed=seed,
-        device=device,
-        precision=precision,
-        num_workers=num_workers,
+        data.get_dataset(dataset), folder, image_size=image_size, patch_size=patch_size, epochs=epochs,
+        seed=seed, device=device, precision=precision, num_workers=num_workers,
         extra={"mode": mode, "dataset": dataset},
-    )
+    )  # fmt: skip
     print(f"trained in {result['seconds']:.0f} s: test accuracy {result['test']['accuracy']:.1%}")
     return folder

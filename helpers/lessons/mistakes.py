@@ -1,12 +1,7 @@
-"""The classic mistakes of the your-turn cells of lessons 01-03: what each one computes, and the hint.
+"""The classic mistakes of the your-turn cells of lessons 01-03: what each one computes, and its hint.
 
-``helpers.lessons.checks`` compares a learner's function with the reference; when the numbers differ, it runs
-the known-wrong versions below on the same inputs, and if the learner's numbers equal one of them, it
-prints that mistake's hint. Several come from the source tutorial (a [class] token sized by the
-batch) or are the ones every Transformer course meets (a missing 1/sqrt(d), post-norm instead of
-pre-norm, heads split in the wrong order, no ``zero_grad``). Each catalogue is a tuple of
-(hint id, known-wrong function with the learner's signature); an ``_ERRORS`` tuple maps an error
-message (a regex) to the mistake that raises it. Lessons 01-03, through helpers.lessons.checks.
+A ``_MISTAKES`` catalogue holds (hint id, known-wrong function with the learner's signature); an
+``_ERRORS`` one maps an error message (a regex) to the mistake that raises it.
 """
 
 from __future__ import annotations
@@ -18,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# What each classic mistake looks like from outside, and what to fix: one hint per mistake.
 HINTS = {
     # patchify (lesson 01)
     "channels_last": "Each patch is flattened as (row, column, channel), colour last; the patch Conv2d's "
@@ -28,8 +22,8 @@ HINTS = {
     "(channel, row, column).",
     "no_permute": "You reshaped without moving the axes, so a 'patch' is not one square of the image: "
     "permute the grid to (B, H/P, W/P, C, P, P) first, then reshape.",
-    "patches_last": "You returned (B, C*P*P, N), one patch per column, as F.unfold gives it: "
-    "transpose(1, 2) to get one patch per row, (B, N, C*P*P).",
+    "patches_last": "You returned (B, C*P*P, N), one patch per column, as F.unfold gives it: transpose(1, "
+    "2) to get one patch per row, (B, N, C*P*P).",
     # [class] token and positions (lesson 01)
     "batch_sized": "The [class] token is sized by a fixed batch size: expand the one (1, 1, D) token to "
     "tokens.shape[0], the batch size of the input.",
@@ -37,74 +31,71 @@ HINTS = {
     "token to the batch, class_token.expand(B, -1, -1) with B = tokens.shape[0].",
     "no_positions": "The position embeddings are missing: add the (1, N+1, D) table after the concatenation.",
     "class_token_last": "The [class] token is at the end; it goes in front, as token 0.",
-    "class_token_no_position": "Only the patches got position embeddings; the [class] token has one "
-    "too. Concatenate first, then add the whole (1, N+1, D) table.",
+    "class_token_no_position": "Only the patches got position embeddings; the [class] token has one too. "
+    "Concatenate first, then add the whole (1, N+1, D) table.",
     "positions_before_concat": "You added the positions before putting the [class] token in front. "
     "Concatenate first, then add the (1, N+1, D) table.",
     "class_token_added": "You added the [class] token to every patch; it is one extra token in front: "
     "torch.cat([cls, tokens], dim=1) gives N+1 tokens.",
     # attention (lesson 02)
-    "no_scale": "The scores are not scaled: divide q·kᵀ by sqrt(d) before the softmax, or the softmax "
-    "puts almost all weight on one token.",
+    "no_scale": "The scores are not scaled: divide q·kᵀ by sqrt(d) before the softmax, or the softmax puts "
+    "almost all weight on one token.",
     "scale_by_d": "The scores are divided by d; the scale is 1/sqrt(d), with d = q.shape[-1].",
     "scale_after_softmax": "You scaled after the softmax, so the weights no longer sum to 1: divide the "
     "scores by sqrt(d) before the softmax.",
     "softmax_wrong_axis": "The softmax runs over the wrong axis: each query's weights must sum to 1 over "
     "the keys, softmax(dim=-1).",
     "no_softmax": "The softmax is missing: weights = softmax(q·kᵀ / sqrt(d)), positive and summing to 1.",
-    "values_not_used": "You returned the weights as the output; the output is weights @ v, "
-    "a weighted sum of v.",
-    "not_batched": "Right for one head (B, T, d), wrong for all heads at once (B, h, T, d): transpose "
-    "the last two dimensions, k.transpose(-2, -1), and take the softmax over dim=-1.",
+    "values_not_used": "You returned the weights as the output; the output is weights @ v, a weighted sum "
+    "of v.",
+    "not_batched": "Right for one head (B, T, d), wrong for all heads at once (B, h, T, d): transpose the "
+    "last two dimensions, k.transpose(-2, -1), and take the softmax over dim=-1.",
     # split and merge heads (lesson 02)
     "split_interleaved": "Your heads take every h-th feature; each head takes d neighbouring features, as "
     "trained weights expect: x.reshape(B, T, h, d).transpose(1, 2).",
-    "split_no_transpose": "Reshaping (B, T, D) straight to (B, h, T, d) mixes tokens and heads: reshape "
-    "to (B, T, h, d) first, then transpose(1, 2).",
-    "split_missing_transpose": "You stopped at (B, T, h, d); attention needs the heads before the "
-    "tokens: transpose(1, 2).",
+    "split_no_transpose": "Reshaping (B, T, D) straight to (B, h, T, d) mixes tokens and heads: reshape to "
+    "(B, T, h, d) first, then transpose(1, 2).",
+    "split_missing_transpose": "You stopped at (B, T, h, d); attention needs the heads before the tokens: "
+    "transpose(1, 2).",
     "merge_no_transpose": "Reshaping (B, h, T, d) straight to (B, T, D) mixes tokens and heads: "
     "transpose(1, 2) first, then reshape.",
     "merge_interleaved": "Your merge interleaves the heads' features; put each head's d features side by "
     "side: x.transpose(1, 2).reshape(B, T, h * d).",
-    "merge_view": ".view() cannot merge the heads after transpose (the tensor is not contiguous in "
-    "memory): use .reshape(B, T, D).",
+    "merge_view": ".view() cannot merge the heads after transpose (the tensor is not contiguous in memory): "
+    "use .reshape(B, T, D).",
     # encoder block (lesson 02)
     "post_norm": "This is post-norm (LayerNorm after each residual addition, as in the original "
     "Transformer); ViT normalises before each sub-layer: x = x + attn(norm1(x)).",
-    "no_residual": "Both residual connections are missing: x = x + attn(norm1(x)), "
-    "then x = x + mlp(norm2(x)).",
+    "no_residual": "Both residual connections are missing: x = x + attn(norm1(x)), then x = x + "
+    "mlp(norm2(x)).",
     "no_residual_attention": "The residual connection around attention is missing: x = x + attn(norm1(x)).",
     "no_residual_mlp": "The residual connection around the MLP is missing: x = x + mlp(norm2(x)).",
     "residual_after_norm": "Your residuals add the normalised input; add x itself: x = x + attn(norm1(x)).",
     "norms_mixed": "The LayerNorms are mixed up: norm1 goes before attention, norm2 before the MLP.",
     "no_norm": "The LayerNorms are missing: x = x + attn(norm1(x)), then x = x + mlp(norm2(x)).",
-    "parallel": "Attention and MLP both read the block's input; the MLP reads the output of the "
-    "attention step: x = x + attn(norm1(x)) first, then x = x + mlp(norm2(x)).",
+    "parallel": "Attention and MLP both read the block's input; the MLP reads the output of the attention "
+    "step: x = x + attn(norm1(x)) first, then x = x + mlp(norm2(x)).",
     # training step (lesson 03)
     "no_zero_grad": "The first step is right, the second is not: without optimizer.zero_grad() the new "
     "gradients are added to the old ones. Call it at the start of every step.",
-    "no_step": "The parameters did not change although gradients were computed: call optimizer.step() "
-    "after loss.backward() and the clipping.",
+    "no_step": "The parameters did not change although gradients were computed: call optimizer.step() after "
+    "loss.backward() and the clipping.",
     "zero_grad_too_late": "The parameters did not change: zero_grad() ran after loss.backward() and wiped "
     "the gradients. Call it at the start of the step.",
     "no_clip": "The update used unclipped gradients: call nn.utils.clip_grad_norm_(model.parameters(), "
     "max_norm) between loss.backward() and optimizer.step().",
-    "clip_after_step": "You clipped after optimizer.step(), when the update was already made: clip "
-    "between loss.backward() and optimizer.step().",
+    "clip_after_step": "You clipped after optimizer.step(), when the update was already made: clip between "
+    "loss.backward() and optimizer.step().",
     "no_return": "The update is right; now return the loss (loss.item()) so that the lesson can plot it.",
     "backward_detached": "backward() needs the loss tensor autograd built: call it on what loss_fn "
     "returned, not on loss.item() or loss.detach().",
-    "backward_non_scalar": "backward() needs one number: call it on the loss (the mean over the batch), "
-    "not on the model's outputs or on one loss per image.",
+    "backward_non_scalar": "backward() needs one number: call it on the loss (the mean over the batch), not "
+    "on the model's outputs or on one loss per image.",
 }
 
 
-# --- Lesson 01: patchify, the [class] token and the positions -------------------------------------
-
-
 def _reordered(order: tuple[int, ...]) -> Callable:
-    """A patchify that permutes the (B, C, H/P, P, W/P, P) grid by ``order`` before reading (B, N, C*P*P)."""
+    """A patchify that permutes the (B, C, H/P, P, W/P, P) grid by ``order``, then reads (B, N, C*P*P)."""
 
     def patchify(images, P):
         B, C, H, W = images.shape
@@ -138,34 +129,27 @@ CLASS_TOKEN_ERRORS = (
 )
 
 
-# --- Lesson 02: attention, heads and the encoder block --------------------------------------------
-
-
 def _attention_from(weights_of: Callable) -> Callable:
-    """An attention that computes its weights with ``weights_of(q, k)`` and returns (weights @ v, weights)."""
-
-    def attention(q, k, v):
-        weights = weights_of(q, k)
-        return weights @ v, weights
-
-    return attention
+    """An attention whose weights are ``weights_of(q, k)``: returns (weights @ v, weights)."""
+    return lambda q, k, v: (weights_of(q, k) @ v, weights_of(q, k))
 
 
 def _scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return q @ k.transpose(-2, -1)  # (..., T, T), not scaled
 
 
+def _scaled(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return _scores(q, k) / math.sqrt(q.shape[-1])
+
+
 ATTENTION_MISTAKES = (
     ("no_scale", _attention_from(lambda q, k: _scores(q, k).softmax(-1))),
     ("scale_by_d", _attention_from(lambda q, k: (_scores(q, k) / q.shape[-1]).softmax(-1))),
     ("scale_after_softmax", _attention_from(lambda q, k: _scores(q, k).softmax(-1) / math.sqrt(q.shape[-1]))),
-    (
-        "softmax_wrong_axis",
-        _attention_from(lambda q, k: (_scores(q, k) / math.sqrt(q.shape[-1])).softmax(-2)),
-    ),
-    ("softmax_wrong_axis", _attention_from(lambda q, k: (_scores(q, k) / math.sqrt(q.shape[-1])).softmax(0))),
-    ("no_softmax", _attention_from(lambda q, k: _scores(q, k) / math.sqrt(q.shape[-1]))),
-    ("values_not_used", lambda q, k, v: ((_scores(q, k) / math.sqrt(q.shape[-1])).softmax(-1),) * 2),
+    ("softmax_wrong_axis", _attention_from(lambda q, k: _scaled(q, k).softmax(-2))),
+    ("softmax_wrong_axis", _attention_from(lambda q, k: _scaled(q, k).softmax(0))),
+    ("no_softmax", _attention_from(_scaled)),
+    ("values_not_used", lambda q, k, v: (_scaled(q, k).softmax(-1),) * 2),
 )
 
 
@@ -185,7 +169,7 @@ MERGE_ERRORS = (("merge_view", r"view size is not compatible"),)
 
 
 def _steps(first: Callable, second: Callable) -> Callable:
-    """A block forward as the learner writes it, two lines: x = first(block, x); x = second(block, x)."""
+    """A block forward in the learner's two lines: x = first(block, x); x = second(block, x)."""
     return lambda b, x: second(b, first(b, x))
 
 
@@ -204,9 +188,6 @@ BLOCK_MISTAKES = (
     ("no_norm", _steps(lambda b, x: x + b.attn(x), lambda b, x: x + b.mlp(x))),
     ("parallel", lambda b, x: x + b.attn(b.norm1(x)) + b.mlp(b.norm2(x))),
 )
-
-
-# --- Lesson 03: one training step -----------------------------------------------------------------
 
 
 def _step_variant(zero: str = "start", clip: str = "before_step", step: bool = True, returns: bool = True):

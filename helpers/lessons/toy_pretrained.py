@@ -1,18 +1,8 @@
-"""Small mode's own "ImageNet": a tiny ViT pretrained on the toy dataset, made and cached by the course.
+"""Small mode's own "ImageNet" (lesson 04): a tiny ViT pretrained on the toy dataset, cached by the course.
 
-Lesson 04 teaches transfer learning: reuse what a model learnt on a large source task for a small
-target task. Full mode transfers torchvision's ImageNet ViT-B/16. Offline, on a CPU, small mode
-cannot, so it makes its own source model: ``vit_tiny`` trained to tell real toy images from the
-fakes of the toy dataset's three generators (:data:`helpers.data.toy.GENERATORS`). The target task is a
-generator that model never saw (:data:`helpers.data.toy.UNSEEN_GENERATORS`), with a few labelled images.
-
-    source_paths          -- where the source model is cached: <home>/build/pretrained/toy_vit_tiny_source.*
-    pretrain_source_model -- train it on a toy dataset folder (seeded: the same seed, the same weights)
-    load_source_model     -- the cached model when its recipe matches, otherwise train and cache it
-    tensor_loader         -- a DataLoader over images held in memory (uint8), for the target images
-
-The weights are saved as safetensors (loading cannot run code), next to a JSON file with the recipe,
-the seed and the accuracy reached on the source task.
+Where full mode transfers the ImageNet ViT-B/16, small mode transfers ``vit_tiny`` trained on real
+versus :data:`helpers.data.toy.GENERATORS` fakes to an unseen generator, with a few labelled images.
+Cached as safetensors beside a JSON summary (:func:`source_paths`).
 """
 
 from __future__ import annotations
@@ -40,7 +30,7 @@ SOURCE_EPOCHS = 4  # toy-dataset epochs of the "scratch" recipe; measured: 100 %
 
 
 def source_recipe(epochs: int = SOURCE_EPOCHS) -> recipes.Recipe:
-    """The source task's recipe: lesson 03's small-data recipe "scratch", for ``epochs`` epochs."""
+    """The source task's recipe: lesson 03's "scratch", for ``epochs`` epochs."""
     return recipes.get_recipe("scratch", epochs=epochs)
 
 
@@ -52,15 +42,10 @@ def source_paths(home: str | os.PathLike | None = None) -> tuple[Path, Path]:
 
 
 def pretrain_source_model(
-    data_root: str | os.PathLike, recipe: recipes.Recipe, *, seed: int = 0, progress: bool = False
+    data_root: str | os.PathLike, recipe: recipes.Recipe, *, seed: int = 0
 ) -> tuple[ViT, dict[str, Any]]:
-    """Train ``vit_tiny`` from random weights on the toy dataset in ``data_root`` (real versus fake).
-
-    The split (train 80 %, validation 10 %, test 10 %), the initial weights and every epoch's
-    shuffling and augmentation follow from ``seed``, so the same seed gives the same weights on the
-    same machine. Returns the model (best epoch on validation) and a summary: recipe, seed, source
-    validation and test accuracy, seconds. Lesson 04.
-    """
+    """Train ``vit_tiny`` from random weights on the toy dataset in ``data_root`` (the same seed gives the
+    same weights); return the model (best validation epoch) and its summary. Lesson 04."""
     start = time.perf_counter()
     train_tf, eval_tf = transforms.scratch_transforms(64)  # flips and whole-pixel shifts: no resampling
     train_loader, val_loader, test_loader, class_names = loaders.create_dataloaders(
@@ -69,13 +54,18 @@ def pretrain_source_model(
     loop.set_seed(seed)
     model = ViT(get_config(MODEL, num_classes=len(class_names)))
     result = loop.fit(
-        model, train_loader, val_loader, recipe, device="cpu", test_loader=test_loader, seed=seed,
-        progress=progress,
-    )  # fmt: skip
+        model,
+        train_loader,
+        val_loader,
+        recipe,
+        device="cpu",
+        test_loader=test_loader,
+        seed=seed,
+        progress=False,
+    )
     info = {
         "name": SOURCE_NAME,
-        "what": "vit_tiny trained from random weights on the toy dataset: real versus the fakes of "
-        f"{sorted(toy.GENERATORS)} (helpers.lessons.toy_pretrained, lesson 04)",
+        "what": f"vit_tiny from random weights: real toy images versus the fakes of {sorted(toy.GENERATORS)}",
         "model": MODEL,
         "recipe": recipe.to_dict(),
         "seed": seed,
@@ -89,37 +79,24 @@ def pretrain_source_model(
     return model.eval(), info
 
 
-def _matches(info: dict[str, Any], recipe: recipes.Recipe, seed: int) -> bool:
-    """Was the cached model made with this recipe and seed, from the current toy dataset?"""
-    wanted = {"model": MODEL, "recipe": recipe.to_dict(), "seed": seed, "toy_version": toy.VERSION}
-    return all(info.get(key) == value for key, value in wanted.items())
-
-
 def load_source_model(
-    epochs: int = SOURCE_EPOCHS,
-    seed: int = 0,
-    *,
-    home: str | os.PathLike | None = None,
-    progress: bool = False,
+    epochs: int = SOURCE_EPOCHS, seed: int = 0, *, home: str | os.PathLike | None = None
 ) -> tuple[ViT, dict[str, Any]]:
-    """The source model and its summary: read from :func:`source_paths` when a cached model was made
-    with the same recipe and seed, otherwise trained on the toy dataset (17 s on two idle CPU cores,
-    measured in lesson 04) and cached. The summary's ``"cached"`` says which. Lesson 04.
-    """
+    """The source model and its summary: the cached one when made with this recipe, seed and toy
+    dataset, else trained (17 s on two CPU cores) and cached; ``info["cached"]`` says which. Lesson 04."""
     recipe = source_recipe(epochs)
     weights_path, info_path = source_paths(home)
     if weights_path.is_file() and info_path.is_file():
         info = json.loads(info_path.read_text(encoding="utf-8"))
-        if _matches(info, recipe, seed):
+        wanted = {"model": MODEL, "recipe": recipe.to_dict(), "seed": seed, "toy_version": toy.VERSION}
+        if all(info.get(key) == value for key, value in wanted.items()):
             model = ViT(get_config(MODEL, num_classes=len(info["class_names"])))
             model.load_state_dict(load_file(weights_path))  # strict: every key and shape must match
             return model.eval(), {**info, "cached": True}
-    from helpers.data import (
-        sources as data,  # here, not at the top: helpers.data.sources imports the whole dataset machinery
-    )
+    from helpers.data import sources as data  # imports the whole dataset machinery: only when needed
 
     data_root = data.get_dataset("toy", root=Path(home) / "data" / "toy" if home is not None else None)
-    model, info = pretrain_source_model(data_root, recipe, seed=seed, progress=progress)
+    model, info = pretrain_source_model(data_root, recipe, seed=seed)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     info_path.unlink(missing_ok=True)  # no JSON may describe weights other than those beside it
     state = {key: value.contiguous() for key, value in model.state_dict().items()}
@@ -129,8 +106,7 @@ def load_source_model(
 
 
 class TensorImages(Dataset):
-    """Images held in memory as uint8 ``(N, H, W, 3)`` with labels ``(N,)``; item ``i`` is
-    ``(transform(image (3, H, W) uint8 tensor), label)``."""
+    """uint8 ``(N, H, W, 3)`` images and ``(N,)`` labels in memory; item ``i``: (transform(image), label)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
@@ -147,8 +123,6 @@ class TensorImages(Dataset):
 def tensor_loader(
     images: np.ndarray, labels: np.ndarray, transform, batch_size: int, *, shuffle: bool, seed: int = 0
 ) -> DataLoader:
-    """A DataLoader over in-memory images (:class:`TensorImages`); shuffled by its own seeded
-    generator, which ``loop.fit`` re-seeds every epoch. Lesson 04."""
+    """A DataLoader over in-memory images, no workers, shuffled by its own seeded generator. Lesson 04."""
     dataset = TensorImages(images, labels, transform)
-    # The images are in memory already: no worker processes.
     return loaders.make_loader(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed, num_workers=0)

@@ -1,32 +1,13 @@
-"""A web page that asks the trained detector "fake or real?" about an uploaded image.
+"""A web page that asks the trained detector "fake or real?" about an uploaded image (lesson 06).
 
-The page is built with Gradio (an optional extra: ``pip install -e ".[demo]"``), so ``gradio`` is
-imported inside :func:`build_demo` and nowhere else in ``helpers``. What happens to an upload:
+Gradio is an optional extra (``pip install -e ".[demo]"``), imported only in :func:`build_demo`. Run it
+with ``python app/app.py --detector DIR`` or :func:`launch_demo`. An upload is decoded to RGB, passed
+through the eval transform in ``config.json`` and the ViT; the page shows each class's probability.
+A bad upload gets a message on the page and a line in the log; the server keeps serving.
 
-1. Gradio saves the uploaded file to its upload folder; the ``/predict`` endpoint checks that the
-   path it is given is such an upload (:func:`uploaded_file`) and calls :func:`classify` with it.
-2. :func:`helpers.data.images.load_image_rgb` decodes it (any mode PIL reads: RGBA, greyscale, palette,
-   CMYK, 16-bit, the first frame of a GIF) and converts it to RGB.
-3. The :class:`~helpers.serving.inference.Predictor` applies the *same eval transform* that was recorded in
-   ``config.json`` at training time (resize, centre crop, normalise) and runs the ViT, in the
-   precision this machine runs fastest (bf16 on a CPU with bf16 instructions, else fp32; the page
-   says which).
-4. The page shows the softmax probability of each class.
-
-An upload that is not an image, one with more than :data:`MAX_UPLOAD_PIXELS` pixels, or one too
-elongated to resize (:func:`helpers.data.images.check_resized_size`) gets a message on the page and one
-line in the server's log; the server keeps serving. Run it with ``python app/app.py --detector DIR``, or from
-Python (lesson 06) with :func:`launch_demo`, which applies the same upload cap.
-
-What a stranger can and cannot do (see :func:`uploaded_file` and :func:`build_demo`):
-
-- The ``/predict`` endpoint classifies only regular files inside Gradio's upload folder. Any other
-  path a caller names (``/etc/passwd``, a FIFO, a folder, a symlink out of the folder) gets the
-  same refusal, :data:`NOT_AN_UPLOAD`, and is never opened.
-- An upload is at most :data:`MAX_UPLOAD_BYTES` and :data:`MAX_UPLOAD_PIXELS`; it is deleted as soon
-  as it has been classified, and any upload nobody classified is deleted after 15 minutes.
-- :data:`CONCURRENCY` predictions run at once; at most :data:`QUEUE_SIZE` more wait in the queue,
-  later ones are told that the queue is full.
+Against strangers: ``/predict`` opens only regular files in Gradio's upload folder (anything else gets
+:data:`NOT_AN_UPLOAD`); uploads are capped (:data:`MAX_UPLOAD_BYTES`, :data:`MAX_UPLOAD_PIXELS`) and
+deleted once classified or after 15 minutes; :data:`CONCURRENCY` run at once, :data:`QUEUE_SIZE` wait.
 """
 
 from __future__ import annotations
@@ -57,21 +38,13 @@ if TYPE_CHECKING:  # only for type hints; gradio is imported when a demo is buil
 log = logging.getLogger(__name__)
 
 DETECTOR_ENV = "FAKEVIT_DETECTOR"
-# Gradio refuses larger uploads (HTTP 413) before they reach the disk. 20 MB holds any ordinary photo
-# or screenshot (the model looks at a 224 px crop of it anyway) and bounds what one request can store.
+# Gradio refuses larger uploads (HTTP 413) before they reach the disk; 20 MB holds any ordinary photo.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-# The most pixels an upload may have; more are refused from the file's header, before decoding. Decoding
-# and the eval transform take time in proportion to the pixels: 0.34 s (JPEG) and 0.56 s (PNG) at 24 M,
-# 0.58 s and 1.09 s at 48 M (`python benchmarks/demo_decode.py` on the course's shared 2-core machine),
-# while one prediction at a time should answer within 1 s at the 95th percentile. 25 M admits a
-# phone's usual 12 M photo and a 24 M camera's (6000 x 4000); a 48 M or larger one must be scaled down
-# first, which costs the detector nothing: it looks at a 224 px crop.
+# Refused from the header, before decoding: a 24 M-pixel photo decodes in 0.34 s (JPEG) to 0.56 s (PNG),
+# 48 M in 0.58 to 1.09 s (benchmarks/demo_decode.py, 2 cores), against a 1 s p95 target.
 MAX_UPLOAD_PIXELS = 25_000_000
-# One prediction at a time. On 2 cores, 2 at once gave no better p95 in benchmarks/demo_load.py (see
-# app/README.md) and would double the peak memory of heavy uploads (2 GB to decode one 88 M pixel
-# 16-bit PNG); PyTorch already spreads one prediction over all the cores.
+# 2 at once gave no better p95 (benchmarks/demo_load.py) and double the peak memory of heavy uploads.
 CONCURRENCY = 1
-# Requests waiting beyond this get "queue is full" at once instead of a wait of minutes.
 QUEUE_SIZE = 64
 DELETE_UNCLASSIFIED = (300, 900)  # every 5 min, delete uploads older than 15 min (gr.Blocks delete_cache)
 NAME_SHOWN = 60  # characters of the uploader's file name shown in messages
@@ -95,12 +68,7 @@ def display_name(class_name: str) -> str:
 
 
 def upload_path(upload: str | Path | Mapping[str, Any] | None) -> tuple[Path, str]:
-    """``(path on disk, name the user gave the file)`` for what the page or the API sent.
-
-    The event is registered with ``preprocess=False`` (see :func:`build_demo`), so Gradio passes its
-    file record ``{"path": ..., "orig_name": ...}`` instead of opening the file itself; that way
-    *we* decode the image and can explain what is wrong with a bad upload. A plain path works too.
-    """
+    """``(path on disk, the user's file name)`` for a Gradio file record or a path."""
     if upload is None:
         raise ImageLoadError(NO_IMAGE_YET)
     if isinstance(upload, Mapping):
@@ -111,16 +79,8 @@ def upload_path(upload: str | Path | Mapping[str, Any] | None) -> tuple[Path, st
 
 
 def uploaded_file(upload: str | Mapping[str, Any], upload_folder: str | Path) -> tuple[Path, str]:
-    """``(path on disk, name the user gave the file)`` when ``upload`` names a regular file in
-    ``upload_folder``.
-
-    The ``/predict`` endpoint takes a file record ``{"path": ..., "orig_name": ...}`` that any API
-    caller can write, with any path in it. Anything but a regular file inside Gradio's upload
-    folder (after following symlinks) raises :class:`~helpers.data.images.ImageLoadError` with the same
-    text, :data:`NOT_AN_UPLOAD`, whatever is really there, so the answer tells nothing about the
-    server's files. Nothing is opened: ``os.path.realpath`` reads only links and ``os.stat`` only
-    the file's metadata, so a FIFO or ``/dev/stdin`` cannot block the server.
-    """
+    """``(path on disk, the user's file name)`` when ``upload`` names a regular file in ``upload_folder``,
+    else ``ImageLoadError(NOT_AN_UPLOAD)``. Nothing is opened, so a FIFO cannot block the server."""
     text = upload.get("path") if isinstance(upload, Mapping) else upload
     try:
         folder = Path(os.path.realpath(upload_folder))
@@ -143,24 +103,15 @@ def shorten(name: str, limit: int = NAME_SHOWN) -> str:
 
 
 def classify(predictor: Predictor, upload: str | Path | Mapping[str, Any] | None) -> dict[str, float]:
-    """``{display name: probability}`` for one uploaded file; the probabilities sum to 1.
-
-    Raises :class:`~helpers.data.images.ImageLoadError`, naming the file as the user called it, when it is
-    not an image PIL can decode, when it has more than :data:`MAX_UPLOAD_PIXELS` pixels (read from its
-    header, see :func:`helpers.data.images.check_pixel_limit`) or when it is too elongated (see
-    :func:`helpers.data.images.check_resized_size`).
-    """
+    """``{display name: probability}`` for one uploaded file. Raises ``ImageLoadError``, naming the file
+    as the user called it, when it is not an image, over :data:`MAX_UPLOAD_PIXELS` or too elongated."""
     path, name = upload_path(upload)
     try:
         check_pixel_limit(path, max_pixels=MAX_UPLOAD_PIXELS)
         check_resized_size(path, int(predictor.config["transform"]["resize"]))
-        # load_image_rgb (RGB, first frame of an animation), the eval transform from config.json,
-        # the ViT and a softmax.
         probs = predictor.predict(path)
     except (ImageLoadError, OSError) as err:
-        detail = (
-            str(err).replace(str(path), name).rstrip(".")
-        )  # the user knows the name, not Gradio's cache path
+        detail = str(err).replace(str(path), name).rstrip(".")  # the user's name, not Gradio's path
         raise ImageLoadError(
             f"{name!r} is not an image the demo can use: {detail}. "
             "Upload a PNG, JPEG, WebP, GIF, BMP or TIFF image."
@@ -169,11 +120,7 @@ def classify(predictor: Predictor, upload: str | Path | Mapping[str, Any] | None
 
 
 def find_examples(data_root: Path, cache: Path, per_class: int = EXAMPLES_PER_CLASS) -> list[Path]:
-    """A few images per class to click on: from ``data_root/toy`` if it is there, else a fresh toy set.
-
-    The toy dataset is generated into ``cache`` (a few small PNGs) when ``data_root/toy`` is absent,
-    so the page always has examples, also on a machine that never ran the notebooks.
-    """
+    """A few images per class to click on: from ``data_root/toy``, else a toy set made in ``cache``."""
     toy = data_root / "toy"
     if not any(toy.glob("*/*.png")):
         toy = make_toy_dataset(cache, images_per_class=per_class)
@@ -191,8 +138,7 @@ PRECISION_NOTES = {
 
 
 def model_summary(predictor: Predictor) -> str:
-    """One Markdown line on what was loaded: the model, its size, its eval transform, its classes and
-    the precision its predictions run in."""
+    """One Markdown line: the model, its size, its eval transform, its classes and its precision."""
     config, spec = predictor.config, predictor.config["transform"]
     params = count_parameters(predictor.model)
     classes = ", ".join(display_name(c) for c in predictor.class_names)
@@ -204,11 +150,7 @@ def model_summary(predictor: Predictor) -> str:
 
 
 def check_predictor_answers(predictor: Predictor, detector_dir: str | Path) -> None:
-    """Classify one generated image; raise DetectorError unless every probability is a finite number.
-
-    Weights can be finite and still give NaN or infinite outputs (overflow); then every answer the
-    demo gave would be meaningless, so it refuses to start instead.
-    """
+    """Raise DetectorError unless a generated image gets finite probabilities (weights can overflow)."""
     side = int(predictor.config["transform"]["resize"])
     image = Image.radial_gradient("L").resize((side + 5, side + 2)).convert("RGB")  # resized, then cropped
     probs = predictor.predict(image)
@@ -222,20 +164,8 @@ def check_predictor_answers(predictor: Predictor, detector_dir: str | Path) -> N
 def build_demo(
     detector_dir: str | Path, examples: list[str | Path] | None = None, precision: str = "auto"
 ) -> gr.Blocks:
-    """The Gradio page for the detector in ``detector_dir``; serve it with :func:`launch_demo`.
-
-    Raises :class:`~helpers.serving.inference.DetectorError` naming the file when the detector is
-    missing, its weights do not fit its ``config.json``, or its first prediction (on a generated
-    image, see :func:`check_predictor_answers`) is not finite. ``examples``: image files shown under
-    the upload box (each one's folder name is its class).
-
-    ``precision``: the numeric format of predictions, "auto" by default (see
-    :func:`helpers.serving.inference.load_predictor`); the page shows which one runs.
-
-    The queue runs :data:`CONCURRENCY` predictions at once and holds at most :data:`QUEUE_SIZE`.
-    Uploads are capped at :data:`MAX_UPLOAD_BYTES` only when it is launched with that limit, as
-    :func:`launch_demo` does.
-    """
+    """The Gradio page for the detector in ``detector_dir`` (``DetectorError`` when missing or broken);
+    ``examples``: image files, each one's folder name its class. Serve it with :func:`launch_demo`."""
     import gradio as gr
     from gradio.utils import get_upload_folder  # $GRADIO_TEMP_DIR, else <temp dir>/gradio
 
@@ -325,18 +255,10 @@ def launch_demo(
     block: bool = True,
     quiet: bool = False,
 ) -> gr.Blocks:
-    """Build the page for ``detector_dir`` (:func:`build_demo`) and serve it with the upload cap.
-
-    Used by ``python app/app.py`` and lesson 06. Uploads above :data:`MAX_UPLOAD_BYTES` are refused
-    (HTTP 413) before they are stored. ``host`` and ``port`` default to ``$GRADIO_SERVER_NAME`` and
-    ``$GRADIO_SERVER_PORT``, else 127.0.0.1:7860; ``share=True`` also opens a temporary public
-    gradio.live link. ``block=False`` returns at once with the server running in the background
-    (a notebook); call ``.close()`` on the returned page to stop it. ``block=True`` serves until
-    Ctrl-C.
-    """
+    """Serve :func:`build_demo`'s page, refusing uploads over :data:`MAX_UPLOAD_BYTES` (lesson 06, the app);
+    ``block=False`` returns at once (``.close()`` stops it), ``share`` adds a public gradio.live link."""
     demo = build_demo(detector_dir, examples=examples)
-    # A gr.Error's message always reaches the page; other errors show only "Error" there (their
-    # traceback goes to this terminal), so strangers never see the server's paths.
+    # Only a gr.Error's message reaches the page: strangers never see the server's paths.
     demo.launch(
         server_name=host,
         server_port=port,
@@ -350,12 +272,8 @@ def launch_demo(
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Command line: ``python app/app.py [--detector DIR] [--host HOST] [--port PORT]``; always exits.
-
-    A missing or broken detector exits with status 2 and one ``error:`` line naming the folder or
-    file and how to make a detector; a port already in use or missing gradio exits with status 1
-    (see :mod:`helpers._cli`); Ctrl-C ends serving.
-    """
+    """``python app/app.py``: a missing or broken detector exits with status 2 and one ``error:`` line,
+    missing gradio or a busy port with 1 (:mod:`helpers._cli`)."""
     parser = cli.ArgumentParser(
         prog="python app/app.py", description="Serve the fake-vs-real ViT detector as a web page (Gradio)."
     )

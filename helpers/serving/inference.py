@@ -1,25 +1,15 @@
 """Export a trained detector, and load it back to predict on single images (lessons 04 and 06).
 
-A detector folder holds exactly two files, neither of them pickled:
-
-- ``model.safetensors``: the model's weights (safetensors cannot run code when loaded).
-- ``config.json``: everything needed to rebuild the model and its eval transform, e.g.::
+A detector folder holds ``model.safetensors`` (loading cannot run code) and ``config.json``, e.g.::
 
     {"format": "fake-vit/1", "model_name": "vit_tiny",
      "vit_config": {"image_size": 64, "patch_size": 8, ...},
      "class_names": ["fake_images", "real_images"],
      "transform": {"resize": 64, "crop": 64, "mean": [...], "std": [...], "interpolation": "bilinear"}}
 
-``python -m helpers.train`` writes one to ``OUT/detector/``, the fine-tuning lesson to
-``build/detector/`` (:func:`helpers.course.detector_dir`); the demo in ``app/`` and the deployment
-lesson read it with :func:`load_predictor`. A detector is what predictions need and nothing more;
-resuming a training run reads the training state instead (:mod:`helpers.train.state`).
-
-Predictions run in the precision the machine is fastest at (``precision="auto"``, see
-:func:`helpers.train.precision.resolve_precision`): bf16 autocast on a CPU with bf16 instructions and
-on recent GPUs, fp16 on older GPUs, fp32 otherwise. The weights stay fp32; only the matrix products are
-rounded, and a probability moves by less than 0.02 (``tests/test_precision.py`` checks it on the toy
-test set). ``precision="fp32"`` gives the exact numbers of the model in fp32.
+``python -m helpers.train`` writes one to ``OUT/detector/``, lesson 04 to ``build/detector/``.
+``precision="auto"`` predicts with bf16 or fp16 autocast where the hardware has it: a probability
+moves by less than 0.02 (``tests/test_precision.py``).
 """
 
 from __future__ import annotations
@@ -47,7 +37,6 @@ FORMAT = "fake-vit/1"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 DETECTOR_DIR = "detector"  # inside a training run's folder (python -m helpers.train --out OUT)
-# safetensors dtypes a float32 model can load (load_state_dict converts them); integers are refused.
 FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 
 
@@ -63,11 +52,8 @@ def save_detector(
     model_name: str,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``out_dir`` and return the folder.
-
-    ``transform_spec`` is the eval transform (:func:`helpers.data.transforms.eval_transform_spec`);
-    ``extra`` adds keys to ``config.json`` (the dataset, the recipe, test metrics, ...). Lessons 03 and 04.
-    """
+    """Write ``model.safetensors`` and ``config.json`` (plus the keys of ``extra``) into ``out_dir``; return
+    it. ``transform_spec``: :func:`helpers.data.transforms.eval_transform_spec`. Lessons 03 and 04."""
     if len(class_names) != model.config.num_classes:
         raise ValueError(
             f"{len(class_names)} class names {list(class_names)} for a model with "
@@ -75,14 +61,8 @@ def save_detector(
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = {
-        "format": FORMAT,
-        "model_name": model_name,
-        "vit_config": model.config.to_dict(),
-        "class_names": list(class_names),
-        "transform": dict(transform_spec),
-        **(extra or {}),
-    }
+    config = {"format": FORMAT, "model_name": model_name, "vit_config": model.config.to_dict()}
+    config |= {"class_names": list(class_names), "transform": dict(transform_spec), **(extra or {})}
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(out_dir / WEIGHTS_FILE, lambda tmp: save_file(weights, tmp))
     write_json(out_dir / CONFIG_FILE, config)
@@ -91,17 +71,14 @@ def save_detector(
 
 @dataclass
 class Predictor:
-    """A model in eval mode, its eval transform and its class names, ready for single images.
-
-    Lessons 05 and 06.
-    """
+    """A model in eval mode, its eval transform and its class names. Lessons 05 and 06."""
 
     model: ViT
     transform: Any
     class_names: list[str]
     config: dict[str, Any]
     device: torch.device
-    precision: str = "fp32"  # numeric format of the forward pass: "fp32", "bf16" or "fp16"
+    precision: str = "fp32"  # of the forward pass: "fp32", "bf16" or "fp16"
 
     @torch.inference_mode()
     def predict_batch(self, images: list[Image.Image | str | Path]) -> torch.Tensor:
@@ -118,13 +95,9 @@ class Predictor:
 
 
 def check_transform_spec(spec: Any, image_size: int) -> None:
-    """Raise ValueError, naming the field, unless ``spec`` is an eval transform that a ViT at
-    ``image_size`` can use. Lesson 06.
-
-    ``resize`` and ``crop`` are whole numbers from 1 to ``MAX_IMAGE_SIZE`` with ``crop <= resize`` and
-    ``crop == image_size`` (the model takes no other size); ``mean`` and ``std`` hold 3 finite numbers
-    (R, G, B), every ``std`` above 0 (normalising divides by it).
-    """
+    """Raise ValueError, naming the field, unless ``spec`` is an eval transform a ViT at ``image_size``
+    can use: whole ``resize >= crop == image_size`` up to ``MAX_IMAGE_SIZE``, 3 finite ``mean`` and
+    ``std`` values, every ``std`` above 0. Lesson 06."""
     if not isinstance(spec, dict):
         raise ValueError(f"'transform' must be an object with resize, crop, mean and std, not {spec!r}")
     for key in ("resize", "crop"):
@@ -141,25 +114,16 @@ def check_transform_spec(spec: Any, image_size: int) -> None:
         )
     for key in ("mean", "std"):
         values = spec.get(key)
-        if (
-            not isinstance(values, list | tuple)
-            or len(values) != 3
-            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
-            or not all(math.isfinite(v) for v in values)
-        ):
+        real = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+        if not (isinstance(values, list | tuple) and len(values) == 3 and all(map(real, values))):
             raise ValueError(f"transform {key}={values!r} must be 3 finite numbers, one per colour (R, G, B)")
     if not all(v > 0 for v in spec["std"]):
         raise ValueError(f"transform std={spec['std']!r}: every value must be above 0")
 
 
 def check_weights_header(weights_path: Path, vit_config: ViTConfig) -> None:
-    """Compare the names, shapes and dtypes in a safetensors file's header with the model that
-    ``vit_config`` builds. Lesson 06.
-
-    Reads the header only (``safe_open`` maps the file without reading the tensors) and builds the
-    model on the "meta" device (shapes, no memory), so a config.json that does not fit its weights is
-    refused before anything large is allocated. Raises :class:`DetectorError` naming the file.
-    """
+    """Raise :class:`DetectorError` unless the names, shapes and float dtypes in a safetensors header fit
+    the model ``vit_config`` builds; reads the header only, before anything large is allocated."""
     with torch.device("meta"):
         expected = {name: tuple(t.shape) for name, t in ViT(vit_config).state_dict().items()}
     try:
@@ -167,16 +131,14 @@ def check_weights_header(weights_path: Path, vit_config: ViTConfig) -> None:
             found = {name: weights.get_slice(name) for name in weights.keys()}
             shapes = {name: tuple(found[name].get_shape()) for name in found}
             dtypes = {name: found[name].get_dtype() for name in found}
-    except Exception as err:  # safetensors raises its own SafetensorError; name the file either way
+    except Exception as err:  # safetensors raises its own SafetensorError
         raise DetectorError(
             f"{weights_path} is not a readable safetensors file ({err}); export the detector again."
         ) from err
     problems = [f"missing {name!r}" for name in expected if name not in shapes]
     problems += [f"unexpected {name!r}" for name in shapes if name not in expected]
     problems += [
-        f"{name!r} is {shapes[name]}, the config needs {shape}"
-        for name, shape in expected.items()
-        if name in shapes and shapes[name] != shape
+        f"{n!r} is {shapes[n]}, the config needs {s}" for n, s in expected.items() if shapes.get(n, s) != s
     ]
     problems += [
         f"{name!r} holds {dtype}, not floats" for name, dtype in dtypes.items() if dtype not in FLOAT_DTYPES
@@ -185,35 +147,17 @@ def check_weights_header(weights_path: Path, vit_config: ViTConfig) -> None:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise DetectorError(
             f"{weights_path} does not fit the model described in {weights_path.parent / CONFIG_FILE}: "
-            f"{shown}. "
-            "Keep the two files of one export together, or export the detector again."
+            f"{shown}. Keep the two files of one export together, or export the detector again."
         )
-
-
-def check_finite(state_dict: dict[str, torch.Tensor], weights_path: Path) -> None:
-    """Raise :class:`DetectorError` naming the file and the tensor when a weight is NaN or infinite."""
-    for name, tensor in state_dict.items():
-        bad = int((~torch.isfinite(tensor)).sum())
-        if bad:
-            raise DetectorError(
-                f"{weights_path}: {name!r} holds {bad} NaN or infinite values of {tensor.numel()}; the "
-                "training run diverged or the file is damaged. Export the detector from a good epoch again."
-            )
 
 
 def load_predictor(
     detector_dir: str | Path, device: str | torch.device = "cpu", precision: str = "auto"
 ) -> Predictor:
-    """Rebuild the model and eval transform saved by :func:`save_detector`. Lessons 04 to 06.
+    """Rebuild what :func:`save_detector` saved in ``detector_dir`` (or a run's ``detector/``). Lessons 04-06.
 
-    ``detector_dir`` is a detector folder, or a training run's folder with one in ``detector/``.
-    ``precision``: "auto" (the fastest format on ``device``, see
-    :func:`helpers.train.precision.resolve_precision` with ``inference=True``), "fp32", "bf16" or "fp16";
-    ``predictor.precision`` says which one runs.
-    Raises :class:`DetectorError` naming the file when a file is missing or unreadable, when
-    ``config.json`` holds an invalid field (see :class:`~helpers.model.vit.ViTConfig` and
-    :func:`check_transform_spec`), when the weights' header does not match the config (checked
-    before allocating, by :func:`check_weights_header`), or when a weight is NaN or infinite.
+    ``precision``: "auto" (fastest on ``device``), "fp32", "bf16" or "fp16". Raises :class:`DetectorError`
+    naming the file when a file is missing, unreadable, invalid, inconsistent or holds non-finite weights.
     """
     device = torch.device(device)
     precision = resolve_precision(precision, device, inference=True)  # a bad value fails before loading
@@ -255,10 +199,15 @@ def load_predictor(
     try:
         state_dict = load_file(weights_path)
         model.load_state_dict(state_dict)
-    except Exception as err:  # safetensors raises its own error types; name the file either way
+    except Exception as err:  # safetensors raises its own error types
         raise DetectorError(
             f"{weights_path} does not fit the model described in {config_path}: {err}"
         ) from err
-    check_finite(state_dict, weights_path)
+    for name, tensor in state_dict.items():
+        if bad := int((~torch.isfinite(tensor)).sum()):
+            raise DetectorError(
+                f"{weights_path}: {name!r} holds {bad} NaN or infinite values of {tensor.numel()}; the "
+                "training run diverged or the file is damaged. Export the detector from a good epoch again."
+            )
     model.to(device).eval()
     return Predictor(model, transform, class_names, config, device, precision)
