@@ -1,16 +1,9 @@
 """How the course's command lines fail: an expected failure is one ``error: ...`` line, not a traceback.
 
-Used by ``python -m helpers.train``, ``python -m helpers.data`` and ``python app/app.py``. Two kinds
-of failure are expected, and each prints ONE line on stderr that names the file or value and says
-what to do:
-
-- a *usage* error, exit status 2: a bad flag or value, found before any work starts (an unknown
-  recipe, an ``--out`` folder that cannot be written, a detector folder that does not load);
-- a *runtime* failure, exit status 1: something the user can fix but the program could not know in
-  advance (a full disk, a folder without images, a training state that does not fit the command,
-  no network for the ImageNet weights).
-
-Everything else is a bug and keeps its traceback, so that it gets reported and fixed.
+Used by the training and data command lines and the demo. A *usage* error (a bad flag or value, an
+``--out`` that cannot be written, a detector that does not load) exits with 2 before any work; a
+*runtime* failure the user can fix (a full disk, no images, no network) with 1. Each prints ONE line
+naming the file or value and what to do. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -49,7 +42,7 @@ def one_line(text: object) -> str:
 
 
 def describe_os_error(error: OSError) -> str:
-    """What went wrong with a file, and what to do, in one sentence (no traceback)."""
+    """What went wrong with a file, and what to do, in one sentence."""
     where = error.filename if error.filename is not None else "a file"
     if error.errno == errno.ENOSPC:
         return f"no space left on the disk holding {where}: free some space"
@@ -61,12 +54,8 @@ def describe_os_error(error: OSError) -> str:
 
 
 def run(command: Callable[[], int], *, expected: tuple[type[BaseException], ...] = ()) -> int:
-    """Call ``command()`` and return its exit status, turning expected failures into one line.
-
-    :class:`CommandError` keeps its status; ``OSError`` (a full disk, a folder that cannot be
-    written, a file that vanished) and the ``expected`` exception types give status 1; Ctrl-C gives
-    130, the shell's code for an interrupt. Any other exception propagates with its traceback.
-    """
+    """``command()``'s exit status, an expected failure printed as one line: :class:`CommandError` keeps
+    its status, ``OSError`` and ``expected`` give 1, Ctrl-C 130. Other exceptions propagate."""
     try:
         return command()
     except CommandError as error:
@@ -84,12 +73,8 @@ def run(command: Callable[[], int], *, expected: tuple[type[BaseException], ...]
 
 
 def check_output_folder(out: Path, needed: int) -> None:
-    """Refuse, before training, an ``--out`` that cannot be written or whose disk has less than
-    ``needed`` bytes free: one :class:`helpers._CommandError` naming the folder.
-
-    Nothing is created: the check writes a temporary file into ``out`` or, when ``out`` does not
-    exist yet, into its nearest existing parent, and deletes it at once.
-    """
+    """Refuse, before training, an ``--out`` that cannot be written or has less than ``needed`` bytes
+    free. Creates nothing: a temporary file in ``out`` or its nearest existing parent, deleted at once."""
     existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
     if not existing.is_dir():
         raise CommandError(f"--out {out}: {existing} is a file, not a folder; choose another --out", 2)

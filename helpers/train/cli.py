@@ -4,37 +4,19 @@
     python -m helpers.train --data data/fake_or_real --model vit_b16 --recipe linear_probe --out build/probe
     python -m helpers.train --data data/fake_or_real --model vit_b16 --recipe finetune --out build/finetune
 
-``--recipe`` names one of :data:`helpers.train.recipes.RECIPES`: ``scratch`` (and ``tutorial``) train
-every weight from random initialisation (``vit_tiny`` or ``vit_b16``); ``linear_probe`` and
-``finetune`` start from torchvision's ImageNet ViT-B/16 (``--model vit_b16``) and train only the new
-head (on cached features) or every layer. Each setting flag (``--lr``, ``--epochs``, ...) replaces
-that field of the recipe.
+``--recipe`` is one of :data:`helpers.train.recipes.RECIPES`; ``linear_probe`` and ``finetune`` start
+from torchvision's ImageNet ViT-B/16 (``--model vit_b16``). Each setting flag (``--lr``, ...) replaces
+that field of the recipe. ``--data`` holds ``fake_images/`` and ``real_images/``, or has one
+sub-folder that does: ``data/fake_or_real`` works as well as ``data/fake_or_real/train``.
 
-The folder ``--out`` receives ``metrics.json`` (the recipe, settings, history, best epoch,
-validation and test metrics, speed), ``detector/`` (``model.safetensors`` + ``config.json``, for
-``helpers.serving.inference.load_predictor`` and the demo) and ``training_state/`` (to continue with
-``--resume`` after an interruption; see ``helpers.train.state``).
-
-``--data`` is the folder with one sub-folder per class (``fake_images/``, ``real_images/``), or a
-folder whose one sub-folder holds them: ``data/fake_or_real`` works as well as
-``data/fake_or_real/train``.
-
-**On a GPU**, the defaults are what a GPU user expects: ``--precision auto`` trains in bf16 where the
-GPU has bf16 units (A100, L4, H100) and in fp16 with a gradient scaler on older ones (T4), and fp32
-matrix products may use TF32 (:func:`helpers.train.precision.allow_tf32`). On a CPU it trains in fp32.
-``--compile`` compiles the model with ``torch.compile``: the first steps take a minute or more to
-compile, later steps run faster (``benchmarks/finetune_throughput.py`` measures both), so it pays on
-a GPU for runs of many steps, not for a few epochs on the toy set.
-
-**Failures** that are not bugs (a full disk, an ``--out`` that cannot be written, a training state
-that does not fit the command, a folder without images) end with one ``error: ...`` line and exit
-status 1 or 2 (see :mod:`helpers._cli`). Before training, ``--out`` is checked for write access and
-for enough free space for the training state and the detector (:func:`space_needed`).
+``--out`` receives ``metrics.json``, ``detector/`` (for ``helpers.serving.inference.load_predictor``
+and the demo) and ``training_state/`` (for ``--resume``). On a GPU ``--precision auto`` trains in bf16
+(or fp16 on a T4) and fp32 matmuls may use TF32; ``--compile`` pays on a GPU for long runs only.
+Expected failures (a full disk, an ``--out`` that cannot be written or lacks space, a training state
+that does not fit, a folder without images) end with one ``error: ...`` line (:mod:`helpers._cli`).
 
 Several GPUs: ``torchrun --nproc_per_node=4 -m helpers.train ...`` runs one process per GPU with
-DistributedDataParallel (``--batch-size`` is per process). Process 0 indexes the data and fetches
-the ImageNet weights while the others wait (:func:`helpers.train.distributed.rank_zero_first`); every
-part that differs between processes is in :mod:`helpers.train.distributed`.
+DistributedDataParallel (``--batch-size`` is per process); see :mod:`helpers.train.distributed`.
 """
 
 from __future__ import annotations
@@ -84,96 +66,49 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         epilog="Recipe settings left out take the values of the --recipe (listed in each help line).",
     )
-    parser.add_argument(
-        "--data",
-        type=Path,
-        required=True,
-        help="image folder with fake_images/ and real_images/, or a folder whose one sub-folder "
-        "holds them (e.g. data/toy, data/fake_or_real)",
-    )
-    parser.add_argument("--model", choices=MODELS, default="vit_tiny", help="ViT size (default: vit_tiny)")
-    parser.add_argument(
-        "--recipe", choices=sorted(RECIPES), default="scratch", help="how to train (default: scratch)"
-    )
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: build/MODEL-RECIPE)")
+    add = parser.add_argument
+    add("--data", type=Path, required=True, help="folder with fake_images/ and real_images/, or above it")
+    add("--model", choices=MODELS, default="vit_tiny", help="ViT size (default: vit_tiny)")
+    add("--recipe", choices=sorted(RECIPES), default="scratch", help="how to train (default: scratch)")
+    add("--out", type=Path, default=None, help="output folder (default: build/MODEL-RECIPE)")
     for flag, field, kind, text in RECIPE_FLAGS:
         defaults = ", ".join(f"{name} {getattr(recipe, field)}" for name, recipe in RECIPES.items())
-        parser.add_argument(flag, dest=field, type=kind, help=f"{text} ({defaults})")
-    parser.add_argument(
-        "--image-size",
-        type=int,
-        help="side in pixels, a multiple of the patch size (vit_tiny 64, vit_b16 224)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=42, help="seed of the split, initialisation and shuffling"
-    )
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of each class for validation")
-    parser.add_argument("--test-fraction", type=float, default=0.1, help="share of each class for the test")
-    parser.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="auto = the GPU if there is one (default: auto)",
-    )
-    parser.add_argument(
-        "--precision",
-        choices=["auto", *sorted(PRECISIONS)],
-        default="auto",
-        help="numeric format; auto = bf16 on GPUs with bf16 units, fp16 on older GPUs, fp32 on a CPU "
-        "(default: auto)",
-    )
-    parser.add_argument(
-        "--compile",
-        action="store_true",
-        help="compile the model with torch.compile: a minute or more at the start, faster steps "
-        "after; pays on a GPU for long runs",
-    )
-    parser.add_argument(
-        "--num-workers",
-        type=int,
-        default=None,
-        help="DataLoader worker processes (default: helpers.data.loaders.default_num_workers())",
-    )
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/training_state if it exists")
-    parser.add_argument(
-        "--allow-random-weights",
-        action="store_true",
-        help="linear_probe/finetune: go on with RANDOM weights when the ImageNet weights "
-        "cannot be found or downloaded (small mode only: the results mean little)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+        add(flag, dest=field, type=kind, help=f"{text} ({defaults})")
+    add("--image-size", type=int, help="pixels, a multiple of the patch size (vit_tiny 64, vit_b16 224)")
+    add("--seed", type=int, default=42, help="seed of the split, initialisation and shuffling")
+    add("--val-fraction", type=float, default=0.1, help="share of each class for validation")
+    add("--test-fraction", type=float, default=0.1, help="share of each class for the test")
+    add("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = the GPU if there is one")
+    formats = ["auto", *sorted(PRECISIONS)]
+    add("--precision", choices=formats, default="auto", help="auto = bf16 (T4: fp16) on a GPU, fp32 on a CPU")
+    add("--compile", action="store_true", help="torch.compile: slow start, faster steps; pays on a GPU")
+    add("--num-workers", type=int, default=None, help="DataLoader worker processes (default: by CPU count)")
+    add("--resume", action="store_true", help="continue from OUT/training_state if it exists")
+    add("--allow-random-weights", action="store_true", help="RANDOM weights if ImageNet's are unavailable")
+    add("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
-def recipe_from_args(args: argparse.Namespace) -> Recipe:
-    """The ``--recipe`` with every setting given on the command line put in its place."""
-    base = RECIPES[args.recipe]
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line; ``args.recipe`` becomes a :class:`Recipe`. Errors exit with 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     overrides: dict[str, Any] = {
         field: getattr(args, field) for _, field, _, _ in RECIPE_FLAGS if getattr(args, field) is not None
     }
     if "epochs" in overrides and "warmup_epochs" not in overrides:  # short runs: warm up a tenth of them
-        overrides["warmup_epochs"] = min(base.warmup_epochs, overrides["epochs"] / 10)
+        overrides["warmup_epochs"] = min(RECIPES[args.recipe].warmup_epochs, overrides["epochs"] / 10)
     if overrides.get("grad_clip") == 0:
         overrides["grad_clip"] = None
-    return get_recipe(args.recipe, **overrides)
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse and check the command line; ``args.recipe`` becomes a :class:`Recipe`. Errors exit
-    with status 2."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        args.recipe = recipe_from_args(args)
+        args.recipe = get_recipe(args.recipe, **overrides)
     except ValueError as err:  # e.g. "recipe 'scratch': epochs must be an integer >= 1, got 0"
         flag = next((f for f, field, _, _ in RECIPE_FLAGS if f": {field} must" in str(err)), "--recipe")
         parser.error(f"{flag}: {err}")
     recipe = args.recipe
     if args.image_size is None:
         args.image_size = DEFAULT_IMAGE_SIZE[args.model]
-    if args.out is None:
-        args.out = Path("build") / f"{args.model}-{recipe.name}"
-
+    args.out = args.out or Path("build") / f"{args.model}-{recipe.name}"
     if recipe.pretrained and args.model != "vit_b16":
         parser.error(
             f"--recipe {recipe.name} starts from ImageNet weights, which exist only for --model vit_b16 "
@@ -238,25 +173,18 @@ def train(args: argparse.Namespace) -> int:
             cli.check_output_folder(args.out, space_needed(args))
         tf32 = allow_tf32(device)
         loop.set_seed(args.seed)
-        if recipe.pretrained:
-            train_tf, eval_tf = transforms.pretrained_transforms(args.image_size)
-        else:
-            train_tf, eval_tf = transforms.scratch_transforms(args.image_size)
+        make = transforms.pretrained_transforms if recipe.pretrained else transforms.scratch_transforms
+        train_tf, eval_tf = make(args.image_size)
         if not recipe.train_backbone:
             train_tf = eval_tf  # features are computed once, so no random augmentation
         try:  # DDP: process 0 indexes the data (and checks every image), then the others reuse its index
             train_loader, val_loader, test_loader, class_names = distributed.rank_zero_first(
                 lambda: create_dataloaders(
-                    args.data,
-                    train_tf,
-                    eval_tf,
-                    batch_size=recipe.batch_size,
-                    val_fraction=args.val_fraction,
-                    test_fraction=args.test_fraction,
-                    seed=args.seed,
+                    args.data, train_tf, eval_tf, batch_size=recipe.batch_size, seed=args.seed,
+                    val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                     num_workers=args.num_workers,
                 )
-            )
+            )  # fmt: skip
         except ValueError as err:  # a folder without two classes of images, too few images per class
             raise cli.CommandError(str(err)) from err
         sampler = distributed.sampler(train_loader.dataset, rank, world_size, args.seed)
@@ -300,21 +228,16 @@ def train(args: argparse.Namespace) -> int:
 
 
 def find_class_folder(data: Path, verbose: bool = True) -> Path:
-    """``data`` if its sub-folders hold the images, else the one sub-folder of ``data`` that does.
+    """``data`` if its sub-folders hold the images, else its one sub-folder that does (a download's
+    ``train/``), else ``data`` as it is (indexing it then says what is missing)."""
 
-    ``python -m helpers.data download --out data/fake_or_real`` puts the class folders into
-    ``data/fake_or_real/train``; ``--data data/fake_or_real`` then trains on that ``train/`` (and
-    says so). When no sub-folder or several hold class folders with images, ``data`` is returned
-    as it is, and indexing it explains what is missing.
-    """
+    def folders(folder: Path) -> list[Path]:  # without hidden ones and macOS's __MACOSX
+        return sorted(d for d in folder.iterdir() if d.is_dir() and d.name[0] != "." and d.name != "__MACOSX")
 
     def holds_classes(folder: Path) -> bool:  # two or more sub-folders with images (at any depth)
-        classes = [d for d in _visible_folders(folder) if any(list_image_files(d))]
-        return len(classes) >= 2
+        return sum(any(list_image_files(d)) for d in folders(folder)) >= 2
 
-    if holds_classes(data):
-        return data
-    inside = [d for d in _visible_folders(data) if holds_classes(d)]
+    inside = [] if holds_classes(data) else [d for d in folders(data) if holds_classes(d)]
     if len(inside) != 1:
         return data
     if verbose:
@@ -322,63 +245,31 @@ def find_class_folder(data: Path, verbose: bool = True) -> Path:
     return inside[0]
 
 
-def _visible_folders(folder: Path) -> list[Path]:
-    """Sub-folders of ``folder``, without hidden ones and macOS's ``__MACOSX``."""
-    return sorted(
-        d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name != "__MACOSX"
-    )
-
-
 def space_needed(args: argparse.Namespace) -> int:
-    """Bytes that ``--out`` needs for a run of ``args``: the training state twice, plus the detector.
-
-    A training state holds the weights, the best weights (4 bytes per parameter each) and the
-    optimizer's two moments per trained parameter (AdamW and Adam keep two); each epoch writes a new
-    one before deleting the old (:mod:`helpers.train.state`), so twice that must fit, less what an
-    earlier run already wrote there. The detector is the weights once more. For ViT-B/16 fine-tuning
-    this is about 3.1 GB; the linear probe saves only the head's state, so mostly the detector.
-    """
+    """Bytes ``--out`` needs: the training state twice (a save writes the new one before deleting the
+    old), less what is there already, plus the detector. ViT-B/16 fine-tuning: about 3.1 GB."""
     config = get_config(args.model, image_size=args.image_size, num_classes=len(CLASS_NAMES))
-    weights = 4 * config.num_parameters
-    if args.recipe.train_backbone:
-        state = 2 * weights + 2 * weights
-    else:  # fit_linear_probe saves the state of the head only
-        head = 4 * (config.dim + 1) * config.num_classes
-        state = 4 * head
+    weights = 4 * config.num_parameters  # fp32
+    head = 4 * (config.dim + 1) * config.num_classes  # all a linear probe trains
+    trained = weights if args.recipe.train_backbone else head
+    state = 4 * trained  # weights, best weights, and AdamW's two moments
     folder = Path(args.out) / training_state.FOLDER
     existing = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) if folder.is_dir() else 0
     return max(2 * state - existing, state) + weights
 
 
-def write_outputs(
-    args: argparse.Namespace,
-    model: ViT,
-    result: dict[str, Any],
-    class_names: list[str],
-    origin: str,
-    world_size: int,
-    seconds: float,
-) -> None:
+def write_outputs(args, model: ViT, result: dict, class_names: list, origin: str, world_size: int, seconds):
     """``metrics.json``, and the detector (``model.safetensors`` + ``config.json``) in ``detector/``."""
     out, recipe = Path(args.out), args.recipe
     out.mkdir(parents=True, exist_ok=True)
     spec = transforms.eval_transform_spec(args.image_size, pretrained=recipe.pretrained)
-    detector = save_detector(
-        model,
-        out / DETECTOR_DIR,
-        class_names,
-        spec,
-        model_name=args.model,
-        extra={"recipe": recipe.name, "weights": origin},
-    )
+    extra = {"recipe": recipe.name, "weights": origin}
+    detector = save_detector(model, out / DETECTOR_DIR, class_names, spec, model_name=args.model, extra=extra)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "recipe"}
     metrics = {
         "recipe": recipe.to_dict(),
         "settings": {k: v for k, v in settings.items() if k not in recipe.to_dict()},
-        "history": result["history"],
-        "best_epoch": result["best_epoch"],
-        "val": result["val"],
-        "test": result["test"],
+        **{key: result[key] for key in ("history", "best_epoch", "val", "test")},
         "class_names": list(class_names),
         "weights": origin,
         "world_size": world_size,

@@ -1,19 +1,9 @@
 """Several GPUs: one process per GPU under ``torchrun``, with DistributedDataParallel (DDP).
 
 ``torchrun --nproc_per_node=4 -m helpers.train ...`` starts four copies of the training command and
-tells each its number in the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``). Everything the
-course does differently in that case is here, so the rest of the code reads as one process:
-
-    setup, cleanup        -- join and leave the process group; which GPU is this process's
-    sampler               -- each process trains on its own share of the shuffled training set
-    wrap_model            -- DDP averages the gradients of all processes in every backward pass
-    sum_over_processes    -- add a tensor up over all processes (the epoch's loss and accuracy)
-    current_rank          -- this process's number (0 writes files and prints)
-    rank_zero_first       -- process 0 fetches the data or the weights while the others wait
-
-Outside ``torchrun`` (one process, ``torch.distributed`` not initialised) each of these does what a
-single process needs and nothing else. Used by ``python -m helpers.train`` and by
-:func:`helpers.train.loop.fit`; no lesson needs it on one GPU.
+tells each its number (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``). All the course does differently
+then is here, so the rest reads as one process; outside ``torchrun`` each function does what a single
+process needs. Used by ``python -m helpers.train`` and :mod:`helpers.train.run`; no lesson needs it.
 """
 
 from __future__ import annotations
@@ -36,12 +26,12 @@ class RankZeroFailed(RuntimeError):
 
 
 def running() -> bool:
-    """Whether this process belongs to an initialised process group (under torchrun, after :func:`setup`)."""
+    """Whether this process belongs to an initialised process group."""
     return dist.is_available() and dist.is_initialized()
 
 
 def current_rank() -> int:
-    """This process's number in the process group; 0 when not running distributed."""
+    """This process's number in the process group (0 writes files and prints); 0 when not distributed."""
     return dist.get_rank() if running() else 0
 
 
@@ -56,8 +46,8 @@ def rank_from_env() -> int:
 
 
 def setup(device_arg: str) -> tuple[torch.device, int, int]:
-    """``(device, rank, world_size)`` for ``--device`` ``"auto"``, ``"cpu"`` or ``"cuda"``; under
-    torchrun also joins the process group (NCCL between GPUs, gloo between CPU processes)."""
+    """``(device, rank, world_size)`` for ``--device`` auto, cpu or cuda; under torchrun also joins the
+    process group (NCCL between GPUs, gloo between CPU processes)."""
     world_size = world_size_from_env()
     use_cuda = device_arg == "cuda" or (device_arg == "auto" and torch.cuda.is_available())
     if world_size == 1:
@@ -83,37 +73,18 @@ def sampler(dataset: Sized, rank: int, world_size: int, seed: int) -> Distribute
 
 
 def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
-    """``model`` in a DistributedDataParallel wrapper, which averages the gradients of all processes
-    in every backward pass; ``model`` itself when not running distributed."""
+    """``model`` in DDP, which averages all processes' gradients in every backward; itself outside DDP."""
     if not running():
         return model
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def sum_over_processes(values: torch.Tensor) -> torch.Tensor:
-    """``values`` added up over all processes (a no-op in a single process)."""
-    if running():
-        values = values.clone()
-        dist.all_reduce(values)
-    return values
-
-
 def rank_zero_first(
     prepare: Callable[[], T], *, rank: int | None = None, broadcast: Callable[[Any], Any] | None = None
 ) -> T:
-    """Run ``prepare()`` in process 0 first, then in the others; return its result in every process.
-
-    For work that must happen once: process 0 downloads, extracts and indexes the data, or fetches
-    the ImageNet weights into the cache, while the others wait; they then call ``prepare()``
-    themselves and find everything in place (``helpers.data.sources.get_dataset``,
-    :func:`helpers.data.datasets.find_images` and the weights cache reuse what is there), instead of N
-    processes downloading 9 GB side by side. If process 0 fails, the others raise
-    :class:`RankZeroFailed` instead of trying again on their own. Outside a distributed run this is
-    just ``prepare()``.
-
-    ``rank`` and ``broadcast`` default to ``torch.distributed``'s (``broadcast(value)`` sends process
-    0's value to every process and returns it there; tests pass their own).
-    """
+    """Run ``prepare()`` in process 0 first (a download, the ImageNet weights), then in the others,
+    which find it in place; if process 0 fails they raise :class:`RankZeroFailed`. ``rank`` and
+    ``broadcast`` (process 0's value to all) default to ``torch.distributed``'s; tests pass their own."""
     if rank is None:
         rank = current_rank()
     if broadcast is None:

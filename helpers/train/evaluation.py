@@ -1,18 +1,14 @@
 """Measuring a model: predictions over a loader, classification metrics, cached features.
 
-Used by :mod:`helpers.train.loop` after every epoch, and directly by the lessons: lesson 03 compares
-two recipes on the test set, lesson 04 draws confusion matrices and ROC curves, lesson 05 looks
-at the detector's mistakes. Nothing here changes a weight: every model is put in eval mode and run
-under ``torch.inference_mode()``.
-
-**Precision** means the numeric format of the forward pass here: ``"fp32"``, ``"bf16"`` or
-``"fp16"`` (autocast, see :mod:`helpers.train.precision`). The classification metric of the same name is
-a key of :func:`compute_metrics`' result, and ``val_precision`` in a training run's history.
+:mod:`helpers.train.loop` measures after every epoch; lesson 03 compares two recipes, lesson 04 draws
+confusion matrices and ROC curves, lesson 05 looks at the mistakes. Every model runs in eval mode
+under ``torch.inference_mode()``. ``precision`` is the numeric format of the forward pass
+(:mod:`helpers.train.precision`); the metric of that name is a key of :func:`compute_metrics`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -25,29 +21,19 @@ from helpers.train.precision import autocast
 
 
 def progress_bar(loader: Iterable, description: str, enabled: bool) -> tqdm:
-    """A progress bar over ``len(loader)`` batches, advanced by hand with ``bar.update()``.
-
-    The bar is not wrapped around the loader on purpose: ``tqdm.auto`` calls ``iter(loader)`` once
-    more when it wraps one, which would start a second pass over a DataLoader (drawing from its
-    random generator and, with workers, starting them twice).
-    """
+    """A bar over ``len(loader)`` batches, advanced with ``bar.update()``: wrapped around a DataLoader,
+    ``tqdm.auto`` would call ``iter(loader)`` twice (a second draw from its generator, workers twice)."""
     return tqdm(total=len(loader), desc=description, disable=not enabled, leave=False)
 
 
 @torch.inference_mode()
-def _outputs(
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    loader: Iterable,
-    device: torch.device,
-    *,
-    precision: str,
-    progress: bool,
-    description: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``forward(images)`` for every batch of ``loader``: the outputs (N, ...) as float32 on the CPU,
-    and the targets (N,)."""
+def _outputs(model: nn.Module, loader: Iterable, device, precision: str, progress: bool, features=False):
+    """Logits (or ``forward_features``) (N, ...) as float32 on the CPU, and targets (N,)."""
+    model.eval()
+    device = torch.device(device)
+    forward = model.forward_features if features else model
     outputs, targets = [], []
-    bar = progress_bar(loader, description, progress)
+    bar = progress_bar(loader, "features" if features else "eval", progress)
     for images, labels in loader:
         with autocast(device, precision):
             outputs.append(forward(images.to(device, non_blocking=True)).float().cpu())  # (B, ...)
@@ -59,15 +45,6 @@ def _outputs(
     return torch.cat(outputs), torch.cat(targets).long()
 
 
-def _predict_logits(
-    model: nn.Module, loader: Iterable, device: torch.device | str, *, precision: str, progress: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (N, C) as float32 on the CPU and targets (N,) for every sample of ``loader``."""
-    model.eval()
-    device = torch.device(device)
-    return _outputs(model, loader, device, precision=precision, progress=progress, description="eval")
-
-
 def predict_loader(
     model: nn.Module,
     loader: Iterable,
@@ -76,31 +53,20 @@ def predict_loader(
     precision: str = "fp32",
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class probabilities (N, C) as float32 on the CPU and targets (N,) for every sample of ``loader``.
-
-    The model is put in eval mode (no dropout) and run under ``torch.inference_mode()``. Lessons 03 to 06.
-    """
-    logits, targets = _predict_logits(model, loader, device, precision=precision, progress=progress)
+    """Class probabilities (N, C) as float32 on the CPU and targets (N,), in order. Lessons 03 to 06."""
+    logits, targets = _outputs(model, loader, device, precision, progress)
     return logits.softmax(dim=1), targets
 
 
 def compute_metrics(probs: torch.Tensor, targets: torch.Tensor, *, positive_class: int = 0) -> dict[str, Any]:
-    """Classification metrics from probabilities (N, C) and true labels (N,), with torchmetrics.
+    """Classification metrics from probabilities (N, C) and labels (N,), as plain numbers. Lessons 03 to 05.
 
-    The predicted class is the most probable one. Returned values are plain Python numbers, rates
-    in [0, 1] (not percent):
-
-    - ``accuracy``: fraction of samples whose predicted class is the true class.
-    - ``precision``, ``recall``, ``f1``, ``auroc``: with 2 classes, for the *positive* class
-      ``positive_class``. It defaults to 0 because in this course class 0 is ``fake_images``
-      (``helpers.data.datasets.CLASS_NAMES``) and the detector's job is to find fakes: precision = of the
-      images called fake, the fraction that are fake; recall = of the fake images, the fraction
-      caught. AUROC ranks the samples by the probability of the positive class; it is ``None``
-      when the targets hold only one class (undefined). With more than 2 classes, all four are
-      macro averages over the classes (one-vs-rest), and ``positive_class`` is ignored.
-    - ``confusion_matrix``: ``C x C`` list of lists of counts, rows = true class, columns =
-      predicted class, in class-index order (row 0 = class 0), whatever ``positive_class`` is.
-    - ``num_samples``: N. Lessons 03 to 05.
+    The predicted class is the most probable one; rates are in [0, 1]. ``accuracy``: the fraction
+    right. ``precision``, ``recall``, ``f1``, ``auroc``: with 2 classes, for ``positive_class``
+    (0 = ``fake_images``: the detector's job is to find fakes; precision = of the images called fake,
+    the fraction that are; recall = of the fakes, the fraction caught); with more, macro averages.
+    ``auroc`` is None when the targets hold one class. ``confusion_matrix``: rows = true class,
+    columns = predicted class, in class-index order. ``num_samples``: N.
     """
     if probs.ndim != 2 or targets.ndim != 1 or len(probs) != len(targets):
         raise ValueError(
@@ -120,9 +86,8 @@ def compute_metrics(probs: torch.Tensor, targets: torch.Tensor, *, positive_clas
         metrics["precision"] = tmc.binary_precision(is_pos_pred, is_pos).item()
         metrics["recall"] = tmc.binary_recall(is_pos_pred, is_pos).item()
         metrics["f1"] = tmc.binary_f1_score(is_pos_pred, is_pos).item()
-        metrics["auroc"] = (
-            None if one_class_only else tmc.binary_auroc(probs[:, positive_class], is_pos).item()
-        )
+        auroc = None if one_class_only else tmc.binary_auroc(probs[:, positive_class], is_pos).item()
+        metrics["auroc"] = auroc
         metrics["positive_class"] = positive_class
     else:
         metrics["precision"] = tmc.multiclass_precision(preds, targets, num_classes, average="macro").item()
@@ -146,17 +111,12 @@ def evaluate(
     positive_class: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """``{"loss": ..., **compute_metrics(...)}`` over the whole loader.
-
-    ``loss`` is ``loss_fn`` (plain cross-entropy when None, i.e. without label smoothing) averaged
-    over all samples. Lesson 03.
-    """
-    logits, targets = _predict_logits(model, loader, device, precision=precision, progress=progress)
+    """``{"loss": ..., **compute_metrics(...)}`` over the loader (default loss: cross-entropy). Lesson 03."""
+    logits, targets = _outputs(model, loader, device, precision, progress)
     loss = (loss_fn or F.cross_entropy)(logits, targets).item()
     return {"loss": loss, **compute_metrics(logits.softmax(dim=1), targets, positive_class=positive_class)}
 
 
-@torch.inference_mode()
 def extract_features(
     model: nn.Module,
     loader: Iterable,
@@ -165,12 +125,5 @@ def extract_features(
     precision: str = "fp32",
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the (frozen) backbone once: ``model.forward_features`` for every image of ``loader``.
-
-    Returns the [class]-token features (N, D) as float32 on the CPU, and the targets (N,). Lesson 04.
-    """
-    model.eval()
-    device = torch.device(device)
-    return _outputs(
-        model.forward_features, loader, device, precision=precision, progress=progress, description="features"
-    )
+    """The frozen backbone run once: [class]-token features (N, D) on the CPU and targets (N,). Lesson 04."""
+    return _outputs(model, loader, device, precision, progress, features=True)

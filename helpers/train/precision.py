@@ -1,22 +1,8 @@
 """Precision: the numeric format a forward pass runs in ("fp32", "bf16" or "fp16"), in one place.
 
-In this course *precision* always means the numeric format; the classification metric of the same
-name is ``val_precision`` in a run's history. Lessons 03 to 06 set ``PRECISION = "auto"``, and
-:func:`resolve_precision` turns it into what the hardware multiplies natively: bf16 on CUDA GPUs
-that have bf16 units (Ampere and newer: A100, L4, H100), fp16 with a gradient scaler on older ones
-(T4, V100), fp32 on a CPU for training. For inference (``inference=True``) a CPU with bf16
-instructions (AVX512-BF16 or AMX on x86, BF16 on ARM) gets bf16 too: lesson 06's demo answers several
-times faster (``benchmarks/inference_latency.py``).
-
-    PRECISIONS        -- the three names and the torch dtype each autocasts to
-    autocast          -- the context a forward pass runs in (training, evaluation, the predictor)
-    make_scaler       -- the gradient scaler, on for fp16 only (lesson 03)
-    native_bf16       -- whether a device multiplies bf16 in hardware
-    resolve_precision -- "auto" -> the format this machine runs fastest; other names checked
-    allow_tf32        -- let fp32 matrix products on a GPU use TF32 tensor cores
-
-``helpers.train.loop`` (training), ``helpers.train.evaluation`` (measuring),
-``helpers.serving.inference`` (the predictor), ``python -m helpers.train --precision`` and the demo all
+The classification metric of the same name is ``val_precision`` in a run's history. Lessons 03 to 06
+set ``PRECISION = "auto"``; :func:`resolve_precision` turns it into what the hardware multiplies
+natively. Training, evaluation, the predictor, ``python -m helpers.train --precision`` and the demo
 use these.
 """
 
@@ -30,7 +16,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # na
 
 
 def check_precision(device: torch.device, precision: str) -> None:
-    """Refuse an unknown numeric format, and fp16 without a CUDA GPU, with a message saying why."""
+    """Refuse an unknown numeric format, and fp16 without a CUDA GPU, saying why."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     if precision == "fp16" and device.type != "cuda":
@@ -38,7 +24,7 @@ def check_precision(device: torch.device, precision: str) -> None:
 
 
 def autocast(device: torch.device, precision: str):
-    """A context in which the forward pass runs in ``precision`` ("fp32", "bf16" or "fp16")."""
+    """A context in which the forward pass runs in ``precision``. Lessons 03 to 06."""
     check_precision(device, precision)
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -46,19 +32,16 @@ def autocast(device: torch.device, precision: str):
 
 
 def make_scaler(device: torch.device | str, precision: str) -> torch.amp.GradScaler:
-    """A gradient scaler that is on for fp16 only. In fp16 small gradients would underflow to 0, so
-    the loss is multiplied before ``backward`` and the gradients divided back before the step; in
-    fp32 and bf16 the scaler is switched off and passes everything through unchanged. Lesson 03."""
+    """A gradient scaler, on for fp16 only (lesson 03): fp16 gradients would underflow to 0, so the
+    loss is scaled up before ``backward`` and the gradients back down before the step."""
     return torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
 
 
 def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` multiplies bf16 numbers in hardware (not emulated). Lessons 03 and 06.
+    """Whether ``device`` multiplies bf16 in hardware, not emulated. Lessons 03 and 06.
 
-    CUDA: ``torch.cuda.is_bf16_supported(including_emulation=False)``, true from compute capability
-    8.0 (A100, L4, H100; a T4 is 7.5). CPU: the instruction sets PyTorch reports in
-    ``torch.cpu.get_capabilities()``: AVX512-BF16 or AMX-BF16 on x86, BF16 on ARM (Graviton 3,
-    Apple M2 and newer). Without them PyTorch still computes bf16, emulated and slower than fp32.
+    CUDA: compute capability 8.0 and up (A100, L4, H100; not a T4). CPU: AVX512-BF16 or AMX-BF16 on
+    x86, BF16 on ARM (Graviton 3, Apple M2), as ``torch.cpu.get_capabilities()`` reports them.
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -73,23 +56,18 @@ def native_bf16(device: torch.device | str) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device | str, *, inference: bool = False) -> str:
-    """The numeric format to run in on ``device``: ``precision`` itself, checked, or for ``"auto"``:
+    """``precision`` checked, or for ``"auto"`` the fastest format on ``device``. Lessons 03 to 06.
 
-    - a CUDA GPU: ``"bf16"`` where it is native (:func:`native_bf16`), else ``"fp16"`` (with a
-      gradient scaler when training, see :func:`make_scaler`);
-    - a CPU: ``"fp32"`` for training; for ``inference`` ``"bf16"`` where the CPU has bf16
-      instructions, else ``"fp32"`` (emulated bf16 would be slower).
-
-    Raises ValueError for an unknown name, fp16 on a CPU (PyTorch has no fast fp16 there) and bf16
-    on a GPU that only emulates it (a T4: use fp16 or auto). Lessons 03 to 06: the notebooks'
-    ``PRECISION = "auto"``, ``python -m helpers.train --precision`` and the demo.
+    Auto: on a GPU bf16 where native, else fp16 (with a gradient scaler); on a CPU fp32, or bf16 for
+    ``inference`` where the CPU has bf16 instructions. Refuses unknown names, fp16 on a CPU and bf16
+    on a GPU that only emulates it (a T4).
     """
     device = torch.device(device)
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if native_bf16(device) else "fp16"
         return "bf16" if inference and native_bf16(device) else "fp32"
-    check_precision(device, precision)  # unknown names; fp16 without a CUDA GPU
+    check_precision(device, precision)
     if precision == "bf16" and device.type == "cuda" and not native_bf16(device):
         raise ValueError(
             f"precision='bf16': {torch.cuda.get_device_name(device)} has no bf16 units, so PyTorch would "
@@ -99,13 +77,11 @@ def resolve_precision(precision: str, device: torch.device | str, *, inference: 
 
 
 def allow_tf32(device: torch.device | str) -> bool:
-    """Let fp32 matrix products on a CUDA GPU use TF32 tensor cores; return whether the GPU has them.
+    """Let fp32 matmuls on a CUDA GPU use TF32 tensor cores; return whether the GPU has them. Lessons 03, 04.
 
-    TF32 keeps fp32's range with a 10-bit mantissa (like fp16): on an A100 or H100 fp32 matmuls run
-    several times faster and training curves do not change. The switch is process-wide
-    (``torch.set_float32_matmul_precision("high")``), so it is set here, by the program that owns
-    the process (``python -m helpers.train``, a notebook's set-up cell), never inside ``fit``.
-    Nothing changes on a CPU. Lessons 03 and 04.
+    TF32 keeps fp32's range with fp16's mantissa: several times faster on an A100 or H100, same
+    training curves. The switch is process-wide, so the program that owns the process sets it (the
+    CLI, a notebook's set-up cell), never ``fit``. Nothing changes on a CPU.
     """
     device = torch.device(device)
     if device.type != "cuda":

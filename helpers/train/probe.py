@@ -1,10 +1,9 @@
 """The linear probe of lesson 04: a frozen backbone's features computed once, then only the head trained.
 
-A frozen backbone gives the same features for an image in every epoch, so there is no need to run
-it every epoch: :func:`feature_loaders` runs it once over the train, validation and test images
-(:func:`helpers.train.evaluation.extract_features`), and the head (one ``nn.Linear``) is trained on
-those features by :func:`helpers.train.loop.fit`. Random augmentation would be frozen into the
-features: give these functions loaders with the evaluation transform.
+A frozen backbone gives an image the same features in every epoch, so :func:`feature_loaders` runs it
+once (:func:`helpers.train.evaluation.extract_features`) and :func:`helpers.train.loop.fit` trains the
+head on them. Give these functions loaders with the evaluation transform: random augmentation would
+be frozen into the features.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from helpers.train.recipes import Recipe
 
 
 def _loader(features: torch.Tensor, targets: torch.Tensor, batch_size: int, shuffle: bool) -> DataLoader:
-    """Batches of cached features; the shuffled one's generator is re-seeded every epoch by fit."""
+    """Batches of cached features; fit re-seeds the shuffled one's generator every epoch."""
     return make_loader(
         TensorDataset(features, targets), batch_size=batch_size, shuffle=shuffle, num_workers=0
     )
@@ -40,22 +39,16 @@ def feature_loaders(
     precision: str = "fp32",
     progress: bool = True,
 ) -> tuple[DataLoader, DataLoader, DataLoader | None]:
-    """Freeze ``model`` but its head and return loaders of its features (``model.forward_features``)
-    for the train (shuffled), validation and test images. Lesson 04."""
+    """Freeze ``model`` but its head; loaders of its features: train (shuffled), val, test. Lesson 04."""
     device = torch.device(device)
     model.to(device)
     model.requires_grad_(False)
     model.head.requires_grad_(True)
     extract = {"device": device, "precision": precision, "progress": progress}
     batch_size = train_loader.batch_size or 32
-    # Features in dataset order (the train loader would shuffle them): row i belongs to image i.
-    in_order = make_loader(
-        train_loader.dataset,
-        batch_size=batch_size,
-        num_workers=train_loader.num_workers,
-        collate_fn=train_loader.collate_fn,
-        persistent_workers=False,
-    )
+    # in dataset order (the train loader would shuffle): row i belongs to image i
+    workers = {"num_workers": train_loader.num_workers, "collate_fn": train_loader.collate_fn}
+    in_order = make_loader(train_loader.dataset, batch_size=batch_size, persistent_workers=False, **workers)
     train = _loader(*extract_features(model, in_order, **extract), batch_size, shuffle=True)
     val = _loader(*extract_features(model, val_loader, **extract), val_loader.batch_size or batch_size, False)
     test = None
@@ -75,13 +68,10 @@ def fit_linear_probe(
     precision: str = "fp32",
     seed: int = 42,
     progress: bool = True,
-    positive_class: int = 0,
 ) -> dict[str, Any]:
-    """Linear probe: freeze the backbone, train only ``model.head`` on cached features (lesson 04).
+    """Train only ``model.head``, in place, on cached features (lesson 04).
 
-    ``precision`` applies to the features; the head trains in fp32 (a linear layer on cached features
-    gains nothing from half precision). The head is trained in place, so ``model`` ends up as the full
-    classifier with the best-on-validation head. Returns :func:`helpers.train.loop.fit`'s dict plus
+    ``precision`` applies to the features; the head trains in fp32. Returns ``fit``'s dict plus
     ``"feature_seconds"``; ``seconds`` and ``train_images_per_second`` count the whole probe.
     """
     start = time.perf_counter()
@@ -90,15 +80,7 @@ def fit_linear_probe(
     )
     feature_seconds = time.perf_counter() - start
     result = fit(
-        model.head,
-        train,
-        val,
-        recipe,
-        device=device,
-        test_loader=test,
-        seed=seed,
-        progress=progress,
-        positive_class=positive_class,
+        model.head, train, val, recipe, device=device, test_loader=test, seed=seed, progress=progress
     )
     return with_feature_time(result, feature_seconds, len(train.dataset) * recipe.epochs)
 

@@ -1,22 +1,15 @@
-"""The training recipe as data: one dataclass of settings, and the course's named recipes.
+"""The training recipe as data: how long, how fast, which regularisation and optimiser (lessons 03, 04).
 
-A recipe says *how* to train: for how long, how fast, with which regularisation and optimiser.
-Notebooks, the command line (``python -m helpers.train --recipe NAME``) and the benchmarks take
-their numbers from :data:`RECIPES` and never retype them; a run saves its recipe (the training
-state's ``trainer.json``, the CLI's ``metrics.json``), and resuming compares it field by field.
+Notebooks, ``python -m helpers.train --recipe NAME`` and the benchmarks take their numbers from
+:data:`RECIPES`; a run saves its recipe, and resuming compares it field by field.
 
     scratch       -- a tiny ViT from random weights on a small dataset (lesson 03)
     tutorial      -- the source tutorial's settings, which stay at chance on small data (lesson 03)
     linear_probe  -- frozen ImageNet ViT-B/16, only the new head learns (lesson 04)
     finetune      -- every layer of the ImageNet ViT-B/16, the backbone ten times slower (lesson 04)
 
-The rest of this module turns a recipe into what a training loop needs:
-
-    weight_decay_groups     -- AdamW groups: no weight decay on biases, norms, [class] token, positions
-    param_groups            -- those groups, plus a slower backbone when fine-tuning
-    make_optimizer          -- AdamW (decoupled decay) or Adam (coupled, the tutorial's)
-    warmup_cosine_schedule  -- linear warm-up, then cosine decay, stepped after every batch
-    make_schedule           -- that schedule, or a constant learning rate
+The functions below turn a recipe into the optimiser (AdamW or Adam, over parameter groups) and the
+learning-rate schedule (warm-up then cosine, or constant) that a training loop needs.
 """
 
 from __future__ import annotations
@@ -38,10 +31,7 @@ NO_WEIGHT_DECAY = ("class_token", "pos_embedding")  # parameter names (last part
 
 @dataclass(frozen=True)
 class Recipe:
-    """How to train a model; see :data:`RECIPES` for the named ones and :func:`get_recipe` to vary one.
-
-    Lessons 03 and 04.
-    """
+    """How to train a model; :data:`RECIPES` holds the named ones. Lessons 03 and 04."""
 
     name: str  # "scratch", "linear_probe", "finetune", "tutorial", or a name of your own
     epochs: int  # passes over the training set
@@ -99,12 +89,10 @@ class Recipe:
         return cls(**values)
 
 
-# The course's recipes: the one place where their numbers are written down. "scratch" is tuned for
-# vit_tiny on the toy set (>= 90 % test accuracy in a few CPU minutes). The pretrained ones follow
-# the usual transfer-learning recipes: Adam's usual 1e-3 for a lone linear head; for fine-tuning
-# 3e-4 for the new head and a tenth of it, 3e-5, for the pretrained backbone (DeiT's fine-tuning
-# rate 5e-4 x batch / 512 at batch 32). "tutorial" is what the source tutorial did: Adam with
-# weight_decay=0.1 coupled to the gradient, a constant learning rate, nothing else.
+# The one place where the recipes' numbers are written down. "scratch": vit_tiny on the toy set, >= 90 %
+# test accuracy in a few CPU minutes. A lone linear head gets Adam's usual 1e-3; fine-tuning gives the
+# new head 3e-4 and the backbone a tenth of it (DeiT's 5e-4 x batch / 512 at batch 32). "tutorial" is
+# the source tutorial's: Adam, weight decay coupled to the gradient, a constant learning rate.
 RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
@@ -121,42 +109,25 @@ RECIPES: dict[str, Recipe] = {
 
 
 def get_recipe(name: str, **overrides: Any) -> Recipe:
-    """The named recipe, with ``overrides`` replacing some of its fields (checked like any recipe).
-
-    ``get_recipe("scratch", epochs=4)`` is the scratch recipe for 4 epochs. Lessons 03 to 06.
-    """
+    """The named recipe with some fields replaced: ``get_recipe("scratch", epochs=4)``. Lessons 03 to 06."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; the recipes are {sorted(RECIPES)}")
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(Recipe)})
-    if unknown:
-        fields = [f.name for f in dataclasses.fields(Recipe)]
-        raise ValueError(f"unknown recipe field(s) {unknown}; the fields are {fields}")
-    return dataclasses.replace(RECIPES[name], **overrides)
-
-
-# ---------------------------------------------------------------------------------------------
-# Parameter groups and the optimiser
-# ---------------------------------------------------------------------------------------------
+    return Recipe.from_dict({**RECIPES[name].to_dict(), **overrides})
 
 
 def weight_decay_groups(
     named_parameters: Iterable[tuple[str, nn.Parameter]], weight_decay: float, lr: float | None = None
 ) -> list[dict[str, Any]]:
-    """Split trainable parameters into AdamW groups with and without weight decay (lesson 03).
+    """AdamW groups with and without weight decay; frozen parameters left out. Lesson 03.
 
-    Weight decay pulls weights towards zero. That makes sense for the matrices of linear and
-    convolution layers, not for biases, LayerNorm scales and shifts (1-D tensors), the [class]
-    token or the position embeddings, which get ``weight_decay=0``. Frozen parameters
-    (``requires_grad=False``) are left out. ``lr``, when given, is set on both groups.
+    Decay suits the matrices of linear and convolution layers, not biases, LayerNorm scales and
+    shifts (1-D), the [class] token or the position embeddings. ``lr``, when given, is set on both.
     """
     decay, no_decay = [], []
     for name, p in named_parameters:
-        if not p.requires_grad:
-            continue
-        if p.ndim <= 1 or name.rsplit(".", 1)[-1] in NO_WEIGHT_DECAY:
-            no_decay.append(p)
-        else:
-            decay.append(p)
+        if p.requires_grad:
+            no = p.ndim <= 1 or name.rsplit(".", 1)[-1] in NO_WEIGHT_DECAY
+            (no_decay if no else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if lr is not None:
         for group in groups:
@@ -165,12 +136,11 @@ def weight_decay_groups(
 
 
 def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
-    """The optimiser's parameter groups for ``recipe`` (frozen parameters left out).
+    """The optimiser's parameter groups for ``recipe``. Lessons 03 and 04.
 
-    - ``optimizer="adam"`` (the tutorial's): one group; every weight decays, as the tutorial had it.
-    - AdamW: :func:`weight_decay_groups`; with ``backbone_lr_scale != 1`` (fine-tuning, lesson 04)
-      the new head (parameters named ``head.*``) learns at ``lr`` and the pretrained backbone at
-      ``lr * backbone_lr_scale``, so that it moves slowly away from what it learnt on ImageNet.
+    Adam (the tutorial's): one group, every weight decays. AdamW: :func:`weight_decay_groups`; with
+    ``backbone_lr_scale != 1`` (fine-tuning) the pretrained backbone learns at ``lr *
+    backbone_lr_scale`` and the new head (``head.*``) at ``lr``, so the backbone moves slowly.
     """
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     if recipe.optimizer == "adam":
@@ -184,8 +154,10 @@ def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """AdamW (decoupled weight decay) or Adam (weight decay added to the gradient) over
-    :func:`param_groups`; lesson 03 shows why the difference matters."""
+    """AdamW (decoupled weight decay) or Adam (decay added to the gradient) over :func:`param_groups`.
+
+    Lesson 03 shows why the difference matters.
+    """
     groups = param_groups(model, recipe)
     if not groups:
         raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
@@ -193,17 +165,9 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     return optimizer(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
-# ---------------------------------------------------------------------------------------------
-# The learning-rate schedule
-# ---------------------------------------------------------------------------------------------
-
-
 def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
-    """Multiply every group's learning rate by a factor that rises linearly for ``warmup_steps``
-    steps (from 1/warmup_steps to 1), then follows half a cosine from 1 down to 0 at ``total_steps``.
-
-    Call ``scheduler.step()`` after every ``optimizer.step()`` (per batch, not per epoch). Lesson 03.
-    """
+    """Scale the learning rate up linearly for ``warmup_steps`` (1/warmup_steps to 1), then down half a
+    cosine to 0 at ``total_steps``. Step it after every batch, not every epoch. Lesson 03."""
     if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
         raise ValueError(
             f"need 0 <= warmup_steps <= total_steps and total_steps >= 1, "
@@ -220,10 +184,7 @@ def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, 
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int) -> LambdaLR:
-    """The recipe's learning-rate schedule over ``recipe.epochs * steps_per_epoch`` steps.
-
-    Lesson 03, through loop.fit.
-    """
+    """The recipe's schedule over ``recipe.epochs * steps_per_epoch`` steps. Lesson 03."""
     if recipe.schedule == "constant":
         return LambdaLR(optimizer, lambda step: 1.0)
     warmup_steps = round(recipe.warmup_epochs * steps_per_epoch)

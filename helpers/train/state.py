@@ -1,23 +1,15 @@
-"""The resumable training state: what ``resumable_fit(out_dir=...)`` saves after every epoch.
+"""The training state on disk: what :func:`helpers.train.run.resumable_fit` saves after every epoch.
 
-A kill at any moment (Ctrl-C, a lost Colab session, a full disk) loses at most the epoch that was
-running: ``resumable_fit(resume=True)`` (:mod:`helpers.train.run`) then continues from the last
-completed epoch and ends with exactly the
-numbers of a run that was never interrupted. The folder ``OUT/training_state/`` holds::
+A kill (Ctrl-C, a lost Colab session, a full disk) loses at most the running epoch; ``resume=True``
+ends with exactly the numbers of an uninterrupted run. ``OUT/training_state/`` holds::
 
     weights-0003.safetensors   the model after epoch 3
     best-0002.safetensors      the best weights so far (epoch 2 had the best validation accuracy)
     optimizer-0003.pt          optimizer, learning-rate schedule and gradient-scaler state
     trainer.json               epoch, history, best epoch, the run's settings, and the names above
 
-In memory, a run in progress is a :class:`helpers.train.loop.TrainingState` (optimizer, schedule,
-gradient scaler, history, best weights); :func:`save_training_state` writes it and :func:`resume` reads
-it back. The files of an epoch get names of their own, so writing them never touches the previous
-epoch's. ``trainer.json`` is written last, in one atomic rename (:func:`helpers._files.atomic_write`):
-it is the moment the new epoch counts. Only then are the files it no longer names deleted. Weights are
-safetensors, the optimizer state plain tensors read back with ``torch.load(weights_only=True)``, the
-rest JSON: loading never runs code. This is not the exported detector (``helpers.serving.inference``),
-which holds only what predictions need.
+Each epoch's files get new names; ``trainer.json``, written last in one atomic rename, makes the epoch
+count, then the files it no longer names go. Loading never runs code (safetensors, weights_only, JSON).
 """
 
 from __future__ import annotations
@@ -38,22 +30,13 @@ from helpers import _files as files
 from helpers.train.loop import TrainingState
 
 FORMAT = "fake-vit-training-state/2"
-FOLDER = "training_state"  # inside fit's out_dir
+FOLDER = "training_state"  # inside out_dir
 TRAINER_FILE = "trainer.json"
 STATE_FILE = re.compile(r"^(weights|best|optimizer)-\d{4}\.(safetensors|pt)(\.tmp)?$")
 
 
 class TrainingStateError(ValueError):
     """A training state that cannot be resumed: other settings, missing or mismatched files."""
-
-
-def file_names(epoch: int, best_epoch: int) -> dict[str, str]:
-    """The names of epoch ``epoch``'s files, e.g. ``weights-0003.safetensors``."""
-    return {
-        "weights": f"weights-{epoch:04d}.safetensors",
-        "best": f"best-{best_epoch:04d}.safetensors",
-        "optimizer": f"optimizer-{epoch:04d}.pt",
-    }
 
 
 def _save_weights(state_dict: dict[str, torch.Tensor], path: Path, epoch: int) -> None:
@@ -64,32 +47,26 @@ def _save_weights(state_dict: dict[str, torch.Tensor], path: Path, epoch: int) -
 def save_training_state(
     folder: str | os.PathLike, *, model: nn.Module, state: TrainingState, new_best: bool
 ) -> None:
-    """Save ``model`` and ``state`` after its last completed epoch into ``folder`` (see the module
-    docstring). The best weights are written only when this epoch is a ``new_best``."""
+    """Save ``model`` and ``state`` after its last epoch; the best weights only when ``new_best``."""
     epoch, best_epoch = len(state.history), state.best_epoch
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    names = file_names(epoch, best_epoch)
+    names = {
+        "weights": f"weights-{epoch:04d}.safetensors",
+        "best": f"best-{best_epoch:04d}.safetensors",
+        "optimizer": f"optimizer-{epoch:04d}.pt",
+    }
     # 1. This epoch's files, under names no earlier epoch uses.
     _save_weights(model.state_dict(), folder / names["weights"], epoch)
     if new_best:
         _save_weights(state.best_weights, folder / names["best"], best_epoch)
-    optimizer_state = {
-        "epoch": epoch,
-        "optimizer": state.optimizer.state_dict(),
-        "scheduler": state.scheduler.state_dict(),
-        "scaler": state.scaler.state_dict(),
-    }
+    optimizer_state = {"epoch": epoch, "optimizer": state.optimizer.state_dict(),
+                       "scheduler": state.scheduler.state_dict(),
+                       "scaler": state.scaler.state_dict()}  # fmt: skip
     files.atomic_write(folder / names["optimizer"], lambda tmp: torch.save(optimizer_state, tmp))
     # 2. The commit: from this rename on, the state is epoch `epoch`.
-    trainer = {
-        "format": FORMAT,
-        "epoch": epoch,
-        "best_epoch": best_epoch,
-        "files": names,
-        "settings": state.settings,
-        "history": state.history,
-    }
+    trainer = {"format": FORMAT, "epoch": epoch, "best_epoch": best_epoch, "files": names,
+               "settings": state.settings, "history": state.history}  # fmt: skip
     files.write_json(folder / TRAINER_FILE, trainer)
     # 3. Whatever trainer.json no longer names: older epochs, and leftovers of an interrupted save.
     for path in folder.iterdir():
@@ -132,12 +109,8 @@ def _load_weights(path: Path, expected_epoch: int) -> dict[str, torch.Tensor]:
 
 
 def load_training_state(folder: str | os.PathLike, settings: dict[str, Any]) -> dict[str, Any]:
-    """Read the state saved by :func:`save_training_state`; nothing is unpickled.
-
-    ``settings`` (recipe, seed, precision, steps per epoch) must equal the saved ones: resuming with
-    others could not reproduce the run. Returns ``trainer.json``'s content plus ``"weights"``,
-    ``"best_weights"`` (state dicts) and ``"state"`` (optimizer / scheduler / scaler state dicts).
-    """
+    """``trainer.json``'s content plus ``"weights"``, ``"best_weights"`` and ``"state"`` (optimizer,
+    scheduler, scaler). ``settings`` must equal the saved ones: others could not reproduce the run."""
     folder = Path(folder)
     trainer_path = folder / TRAINER_FILE
     try:
@@ -186,21 +159,8 @@ def load_training_state(folder: str | os.PathLike, settings: dict[str, Any]) -> 
     return trainer
 
 
-def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
-    """Raise ValueError unless each restored per-parameter tensor (e.g. Adam's moments) has its
-    parameter's shape; ``load_state_dict`` does not check, and the first step would fail."""
-    for parameter, tensors in optimizer.state.items():
-        for name, value in tensors.items():
-            if torch.is_tensor(value) and value.ndim > 0 and value.shape != parameter.shape:
-                raise ValueError(
-                    f"optimizer state {name!r} has shape {tuple(value.shape)}, its parameter "
-                    f"{tuple(parameter.shape)}"
-                )
-
-
 def resume(folder: str | os.PathLike, *, model: nn.Module, state: TrainingState, train_loader: Any) -> int:
-    """Load the training state saved in ``folder`` into ``model`` and ``state``; return its epoch
-    (0 when there is none: the run starts afresh)."""
+    """Load the state saved in ``folder`` into ``model`` and ``state``; return its epoch (0: none)."""
     folder = Path(folder)
     if not (folder / TRAINER_FILE).is_file():
         return 0
@@ -210,7 +170,13 @@ def resume(folder: str | os.PathLike, *, model: nn.Module, state: TrainingState,
         state.optimizer.load_state_dict(saved["state"]["optimizer"])
         state.scheduler.load_state_dict(saved["state"]["scheduler"])
         state.scaler.load_state_dict(saved["state"]["scaler"])
-        _check_optimizer_shapes(state.optimizer)
+        for parameter, tensors in state.optimizer.state.items():  # load_state_dict does not check shapes
+            for name, value in tensors.items():
+                if torch.is_tensor(value) and value.ndim > 0 and value.shape != parameter.shape:
+                    raise ValueError(
+                        f"optimizer state {name!r} has shape {tuple(value.shape)}, its parameter "
+                        f"{tuple(parameter.shape)}"
+                    )
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise TrainingStateError(
             f"the training state in {folder} does not fit this model and optimizer ({error}); it was "

@@ -1,4 +1,4 @@
-"""Does the detector work? Four checks to run before trusting a fake-image detector (lesson 05).
+"""Four checks before trusting a fake-image detector (lesson 05).
 
 1. Shortcut audit: can the file alone (size, format, JPEG quality, EXIF) tell the classes apart?
 2. Uncertainty: a confidence interval for a metric, or for the difference between two models.
@@ -6,8 +6,7 @@
    rare, and probabilities made honest by temperature scaling.
 4. Leak check: no evaluation image may have been a training image.
 
-Conventions of :mod:`helpers.train.evaluation`: probabilities are (N, 2) in the class order of
-``CLASS_NAMES`` (0 = fake, 1 = real), fake is the positive class, and a "fake score" is P(fake).
+Probabilities are (N, 2) in ``CLASS_NAMES`` order (0 = fake, the positive class); a "fake score" is P(fake).
 """
 
 from __future__ import annotations
@@ -33,11 +32,12 @@ from helpers.data.images import load_image_rgb
 from helpers.train.evaluation import compute_metrics
 
 FAKE = CLASS_NAMES.index("fake_images")  # 0: the positive class, as in compute_metrics
+Samples = Sequence[tuple[str | os.PathLike, int]]  # (path, label) pairs, as find_images returns them
+ImageSource = str | os.PathLike | BinaryIO | Image.Image
 
 # 1. Shortcut audit ----------------------------------------------------------------------------------
 
-# The example luminance quantisation table of the JPEG standard (ITU T.81, Annex K), row by row.
-# libjpeg (the "IJG" library inside Pillow, cameras and most software) scales it by the quality.
+# The JPEG standard's example luminance table (ITU T.81, Annex K), which libjpeg scales by the quality.
 STANDARD_LUMINANCE_TABLE = (
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
     14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
@@ -53,11 +53,9 @@ def ijg_luminance_table(quality: int) -> np.ndarray:
 
 
 def estimate_jpeg_quality(quantization: dict[int, Sequence[int]]) -> int | None:
-    """The libjpeg quality (1-100) whose luminance table is closest to the file's table 0.
+    """The libjpeg quality (1-100) nearest Pillow's ``image.quantization`` table 0; None without one.
 
-    ``quantization`` is Pillow's ``Image.open(jpeg).quantization`` (tables in row order). Exact for
-    files written by libjpeg; for other encoders, the nearest libjpeg quality. None without a table.
-    Lesson 05.
+    Exact for files libjpeg wrote. Lesson 05.
     """
     table = np.asarray(quantization.get(0, ()))
     if table.shape != (64,):
@@ -67,11 +65,7 @@ def estimate_jpeg_quality(quantization: dict[int, Sequence[int]]) -> int | None:
 
 
 def image_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """What the file says before any pixel is decoded: width, height, format ("JPEG", "PNG", ...),
-    jpeg_quality (estimated, None if not a JPEG), bytes (file size), exif (True if it has EXIF data).
-
-    Read from the original file (only its header), so give it the originals, not a resized copy. Lesson 05.
-    """
+    """What the original file's header says: width, height, format, jpeg_quality, bytes, exif. Lesson 05."""
     with Image.open(path) as image:
         is_jpeg = image.format in ("JPEG", "MPO")  # MPO: a camera's JPEG holding more than one picture
         return {
@@ -84,14 +78,10 @@ def image_metadata(path: str | os.PathLike) -> dict[str, Any]:
         }
 
 
-def metadata_table(
-    samples: Iterable[tuple[str | os.PathLike, int]], class_names: Sequence[str] = CLASS_NAMES
-) -> list[dict[str, Any]]:
-    """One row per class summarising its files' metadata (:func:`image_metadata`). Lesson 05.
+def metadata_table(samples: Samples, class_names: Sequence[str] = CLASS_NAMES) -> list[dict[str, Any]]:
+    """One row per class summarising its ``(path, label)`` files' :func:`image_metadata`. Lesson 05.
 
-    ``samples`` are ``(path, label)`` pairs as :func:`helpers.data.datasets.find_images` returns.
-    ``pandas.DataFrame(rows)`` prints them as a table. Sizes are width x height; "smallest" and
-    "largest" are the smallest and largest width and height, each taken on its own.
+    Sizes are width x height; "smallest" and "largest" take width and height each on its own.
     """
     found = [(image_metadata(path), label) for path, label in samples]
     rows = []
@@ -125,18 +115,13 @@ def metadata_features(meta: dict[str, Any]) -> list[float]:
     return [*sizes, is_jpeg, is_png, (meta["jpeg_quality"] or 0) / 100, float(meta["exif"])]
 
 
-def metadata_baseline(
-    train_samples: Sequence[tuple[str | os.PathLike, int]],
-    test_samples: Sequence[tuple[str | os.PathLike, int]],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A detector that never looks at the pixels: logistic regression on :func:`metadata_features`.
+def metadata_baseline(train_samples: Samples, test_samples: Samples) -> tuple[torch.Tensor, torch.Tensor]:
+    """A detector blind to pixels: logistic regression on :func:`metadata_features`. Lesson 05.
 
-    Fitted on ``train_samples``, evaluated on ``test_samples`` (``(path, label)`` pairs). Returns
-    probabilities (N, 2) and targets (N,) of the test samples, for :func:`compute_metrics` or
-    :func:`bootstrap_interval`. Well above chance means the files alone give the label away: a
-    pixel detector may have learnt that shortcut too. Lesson 05.
+    Returns the test samples' probabilities (N, 2) and targets (N,). Well above chance means the files
+    alone give the label away, a shortcut a pixel detector may have learnt too.
     """
-    from sklearn.linear_model import LogisticRegression  # imported here: only this function needs it
+    from sklearn.linear_model import LogisticRegression  # only this function needs sklearn
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -153,7 +138,7 @@ def metadata_baseline(
     return torch.from_numpy(probs).float(), torch.from_numpy(y_test).long()
 
 
-def _jpeg_bytes(image: str | os.PathLike | BinaryIO | Image.Image, size: int, quality: int) -> bytes:
+def _jpeg_bytes(image: ImageSource, size: int, quality: int) -> bytes:
     """``image`` cropped to a centred square, resized to ``size`` x ``size``, as JPEG file bytes."""
     square = ImageOps.fit(load_image_rgb(image), (size, size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
@@ -161,29 +146,21 @@ def _jpeg_bytes(image: str | os.PathLike | BinaryIO | Image.Image, size: int, qu
     return buffer.getvalue()
 
 
-def equalise_container(
-    path_or_image: str | os.PathLike | BinaryIO | Image.Image, size: int = 256, quality: int = 90
-) -> Image.Image:
-    """The image as it would be if every file had been saved the same way: a centred square crop
-    resized to ``size`` pixels, JPEG-encoded at ``quality`` (in memory) and decoded again.
-
-    Size, format, JPEG quality and EXIF then no longer differ between the classes. Lesson 05.
-    """
+def equalise_container(path_or_image: ImageSource, size: int = 256, quality: int = 90) -> Image.Image:
+    """The image as if every file had been saved alike: a centred square of ``size`` pixels, JPEG at
+    ``quality``, decoded again; size, format, quality and EXIF no longer tell the classes. Lesson 05."""
     return load_image_rgb(io.BytesIO(_jpeg_bytes(path_or_image, size, quality)))
 
 
 def write_equalised_copy(
-    samples: Sequence[tuple[str | os.PathLike, int]],
+    samples: Samples,
     out_root: str | os.PathLike,
     size: int = 256,
     quality: int = 90,
     class_names: Sequence[str] = CLASS_NAMES,
 ) -> list[tuple[Path, int]]:
-    """:func:`equalise_container` for every sample, written to ``out_root/<class>/<name>.jpg``.
-
-    Returns the new ``(path, label)`` samples, for :class:`helpers.data.datasets.ImageFolderDataset`.
-    Lesson 05.
-    """
+    """:func:`equalise_container` for every sample, written to ``out_root/<class>/<name>.jpg``; returns
+    the new ``(path, label)`` samples. Lesson 05."""
     written = []
     for path, label in samples:
         out = Path(out_root) / class_names[label] / f"{Path(path).stem}.jpg"
@@ -231,12 +208,10 @@ def bootstrap_interval(
 ) -> dict[str, Any]:  # fmt: skip
     """A confidence interval for ``metric`` on a test set (percentile bootstrap). Lesson 05.
 
-    Draws ``n_boot`` test sets of the same size from the images, with replacement, computes the metric
-    on each and keeps the middle ``level`` of the values. ``metric``: a key of :func:`compute_metrics`
-    ("accuracy", "f1", "auroc", ...) or a function ``(probs, targets) -> float``. Resamples where the
-    metric is undefined (AUROC with one class only) are skipped and counted. Returns ``{"metric",
-    "value", "low", "high", "level", "n", "skipped"}``, the same for the same ``seed``;
-    :func:`format_interval` writes it out.
+    Draws ``n_boot`` same-size test sets with replacement and keeps the middle ``level`` of the metric's
+    values. ``metric``: a key of :func:`compute_metrics` or a function ``(probs, targets) -> float``.
+    Resamples where it is undefined are skipped and counted. Returns ``{"metric", "value", "low",
+    "high", "level", "n", "skipped"}``, the same for the same ``seed``.
     """
     return _bootstrap(
         lambda i: _score(metric, probs[i], targets[i]), len(targets), metric, n_boot, seed, level
@@ -247,11 +222,10 @@ def paired_bootstrap_difference(
     probs_a: torch.Tensor, probs_b: torch.Tensor, targets: torch.Tensor, metric: Metric = "accuracy",
     n_boot: int = 1000, seed: int = 0, level: float = 0.95,
 ) -> dict[str, Any]:  # fmt: skip
-    """A confidence interval for ``metric(a) - metric(b)``, two models scored on the same images. Lesson 05.
+    """An interval for ``metric(a) - metric(b)``, two models on the same images. Lesson 05.
 
-    Each resample draws the same images for both models, so the luck of the draw (easy or hard
-    images) cancels: narrower than two separate intervals. If it excludes 0, the difference is more
-    than the luck of the test set. As :func:`bootstrap_interval`, plus ``"difference": True``.
+    Both models see the same resampled images, so the luck of the draw cancels. If it excludes 0, the
+    difference is more than luck. As :func:`bootstrap_interval`, plus ``"difference": True``.
     """
 
     def difference(i: torch.Tensor) -> float | None:
@@ -277,20 +251,16 @@ def format_interval(result: dict[str, Any]) -> str:
 
 
 def fake_scores(probs: torch.Tensor) -> torch.Tensor:
-    """P(fake) for each image: column ``FAKE`` of probabilities (N, 2); a (N,) tensor is P(fake) already.
-    Lesson 05."""
+    """P(fake) for each image: column ``FAKE`` of (N, 2); a (N,) tensor is P(fake) already. Lesson 05."""
     return probs[:, FAKE] if probs.ndim == 2 else probs
 
 
 def threshold_for_fpr(
     val_probs_fake: torch.Tensor, val_targets: torch.Tensor, target_fpr: float = 0.01
 ) -> float:
-    """The lowest threshold that flags at most ``target_fpr`` of the real photos of the validation set.
-
-    An image is flagged as fake when its fake score is *above* the threshold. With R real photos,
-    at most ``floor(target_fpr * R)`` of them may be flagged, so the threshold is the score of the
-    next one down: ask for 1 % with 50 real photos and none may be flagged. Choose it on validation
-    images, then measure on test images (:func:`rates_at_threshold`), where the rate can differ. Lesson 05.
+    """The lowest threshold that flags (scores *above* it) at most ``target_fpr`` of the validation
+    set's R real photos: ``floor(target_fpr * R)`` of them, so 1 % of 50 flags none. Measure it on
+    test images (:func:`rates_at_threshold`), where the rate can differ. Lesson 05.
     """
     if not 0 <= target_fpr < 1:
         raise ValueError(f"target_fpr must be in [0, 1), got {target_fpr}")
@@ -302,11 +272,8 @@ def threshold_for_fpr(
 
 
 def rates_at_threshold(probs: torch.Tensor, targets: torch.Tensor, threshold: float) -> dict[str, Any]:
-    """``{"tpr", "fpr", "n_fake", "n_real"}`` when images scoring above ``threshold`` are flagged.
-
-    TPR: the fraction of fake images flagged (caught). FPR: the fraction of real photos flagged
-    (false alarms). ``probs`` as :func:`fake_scores` takes them. Lesson 05.
-    """
+    """``{"tpr", "fpr", "n_fake", "n_real"}`` flagging scores above ``threshold``: TPR = fakes caught,
+    FPR = real photos flagged (false alarms). Lesson 05."""
     flagged, is_fake = fake_scores(probs) > threshold, targets == FAKE
     n_fake, n_real = int(is_fake.sum()), int((~is_fake).sum())
     return {
@@ -318,31 +285,24 @@ def rates_at_threshold(probs: torch.Tensor, targets: torch.Tensor, threshold: fl
 
 
 def precision_at_base_rate(tpr: float, fpr: float, base_rate: float) -> float:
-    """The fraction of flagged images that are fake when a fraction ``base_rate`` of all images are.
-
-    Bayes' rule: flagged fakes ``tpr * base_rate`` over all flags ``tpr * base_rate + fpr * (1 -
-    base_rate)``. With 1 % fakes, TPR 0.9 and FPR 0.05 give 15 %: most flags are false alarms.
-    NaN when nothing is flagged. Lesson 05.
+    """The fraction of flags that are fake when ``base_rate`` of all images are (Bayes' rule; NaN if
+    nothing is flagged). With 1 % fakes, TPR 0.9 and FPR 0.05 give 15 %: most flags are false. Lesson 05.
     """
     flagged = tpr * base_rate + fpr * (1 - base_rate)
     return tpr * base_rate / flagged if flagged > 0 else math.nan
 
 
 def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> float:
-    """How far P(fake) is from the observed fraction of fakes: the average gap over ``n_bins`` bins of
-    P(fake), weighted by their images (torchmetrics' ``binary_calibration_error``). 0 = calibrated. Lesson 05.
-    """
+    """The gap between P(fake) and the fraction of fakes, averaged over ``n_bins`` bins weighted by
+    their images (torchmetrics). 0 = calibrated. Lesson 05."""
     return binary_calibration_error(
         fake_scores(probs).float().contiguous(), (targets == FAKE).long(), n_bins=n_bins
     ).item()
 
 
 def reliability_bins(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 10) -> list[dict[str, float]]:
-    """The points of a reliability diagram: for each non-empty bin of P(fake) (``[0, 0.1)``, ...,
-    ``[0.9, 1]``), its images' ``mean_score`` and the ``fraction_fake`` among them, and ``count``.
-
-    A calibrated detector's points lie on the diagonal: of the images it gives 0.8, 80 % are fake. Lesson 05.
-    """
+    """A reliability diagram's points: per non-empty bin of P(fake), ``mean_score``, ``fraction_fake``
+    and ``count``. A calibrated detector's lie on the diagonal. Lesson 05."""
     scores, is_fake = fake_scores(probs).float(), (targets == FAKE).float()
     bins = (scores * n_bins).long().clamp(0, n_bins - 1)
     rows = []
@@ -356,13 +316,9 @@ def reliability_bins(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 1
 
 
 def fit_temperature(val_logits: torch.Tensor, val_targets: torch.Tensor) -> float:
-    """The temperature T that makes ``softmax(logits / T)`` fit the validation labels best.
-
-    Tries 401 temperatures from 0.05 to 20 (evenly spaced on a log scale) and keeps the one with the
-    lowest cross-entropy. T > 1 softens an over-confident model, T < 1 sharpens a timid one; the
-    predicted class never changes. Fit on validation images only, then apply to test logits.
-    Log-probabilities ``probs.clamp_min(1e-12).log()`` can stand in for logits (softmax gives back
-    the same probabilities). Lesson 05.
+    """The temperature T (of 401 from 0.05 to 20, log-spaced) whose ``softmax(logits / T)`` has the
+    lowest validation cross-entropy. T > 1 softens an over-confident model; the predicted class never
+    changes. ``probs.clamp_min(1e-12).log()`` can stand in for logits. Lesson 05.
     """
     logits, targets = val_logits.detach().float(), val_targets.long()
     temperatures = torch.logspace(math.log10(0.05), math.log10(20), 401)
@@ -380,11 +336,7 @@ def _name(path: str | os.PathLike, root: str | os.PathLike | None) -> str:
 
 
 def split_digest(paths: Iterable[str | os.PathLike], root: str | os.PathLike | None = None) -> str:
-    """A fingerprint of a split: the sha256 of its sorted file names (see :func:`check_disjoint`).
-
-    The same files give the same digest on any machine and in any order; one file more or less
-    changes it. Lesson 05.
-    """
+    """A split's fingerprint: the sha256 of its sorted file names, the same on any machine. Lesson 05."""
     names = sorted(_name(path, root) for path in paths)
     return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()
 
@@ -396,9 +348,7 @@ def check_disjoint(
 ) -> None:
     """Raise ValueError if any evaluation file was also a training file. Lesson 05.
 
-    Files are compared by name: relative to ``root`` when given, else ``<class folder>/<file name>``
-    (``fake_images/fake_00001.png``), so names recorded on another machine still match. The names,
-    not the contents: a copy under another name is not found.
+    Compared by name (relative to ``root``, else ``<class folder>/<file name>``), not by contents.
     """
     overlap = sorted({_name(p, root) for p in train_paths} & {_name(p, root) for p in eval_paths})
     if overlap:
