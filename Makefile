@@ -15,7 +15,7 @@ LAB_ARGS ?=
 # Notebook figures go to figures/ for `make run`; tests write theirs to build/ so the tree stays clean.
 TEST_ENV := FAKEVIT_MODE=small FAKEVIT_FIGURES=$(CURDIR)/build/test-figures MPLBACKEND=Agg
 
-.PHONY: help setup run test lint figures clean distclean set-repo clean-notebooks rehearse lab
+.PHONY: help setup run test lint figures clean distclean set-repo clean-notebooks rehearse lab mutants
 
 help:
 	@echo "make run        execute every lesson in small mode -> build/notebooks/, figures/"
@@ -24,6 +24,7 @@ help:
 	@echo "make figures    regenerate every figure in figures/ (lessons + demo screenshot)"
 	@echo "make rehearse   every lesson in full mode, offline, each in a fresh folder, against stand-ins"
 	@echo "make lint       ruff check and ruff format --check, notebook checks"
+	@echo "make mutants    mutation testing of the modules that carry the promises (slow, not in CI)"
 	@echo "make set-repo REPO=you/your-fork   point badges and Colab set-up cells at a fork"
 	@echo "make set-repo REF=v1.0   make them open and install a tag (a release) or commit"
 	@echo "make clean-notebooks   strip outputs (keeps only cells nbval checks)"
@@ -68,6 +69,14 @@ lint: $(STAMP)
 test: lint
 	$(TEST_ENV) $(PY) -m pytest tests notebooks
 	$(PY) tools/rehearse.py
+
+# Mutation testing (not part of `make test`: about 10 minutes on 2 cores). The module -> tests table is
+# TARGETS in tools/mutants.py; mutmut is installed here only, not in the dev extra.
+MUTMUT := mutmut==3.8.1
+
+mutants: $(STAMP)
+	$(PY) -m pip install --quiet '$(MUTMUT)'
+	$(PY) tools/mutants.py
 
 set-repo: $(STAMP)
 	$(PY) tools/set_repo.py $(if $(REPO),--repo $(REPO)) $(if $(REF),--ref $(REF))

@@ -19,6 +19,32 @@ from helpers.model.vit import ViT, get_config
 from helpers.serving.inference import save_detector
 
 
+class _RunsCodeWhenUnpickled:
+    """What a malicious checkpoint holds: unpickling it runs ``exec``, which writes ``marker``."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('code ran')",)
+
+
+@pytest.fixture
+def plant_code_on_unpickle(tmp_path):
+    """``plant_code_on_unpickle(path) -> marker``: write a torch file to ``path`` that holds an epoch
+    number and a tensor, like a checkpoint, plus an object that writes the file ``marker`` when unpickled.
+    A loader that unpickles it (``torch.load(weights_only=False)``) runs the code; a safe one refuses it."""
+
+    def plant(path: Path) -> Path:
+        marker = tmp_path / "CODE-RAN"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"epoch": 1, "w": torch.zeros(2), "payload": _RunsCodeWhenUnpickled(marker)}, path)
+        assert not marker.exists()
+        return marker
+
+    return plant
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models run fastest on one thread, and much slower when other processes share the cores."""

@@ -99,21 +99,47 @@ def test_stratified_split_is_disjoint_complete_stratified_and_seeded():
     assert not (set(train) & set(val) or set(train) & set(test) or set(val) & set(test))
     for split, fraction in ((val, 0.1), (test, 0.2)):
         for label, n in ((0, 103), (1, 57), (2, 11)):
-            assert abs(sum(targets[i] == label for i in split) - fraction * n) <= 1
+            assert sum(targets[i] == label for i in split) == round(n * fraction)  # as the docstring says
+    # 57 * 0.1 = 5.7 and 11 * 0.2 = 2.2: rounding, not truncating (int() would give 5), nor rounding up
+    assert (sum(targets[i] == 1 for i in val), sum(targets[i] == 2 for i in test)) == (6, 2)
     assert stratified_split(targets, 0.1, 0.2, seed=7) == (train, val, test)
     assert stratified_split(targets, 0.1, 0.2, seed=8) != (train, val, test)
     assert stratified_split(targets, 0.0, 0.0) == (list(range(len(targets))), [], [])
 
 
-@pytest.mark.parametrize("fractions", [(-0.1, 0.1), (0.1, 1.0), (0.5, 0.5), (0.7, 0.4), (float("nan"), 0.1)])
-def test_stratified_split_rejects_bad_fractions(fractions):
-    with pytest.raises(ValueError, match="fraction"):
+def test_stratified_split_gives_a_small_class_at_least_one_image_per_split():
+    targets = [0] * 40 + [1] * 4  # 4 * 0.1 = 0.4 rounds to 0, yet val and test each get one
+    train, val, test = stratified_split(targets, 0.1, 0.1, seed=0)
+    for split, expected in ((train, 2), (val, 1), (test, 1)):
+        assert sum(targets[i] == 1 for i in split) == expected
+
+
+def test_stratified_split_defaults_to_10_percent_each_and_seed_42():
+    targets = [0] * 30 + [1] * 20
+    assert stratified_split(targets) == stratified_split(targets, 0.1, 0.1, seed=42)
+
+
+@pytest.mark.parametrize(
+    "fractions, message",
+    [
+        ((-0.1, 0.1), r"val_fraction must be in \[0, 1\), got -0.1"),
+        ((float("nan"), 0.1), r"val_fraction must be in \[0, 1\), got nan"),
+        ((0.1, 1.0), r"test_fraction must be in \[0, 1\), got 1.0"),
+        ((0.5, 0.5), r"val_fraction \+ test_fraction must be below 1 .* = 1.0$"),
+        ((0.7, 0.4), r"val_fraction \+ test_fraction must be below 1 .* = 1.1$"),
+    ],
+)
+def test_stratified_split_rejects_bad_fractions_naming_them(fractions, message):
+    with pytest.raises(ValueError, match=message):
         stratified_split([0, 1] * 20, *fractions)
 
 
-def test_stratified_split_rejects_classes_too_small_to_split():
+def test_stratified_split_needs_one_training_image_per_class_and_no_more():
     with pytest.raises(ValueError, match="class 1 has only 2"):
         stratified_split([0] * 20 + [1] * 2, 0.1, 0.1)
+    targets = [0] * 20 + [1] * 3  # one image each for val and test, one left to train on: enough
+    train, val, test = stratified_split(targets, 0.1, 0.1)
+    assert [sum(targets[i] == 1 for i in split) for split in (train, val, test)] == [1, 1, 1]
 
 
 def test_create_dataloaders_keeps_every_image_and_evaluates_deterministically(tmp_path, image_folder):

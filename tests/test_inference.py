@@ -106,3 +106,10 @@ def test_a_broken_config_is_refused_naming_the_file(detector):
 def test_class_names_must_match_the_head(tmp_path, model):
     with pytest.raises(ValueError, match="3 class names"):
         save_detector(model, tmp_path, ["a", "b", "c"], eval_transform_spec(32, pretrained=False), "vit_tiny")
+
+
+def test_weights_that_run_code_when_unpickled_are_refused_and_never_run(detector, plant_code_on_unpickle):
+    marker = plant_code_on_unpickle(detector / "model.safetensors")  # a pickle under the weights' name
+    with pytest.raises(DetectorError, match="model.safetensors is not a readable safetensors file"):
+        load_predictor(detector)
+    assert not marker.exists(), "loading the detector ran the code in its weights file"

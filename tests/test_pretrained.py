@@ -118,3 +118,14 @@ def test_a_download_is_checked_against_the_hash_and_the_result_announced(
     assert asked == [(pretrained.VIT_B16_URL, "c867db91")], "torch.hub verifies what it downloads"
     assert list(state_dict) == ["w"]
     assert "NOT THE PUBLISHED WEIGHTS" in capsys.readouterr().out
+
+
+def test_a_cached_file_that_runs_code_when_unpickled_is_refused_and_never_run(
+    empty_hub, fresh_checks, plant_code_on_unpickle
+):
+    marker = plant_code_on_unpickle(empty_hub)  # under the published name, in the hub cache
+    with pytest.raises(ValueError, match="is not plain tensors") as info:
+        pretrained.load_pretrained_vit_b16(num_classes=2, image_size=32, allow_random=True)
+    assert not marker.exists(), "loading the cached weights ran the code in them"
+    message = str(info.value)
+    assert str(empty_hub) in message and "nothing in it ran" in message and "delete it" in message

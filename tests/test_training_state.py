@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,127 @@ def test_a_kill_at_any_step_of_a_save_resumes_to_the_uninterrupted_numbers(tmp_p
         "delete optimizer-0001.pt",
         "delete weights-0001.safetensors",
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Nothing is unpickled: a state file that runs code when unpickled is refused, through resume
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["optimizer", "weights", "best"])
+def test_a_state_file_that_runs_code_when_unpickled_is_refused_and_never_run(
+    tmp_path, kind, synthetic_loaders, plant_code_on_unpickle
+):
+    recipe = get_recipe("scratch", epochs=1, lr=1e-4, warmup_epochs=0)
+    model, train, val, _ = small_problem(synthetic_loaders)
+    run.resumable_fit(model, train, val, recipe, device="cpu", out_dir=tmp_path, progress=False)
+    folder = tmp_path / "training_state"
+    planted = folder / json.loads((folder / "trainer.json").read_text())["files"][kind]
+    marker = plant_code_on_unpickle(planted)  # under the very name trainer.json gives that file
+
+    model, train, val, _ = small_problem(synthetic_loaders)
+    with pytest.raises(training_state.TrainingStateError) as error:
+        run.resumable_fit(
+            model, train, val, recipe, device="cpu", out_dir=tmp_path, resume=True, progress=False
+        )
+    assert not marker.exists(), f"resume ran the code in {planted.name}"
+    message = str(error.value)
+    assert f"{planted} cannot be read" in message and f"delete {folder}" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# The best epoch before the kill: the resumed run ends with its weights, not the last epoch's
+# ---------------------------------------------------------------------------------------------
+
+
+def flipped(loader: DataLoader) -> DataLoader:
+    """The same images with the other label: the better the model learns the training set, the worse
+    it does here, so the validation accuracy peaks early and the best epoch is an early one."""
+    images, labels = loader.dataset.tensors
+    return DataLoader(torch.utils.data.TensorDataset(images, 1 - labels), batch_size=loader.batch_size)
+
+
+def test_resume_after_the_best_epoch_ends_with_exactly_the_best_weights(tmp_path, synthetic_loaders):
+    recipe = get_recipe("scratch", epochs=4, lr=1e-3, warmup_epochs=0)
+    settings = dict(device="cpu", seed=7, progress=False)
+    model, train, val, test = small_problem(synthetic_loaders)
+    straight = run.resumable_fit(
+        model, train, flipped(val), recipe, test_loader=test, out_dir=tmp_path / "a", **settings
+    )
+    straight_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    assert straight["best_epoch"] <= 2, "the best epoch must come before the kill in epoch 3"
+    # what a run that forgot its best weights would end with: the last epoch's
+    last = load_file(tmp_path / "a" / "training_state" / f"weights-{recipe.epochs:04d}.safetensors")
+    assert any(not torch.equal(last[k], v) for k, v in straight_weights.items())
+
+    model, train, val, test = small_problem(synthetic_loaders)
+    with pytest.raises(KeyboardInterrupt):  # killed in the middle of epoch 3: epochs 1-2 are saved
+        run.resumable_fit(
+            model, KilledAfter(train, 2 * 4 + 2), flipped(val), recipe, out_dir=tmp_path / "b", **settings
+        )
+    saved = json.loads((tmp_path / "b" / "training_state" / "trainer.json").read_text())
+    assert (saved["epoch"], saved["best_epoch"]) == (2, straight["best_epoch"])
+
+    model, train, val, test = small_problem(synthetic_loaders)
+    with torch.no_grad():  # other initial weights: resume replaces them with the saved ones
+        for parameter in model.parameters():
+            parameter.add_(0.5)
+    resumed = run.resumable_fit(
+        model, train, flipped(val), recipe, test_loader=test, out_dir=tmp_path / "b", resume=True, **settings
+    )
+    assert_same_run(resumed, straight)
+    assert model.state_dict().keys() == straight_weights.keys()
+    for key, value in straight_weights.items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+# ---------------------------------------------------------------------------------------------
+# Persistent workers cannot be re-seeded: resuming with them warns
+# ---------------------------------------------------------------------------------------------
+
+
+class Workers:
+    """A train loader that says how its workers run (``None``: a loader without those attributes)."""
+
+    def __init__(self, loader: DataLoader, persistent: bool | None, workers: int | None):
+        self.loader, self.generator, self.batch_size = loader, loader.generator, loader.batch_size
+        if persistent is not None:
+            self.persistent_workers = persistent
+        if workers is not None:
+            self.num_workers = workers
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+@pytest.mark.parametrize(
+    ("persistent", "workers", "warns"),
+    [
+        (True, 2, True),
+        (True, 1, True),
+        (True, 0, False),
+        (False, 2, False),
+        (None, 2, False),
+        (True, None, False),
+    ],
+)
+def test_resuming_with_persistent_workers_warns_and_only_then(
+    tmp_path, synthetic_loaders, persistent, workers, warns
+):
+    recipe = get_recipe("scratch", epochs=1, lr=1e-4, warmup_epochs=0)
+    model, train, val, _ = small_problem(synthetic_loaders)
+    run.resumable_fit(model, train, val, recipe, device="cpu", out_dir=tmp_path, progress=False)
+    model, train, val, _ = small_problem(synthetic_loaders)
+    loader = Workers(train, persistent, workers)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run.resumable_fit(
+            model, loader, val, recipe, device="cpu", out_dir=tmp_path, resume=True, progress=False
+        )
+    ours = [w for w in caught if "persistent_workers" in str(w.message)]
+    assert len(ours) == int(warns), [str(w.message) for w in caught]
+    if warns:
+        assert "Use persistent_workers=False for an exact resume" in str(ours[0].message)

@@ -159,6 +159,30 @@ def test_small_torchvision_model_heads_from_module(small_tv):
     assert ViT.from_torchvision(small_tv.state_dict()).config.heads == 1
 
 
+def _written_out_attention(self, x):
+    """softmax(q k^T / sqrt(d)) v from ``attention_weights``, instead of the fused kernel."""
+    B, N, D = x.shape
+    _, _, v = self.split_heads(x)
+    return self.proj((self.attention_weights(x) @ v).transpose(1, 2).reshape(B, N, D))
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "written-out"])
+def test_both_attention_paths_match_torchvision(small_tv, fused, monkeypatch):
+    """The ViT-B/16 comparisons above run the fused kernel; the written-out softmax(q k^T / sqrt(d)) v,
+    which lesson 02 teaches and attention maps use, must match torchvision as well."""
+    if not fused:
+        monkeypatch.setattr(MultiHeadSelfAttention, "forward", _written_out_attention)
+        monkeypatch.setattr(
+            MultiHeadSelfAttention,
+            "forward_class_token",
+            lambda self, x: _written_out_attention(self, x)[:, :1],
+        )
+    ours = ViT.from_torchvision(small_tv).eval()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        assert max_abs_diff(ours(x), small_tv(x)) < ATOL
+
+
 def test_missing_key_is_named(small_tv):
     state = dict(small_tv.state_dict())
     del state["encoder.ln.weight"]

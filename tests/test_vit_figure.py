@@ -25,12 +25,15 @@ def tiny():
 
 def test_every_name_on_the_figure_is_an_attribute_of_helpers_vit(tiny):
     model = ViT(tiny)
+    modules, parameters = dict(model.named_modules()), dict(model.named_parameters())
+    block_modules = dict(model.blocks[0].named_modules())
+    assert vit_figure.MODEL_NAMES and vit_figure.MODEL_PARAMETERS and vit_figure.BLOCK_NAMES
     for name in vit_figure.MODEL_NAMES:
-        model.get_submodule(name)  # raises AttributeError if the model has no such module
+        assert name in modules, f"the figure names {name}, which helpers.model.vit.ViT does not have"
     for name in vit_figure.MODEL_PARAMETERS:
-        model.get_parameter(name)
+        assert name in parameters, f"the figure names the parameter {name}, which ViT does not have"
     for name in vit_figure.BLOCK_NAMES:
-        model.blocks[0].get_submodule(name)
+        assert name in block_modules, f"the figure names blocks[i].{name}, which the block does not have"
 
 
 def test_the_figure_shows_the_names_the_classes_the_equations_and_the_sizes(tiny):

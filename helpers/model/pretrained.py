@@ -3,7 +3,8 @@
 Transfer learning: start from ImageNet weights, swap the 1000-class head, then train the head alone
 (``linear_probe``: the backbone frozen) or every layer (``finetune``; :mod:`helpers.train.recipes`).
 The weights (``ViT_B_16_Weights.IMAGENET1K_V1``, 81.1 % top-1) live in the torch hub cache as
-``vit_b_16-c867db91.pth`` and are read with ``weights_only=True``. Offline, put that file in
+``vit_b_16-c867db91.pth`` and are read with ``weights_only=True``: a file holding more than plain tensors is
+refused with a ValueError naming it, before any of it runs. Offline, put that file in
 ``torch.hub.get_dir()/checkpoints``, or pass ``allow_random=True`` (small mode). The hex digits in the
 name start the file's sha256: a cached file is checked once per process, and any other file under that
 name is announced as NOT THE PUBLISHED WEIGHTS (the full-mode rehearsal puts stand-ins there).
@@ -12,6 +13,7 @@ name is announced as NOT THE PUBLISHED WEIGHTS (the full-mode rehearsal puts sta
 from __future__ import annotations
 
 import hashlib
+import pickle
 import re
 import urllib.error
 import urllib.request
@@ -99,7 +101,16 @@ def load_vit_b16_state_dict(timeout: float = 10.0) -> dict[str, torch.Tensor]:
                 "--allow-random-weights on the command line); the numbers then mean little."
             ) from err
     # Cache first, else download; check_hash verifies a download against the sha256 prefix in its name.
-    state_dict = WEIGHTS.get_state_dict(progress=True, weights_only=True, check_hash=True)
+    try:
+        state_dict = WEIGHTS.get_state_dict(progress=True, weights_only=True, check_hash=True)
+    except pickle.UnpicklingError as error:  # weights_only=True met more than plain tensors
+        named = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f"it would call {named[1]}" if named else "it is not a torch weights file"
+        raise ValueError(
+            f"{path} is not plain tensors ({what}) and was refused: nothing in it ran. It is not the "
+            f"published {VIT_B16_WEIGHTS_FILE}, which holds plain tensors only; delete it to download "
+            "the published weights."
+        ) from error
     check_published_weights(path)
     return state_dict
 
