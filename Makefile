@@ -7,6 +7,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
+# The exact versions `make setup` installs (pip constraints); `make lock` regenerates it.
+LOCK := requirements.lock
+# Colab's published `pip freeze` that `make colab-constraints` turns into tools/colab/constraints.txt.
+FREEZE ?= tools/colab/pip-freeze.gpu.txt
 # The Jupyter kernel `make setup` registers in .venv: this environment's Python, under the course's name.
 KERNEL := fake-vit
 KERNEL_DISPLAY_NAME := FaKe-ViT course (.venv)
@@ -15,7 +19,8 @@ LAB_ARGS ?=
 # Notebook figures go to figures/ for `make run`; tests write theirs to build/ so the tree stays clean.
 TEST_ENV := FAKEVIT_MODE=small FAKEVIT_FIGURES=$(CURDIR)/build/test-figures MPLBACKEND=Agg
 
-.PHONY: help setup run test lint figures clean distclean set-repo clean-notebooks rehearse lab mutants
+.PHONY: help setup run test lint figures clean distclean set-repo clean-notebooks rehearse lab mutants \
+	lock test-colab colab-constraints
 
 help:
 	@echo "make run        execute every lesson in small mode -> build/notebooks/, figures/"
@@ -25,6 +30,9 @@ help:
 	@echo "make rehearse   every lesson in full mode, offline, each in a fresh folder, against stand-ins"
 	@echo "make lint       ruff check and ruff format --check, notebook checks"
 	@echo "make mutants    mutation testing of the modules that carry the promises (slow, not in CI)"
+	@echo "make test-colab every lesson and the demo on Colab's package versions, in .venv-colab"
+	@echo "make colab-constraints FREEZE=path/to/pip-freeze.gpu.txt   Colab's versions from a newer freeze"
+	@echo "make lock       re-resolve pyproject's ranges in a fresh environment -> requirements.lock"
 	@echo "make set-repo REPO=you/your-fork   point badges and Colab set-up cells at a fork"
 	@echo "make set-repo REF=v1.0   make them open and install a tag (a release) or commit"
 	@echo "make clean-notebooks   strip outputs (keeps only cells nbval checks)"
@@ -32,10 +40,10 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml tools/install_system_deps.sh
+$(STAMP): pyproject.toml $(LOCK) tools/install_system_deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,demo]"
+	$(PY) -m pip install --quiet -c $(LOCK) -e ".[dev,demo]"
 	bash tools/install_system_deps.sh
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "$(KERNEL_DISPLAY_NAME)"
 	touch $@
@@ -78,6 +86,24 @@ mutants: $(STAMP)
 	$(PY) -m pip install --quiet '$(MUTMUT)'
 	$(PY) tools/mutants.py
 
+# The course on Colab's versions (tools/colab/constraints.txt) in a second environment, .venv-colab:
+# installed as the Colab set-up cells do, every lesson in small mode, the demo. CI runs it after `make test`.
+test-colab:
+	$(PYTHON) tools/colab_job.py
+
+colab-constraints:
+	$(PYTHON) tools/colab_constraints.py $(FREEZE) $(if $(COMMIT),--commit $(COMMIT)) $(if $(DATE),--date $(DATE))
+
+# Resolve pyproject's ranges afresh (newest versions) and record them in requirements.lock. Then run
+# `make distclean test test-colab` on the new lock before committing it.
+lock:
+	rm -rf build/lock-venv
+	$(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/python -m pip install --quiet --upgrade pip
+	build/lock-venv/bin/python -m pip install --quiet -e ".[dev,demo]"
+	$(PYTHON) tools/lock.py build/lock-venv
+	rm -rf build/lock-venv
+
 set-repo: $(STAMP)
 	$(PY) tools/set_repo.py $(if $(REPO),--repo $(REPO)) $(if $(REF),--ref $(REF))
 
@@ -88,4 +114,4 @@ clean:
 	rm -rf build .pytest_cache .ruff_cache
 
 distclean: clean
-	rm -rf $(VENV) data/toy
+	rm -rf $(VENV) .venv-colab data/toy

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,7 +35,8 @@ def in_colab() -> bool:
 
 def resolve_mode(mode: str = "auto", *, verbose: bool = True) -> str:
     """``"small"`` or ``"full"``, said aloud: ``mode`` unless "auto", else ``$FAKEVIT_MODE``, else full
-    mode on a CUDA GPU, small without. Every lesson's first cell."""
+    mode on a CUDA GPU, small without. Every lesson's first cell; ``verbose`` (a lesson's call) also
+    gives PyTorch one thread per idle CPU (:func:`share_cpus`)."""
     requested = (mode or "auto").strip().lower()
     source = "the MODE parameter"
     if requested == "auto":
@@ -46,15 +48,57 @@ def resolve_mode(mode: str = "auto", *, verbose: bool = True) -> str:
             source = "a GPU was found" if requested == "full" else "no GPU was found"
     if requested not in MODES:
         raise ValueError(f"mode must be 'auto', 'small' or 'full', got {requested!r} (from {source})")
-    if verbose and requested == "small":
-        print(
-            "=" * 72 + f"\nSMALL MODE ({source}): smaller sizes where a lesson trains, the toy dataset.\n"
-            "A lesson that would load ImageNet weights that are not on this machine says so.\n"
-            'For the real thing, run on a GPU (full mode) or set MODE = "full".\n' + "=" * 72
-        )
-    elif verbose:
-        print(f"FULL MODE ({source}): paper sizes, the real dataset and pretrained weights.")
+    threads, cpus = share_cpus() if verbose else (0, 0)
+    if verbose:
+        if requested == "small":
+            print(
+                "=" * 72 + f"\nSMALL MODE ({source}): smaller sizes where a lesson trains, the toy dataset.\n"
+                "A lesson that would load ImageNet weights that are not on this machine says so.\n"
+                'For the real thing, run on a GPU (full mode) or set MODE = "full".\n' + "=" * 72
+            )
+        else:
+            print(f"FULL MODE ({source}): paper sizes, the real dataset and pretrained weights.")
+        if threads < cpus:
+            print(f"Other programs keep the CPUs busy: PyTorch uses {threads} thread(s), one per idle CPU.")
     return requested
+
+
+def busy_cpus(seconds: float = 0.5) -> float:
+    """How many CPUs other processes keep busy right now: measured from ``/proc/stat`` over ``seconds``
+    (Linux), else the 1-minute load average, which lags (it still counts a lesson that just ended)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all time, idle + iowait (in clock ticks)
+
+    try:
+        total, idle = sample()
+        time.sleep(seconds)
+        total2, idle2 = sample()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return (os.cpu_count() or 1) * (1 - (idle2 - idle) / max(1, total2 - total))
+
+
+def free_cpus() -> tuple[int, int]:
+    """(CPUs this process may use, how many of them are idle now, at least 1)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cpus, max(1, min(cpus, round(cpus - busy_cpus())))
+
+
+def share_cpus() -> tuple[int, int]:
+    """Give PyTorch one thread per idle CPU; return (its threads, the CPUs). Every lesson's first cell.
+
+    PyTorch starts one thread per core; when another process trains at the same time (a second
+    notebook, a neighbour on a shared workshop machine), its threads wait on each other's time slices
+    and a lesson that trains runs 7-14 times slower. With one thread per idle CPU it does not collapse.
+    ``$OMP_NUM_THREADS``, if set, is the user's choice and is left alone.
+    """
+    cpus, idle = free_cpus()
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(idle)
+    return torch.get_num_threads(), cpus
 
 
 def choose(value: T | None, *, small: T, full: T, mode: str) -> T:

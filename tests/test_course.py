@@ -5,11 +5,13 @@ The small/full mode tests live in test_repo.py beside the notebook conventions t
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers import course
 
@@ -144,3 +146,24 @@ def test_the_readme_names_the_drive_folder_and_parameter_the_code_uses():
     readme = (ROOT / "README.md").read_text()
     assert course.DRIVE_HOME.parts[-2:] == ("MyDrive", "fake-vit")
     assert "My Drive/fake-vit" in readme and "course.setup_colab(USE_DRIVE)" in readme
+
+
+def test_share_cpus_gives_torch_one_thread_per_idle_cpu(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        cpus = course.free_cpus()[0]
+        monkeypatch.setattr(course, "busy_cpus", lambda: cpus + 3.0)  # another training beside us
+        assert course.share_cpus() == (1, cpus) and torch.get_num_threads() == 1
+        monkeypatch.setattr(course, "busy_cpus", lambda: 0.1)  # an idle machine: every CPU
+        assert course.share_cpus() == (cpus, cpus)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's choice stays
+        torch.set_num_threads(cpus)
+        monkeypatch.setattr(course, "busy_cpus", lambda: cpus + 3.0)
+        assert course.share_cpus() == (cpus, cpus)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_busy_cpus_is_a_number_of_cpus():
+    assert 0 <= course.busy_cpus(0.05) <= (os.cpu_count() or 1) + 0.01

@@ -236,6 +236,30 @@ def test_build_demo_registers_predict(detector, predictor, uploads, bad_uploads,
         predict(None)
 
 
+def test_the_upload_folder_is_where_gradio_stores_uploads(tmp_path, monkeypatch):
+    # The documented default and $GRADIO_TEMP_DIR, checked against where this gradio's components store
+    # files (GRADIO_CACHE, an attribute of every component), so a gradio that moves it fails here.
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    assert demo.gradio_upload_folder() == Path(gr.Image().GRADIO_CACHE).resolve()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    assert demo.gradio_upload_folder() == Path(gr.Image().GRADIO_CACHE).resolve() == tmp_path.resolve()
+
+
+def test_the_filter_for_gradios_unawaited_coroutine_matches_its_message_only():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", message=demo.GRADIO_UNAWAITED_USER, category=RuntimeWarning)
+        warnings.warn(
+            "coroutine 'App.create_app.<locals>.get_current_user' was never awaited",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+        warnings.warn("coroutine 'something_else' was never awaited", RuntimeWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["coroutine 'something_else' was never awaited"]
+
+
 def test_examples_come_from_data_toy_or_are_generated(tmp_path, predictor):
     generated = demo.find_examples(tmp_path / "no_data", cache=tmp_path / "cache", per_class=2)
     assert [p.parent.name for p in generated] == ["fake_images"] * 2 + ["real_images"] * 2

@@ -59,9 +59,20 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make run" in readme
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "make test" in [line.strip() for line in ci.splitlines()]
+    lines = [line.strip() for line in ci.splitlines()]
+    assert "make test" in lines and lines.index("make test") < lines.index("make test-colab")
     makefile = (ROOT / "Makefile").read_text()
-    for target in ("setup:", "run:", "test:", "figures:", "lint:", "clean:", "set-repo:"):
+    for target in (
+        "setup:",
+        "run:",
+        "test:",
+        "figures:",
+        "lint:",
+        "clean:",
+        "set-repo:",
+        "test-colab:",
+        "lock:",
+    ):
         assert f"\n{target}" in makefile, f"Makefile lacks {target}"
 
 
@@ -224,6 +235,7 @@ def test_resolve_mode(monkeypatch):
 
 def test_small_mode_is_announced(monkeypatch, capsys):
     monkeypatch.setenv(course.MODE_ENV, "small")
+    monkeypatch.setattr(course, "share_cpus", lambda: (2, 2))  # leave this process's threads alone
     course.resolve_mode("auto")
     assert "SMALL MODE" in capsys.readouterr().out
 

@@ -6,8 +6,9 @@
 
 Executed copies go to build/notebooks/, figures to figures/. Prints the wall time of each notebook and
 exits non-zero if any notebook raises. It also lists what a notebook wrote to stderr beyond the course's
-allow-list (tools/notebook_stderr.py; `make test` fails on it), and signs each executed copy as trusted,
-as JupyterLab does for a notebook you run there, so that `make lab` shows its widget progress bars.
+allow-list (tools/notebook_stderr.py; `make test` fails on it, and so does this with --fail-on-stderr),
+and signs each executed copy as trusted, as JupyterLab does for a notebook you run there, so that
+`make lab` shows its widget progress bars.
 """
 
 from __future__ import annotations
@@ -53,13 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["small", "full", "auto"], default="small")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "notebooks")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
+    parser.add_argument(
+        "--fail-on-stderr", action="store_true", help="exit 1 on unexpected stderr too (make test-colab)"
+    )
     args = parser.parse_args(argv)
     notebooks = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
     if not notebooks:
         print("no notebooks to run", file=sys.stderr)
         return 1
 
-    times, failed = {}, []
+    times, failed, stray = {}, [], []
     for notebook in notebooks:
         print(f"running {notebook.name} ({args.mode} mode) ...", flush=True)
         start = time.perf_counter()
@@ -67,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             times[notebook.name] = run(notebook.resolve(), args.out, args.mode, args.timeout)
             for message in stray_stderr(args.out / notebook.name):
                 print(f"unexpected stderr: {message}", flush=True)
+                stray.append(notebook.name)
         except papermill.PapermillExecutionError as err:
             times[notebook.name] = time.perf_counter() - start
             failed.append(notebook.name)
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, seconds in times.items():
         print(f"  {seconds:7.1f} s  {name}{'  FAILED' if name in failed else ''}")
     print(f"  {sum(times.values()):7.1f} s  total")
-    return 1 if failed else 0
+    return 1 if failed or (args.fail_on_stderr and stray) else 0
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import math
 import os
 import stat
 import sys
+import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -161,17 +163,29 @@ def check_predictor_answers(predictor: Predictor, detector_dir: str | Path) -> N
         )
 
 
+def gradio_upload_folder() -> Path:
+    """Where Gradio stores uploads: ``$GRADIO_TEMP_DIR``, else ``<the system's temp dir>/gradio``, as
+    Gradio's guide to its environment variables documents (read when the demo is built)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+
+
+# Gradio 6.24's /config route calls its async get_current_user without awaiting it, so every page load
+# logs "RuntimeWarning: coroutine '...get_current_user' was never awaited" (harmless: the page only gets
+# a wrong username, which this demo does not use). Gradio's bug, gradio-app/gradio#13758, fixed by
+# #13759; Colab has 6.24. Only this one message is silenced.
+GRADIO_UNAWAITED_USER = r"coroutine '.*get_current_user' was never awaited"
+
+
 def build_demo(
     detector_dir: str | Path, examples: list[str | Path] | None = None, precision: str = "auto"
 ) -> gr.Blocks:
     """The Gradio page for the detector in ``detector_dir`` (``DetectorError`` when missing or broken);
     ``examples``: image files, each one's folder name its class. Serve it with :func:`launch_demo`."""
     import gradio as gr
-    from gradio.utils import get_upload_folder  # $GRADIO_TEMP_DIR, else <temp dir>/gradio
 
     predictor = load_predictor(detector_dir, device="cpu", precision=precision)
     check_predictor_answers(predictor, detector_dir)
-    upload_folder = get_upload_folder()
+    upload_folder = gradio_upload_folder()
 
     def predict(upload: Mapping[str, Any] | None) -> dict[str, float]:
         """The ``/predict`` endpoint: an uploaded image file in, ``{class: probability}`` out."""
@@ -258,6 +272,7 @@ def launch_demo(
     """Serve :func:`build_demo`'s page, refusing uploads over :data:`MAX_UPLOAD_BYTES` (lesson 06, the app);
     ``block=False`` returns at once (``.close()`` stops it), ``share`` adds a public gradio.live link."""
     demo = build_demo(detector_dir, examples=examples)
+    warnings.filterwarnings("ignore", message=GRADIO_UNAWAITED_USER, category=RuntimeWarning)
     # Only a gr.Error's message reaches the page: strangers never see the server's paths.
     demo.launch(
         server_name=host,
