@@ -12,7 +12,7 @@ from pathlib import Path
 # `python app/app.py` puts app/ (not the repository) on sys.path; let it find the course's
 # `helpers` package in a checkout even when the course was not pip-installed.
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if (REPO_ROOT / "helpers" / "demo.py").is_file() and str(REPO_ROOT) not in sys.path:
+if (REPO_ROOT / "helpers" / "serving" / "demo.py").is_file() and str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from helpers.serving.demo import main  # noqa: E402
