@@ -9,7 +9,7 @@ be frozen into the features.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -68,26 +68,24 @@ def fit_linear_probe(
     precision: str = "fp32",
     seed: int = 42,
     progress: bool = True,
+    train_head: Callable[..., dict[str, Any]] = fit,
 ) -> dict[str, Any]:
     """Train only ``model.head``, in place, on cached features (lesson 04).
 
-    ``precision`` applies to the features; the head trains in fp32. Returns ``fit``'s dict plus
-    ``"feature_seconds"``; ``seconds`` and ``train_images_per_second`` count the whole probe.
+    ``precision`` applies to the features; the head trains in fp32, by ``train_head`` (``loop.fit``;
+    the command line passes :func:`helpers.train.run.resumable_fit` with its ``out_dir``). Returns
+    ``fit``'s dict plus ``"feature_seconds"``; ``seconds`` and ``train_images_per_second`` count the
+    whole probe.
     """
     start = time.perf_counter()
     train, val, test = feature_loaders(
         model, train_loader, val_loader, test_loader, device=device, precision=precision, progress=progress
     )
     feature_seconds = time.perf_counter() - start
-    result = fit(
+    result = train_head(
         model.head, train, val, recipe, device=device, test_loader=test, seed=seed, progress=progress
     )
-    return with_feature_time(result, feature_seconds, len(train.dataset) * recipe.epochs)
-
-
-def with_feature_time(result: dict[str, Any], feature_seconds: float, images_trained: int) -> dict[str, Any]:
-    """``result`` of training the head, counting the one pass through the backbone in its times."""
     result["feature_seconds"] = feature_seconds
     result["seconds"] += feature_seconds
-    result["train_images_per_second"] = images_trained / result["seconds"]
+    result["train_images_per_second"] = len(train.dataset) * recipe.epochs / result["seconds"]
     return result

@@ -9,7 +9,7 @@ and under ``torchrun`` trains through DistributedDataParallel (:mod:`helpers.tra
 from __future__ import annotations
 
 import argparse
-import time
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -102,17 +102,10 @@ def build_model(args: argparse.Namespace, num_classes: int) -> tuple[ViT, str]:
 def train_model(model, train_loader, val_loader, test_loader, recipe, args, device, progress) -> dict:
     """:func:`resumable_fit` on the whole model, or on its head over features computed once (a linear
     probe, :mod:`helpers.train.probe`); the training state goes to ``--out``."""
-    settings = {"device": device, "seed": args.seed, "progress": progress, "out_dir": args.out}
-    if recipe.train_backbone:
-        return resumable_fit(
-            model, train_loader, val_loader, recipe, test_loader=test_loader, precision=args.precision,
-            resume=args.resume, **settings,
-        )  # fmt: skip
-    start = time.perf_counter()
-    train, val, test = probe.feature_loaders(
-        model, train_loader, val_loader, test_loader, device=device, precision=args.precision,
-        progress=progress,
+    trainer = functools.partial(resumable_fit, out_dir=args.out, resume=args.resume)
+    if not recipe.train_backbone:
+        trainer = functools.partial(probe.fit_linear_probe, train_head=trainer)
+    return trainer(
+        model, train_loader, val_loader, recipe, device=device, test_loader=test_loader,
+        precision=args.precision, seed=args.seed, progress=progress,
     )  # fmt: skip
-    feature_seconds = time.perf_counter() - start
-    result = resumable_fit(model.head, train, val, recipe, test_loader=test, resume=args.resume, **settings)
-    return probe.with_feature_time(result, feature_seconds, len(train.dataset) * recipe.epochs)
