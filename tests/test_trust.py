@@ -17,9 +17,11 @@ from helpers.train.trust import (
     expected_calibration_error,
     fit_temperature,
     format_interval,
+    format_metric_intervals,
     image_metadata,
     metadata_baseline,
     metadata_table,
+    metric_intervals,
     paired_bootstrap_difference,
     precision_at_base_rate,
     rates_at_threshold,
@@ -251,3 +253,15 @@ def test_split_digest_is_stable_and_check_disjoint_names_the_shared_files(tmp_pa
     check_disjoint(train, test)  # no overlap: no error
     with pytest.raises(ValueError, match=r"2 evaluation file\(s\).*fake_images/fake_3.png"):
         check_disjoint(train, [*test, train[3], f"/elsewhere/fake_images/{train[7].name}"])
+
+
+def test_metric_intervals_share_resamples_and_agree_with_bootstrap_interval():
+    probs, targets = noisy_detector(120, 0.8)
+    both = metric_intervals(probs, targets, ("accuracy", "auroc"), n_boot=200)
+    alone = bootstrap_interval(probs, targets, "accuracy", n_boot=200)
+    assert both["accuracy"] == alone  # same seed, same resamples, same interval
+    assert both["auroc"]["low"] <= both["auroc"]["value"] <= both["auroc"]["high"]
+    lines = format_metric_intervals(both).splitlines()
+    assert lines[0].startswith("accuracy") and "n = 120" in lines[0] and lines[1].startswith("auroc")
+    with pytest.raises(ValueError, match="auroc"):
+        metric_intervals(probs[targets == 0], targets[targets == 0], ("auroc",), n_boot=50)
