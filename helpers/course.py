@@ -14,7 +14,8 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TypeVar
+from types import SimpleNamespace
+from typing import Any, TypeVar
 
 import torch
 
@@ -106,6 +107,20 @@ def choose(value: T | None, *, small: T, full: T, mode: str) -> T:
     if mode not in MODES:
         raise ValueError(f"mode must be 'small' or 'full', got {mode!r}; call resolve_mode first")
     return value if value is not None else small if mode == "small" else full
+
+
+def sizes(mode: str, *, small: dict[str, Any], full: dict[str, Any], overrides: dict[str, Any] | None = None):
+    """A lesson's size preset: ``small`` or ``full`` by ``mode``, updated by ``overrides`` (the
+    ``OVERRIDES`` parameter, e.g. the full-mode rehearsal's tiny sizes), as attributes: ``S.EPOCHS``.
+    An override that names no size raises, so a typo never passes silently. Lessons 03 to 06."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'small' or 'full', got {mode!r}; call resolve_mode first")
+    if set(small) != set(full):
+        raise ValueError(f"small and full presets name different sizes: {sorted(set(small) ^ set(full))}")
+    unknown = sorted(set(overrides or {}) - set(small))
+    if unknown:
+        raise ValueError(f"OVERRIDES names {unknown}, which are not sizes of this lesson: {sorted(small)}")
+    return SimpleNamespace(**{**(small if mode == "small" else full), **(overrides or {})})
 
 
 def project_root(start: Path | None = None) -> Path:

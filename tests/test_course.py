@@ -167,3 +167,14 @@ def test_share_cpus_gives_torch_one_thread_per_idle_cpu(monkeypatch):
 
 def test_busy_cpus_is_a_number_of_cpus():
     assert 0 <= course.busy_cpus(0.05) <= (os.cpu_count() or 1) + 0.01
+
+
+def test_sizes_picks_the_mode_applies_overrides_and_refuses_unknown_names():
+    small, full = {"EPOCHS": 2, "IMAGE_SIZE": 32}, {"EPOCHS": 7, "IMAGE_SIZE": 224}
+    assert course.sizes("small", small=small, full=full).EPOCHS == 2
+    sized = course.sizes("full", small=small, full=full, overrides={"EPOCHS": 1})
+    assert (sized.EPOCHS, sized.IMAGE_SIZE) == (1, 224)
+    with pytest.raises(ValueError, match="EPOCS"):
+        course.sizes("full", small=small, full=full, overrides={"EPOCS": 1})
+    with pytest.raises(ValueError, match="different sizes"):
+        course.sizes("small", small=small, full={"EPOCHS": 7})
