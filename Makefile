@@ -72,6 +72,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check $(LINTED)
 	$(PY) tools/set_repo.py --check
 	$(PY) tools/lesson_map.py --check
+	$(PY) tools/lesson_times.py --check
 	$(PY) tools/clean_notebooks.py --check notebooks/*.ipynb notebooks/solutions/*.ipynb
 
 test: lint
