@@ -25,15 +25,17 @@ from helpers._files import (
     DiskSpaceError,
     building_folder,
     check_free_space,
+    existing_parent,
     explain_disk_full,
     is_network_filesystem,
     local_scratch_dir,
     marker_matches,
     read_marker,
+    size_text,
     write_marker,
 )
 from helpers.course import announce
-from helpers.data.archives import extract_zip, is_junk, size_text
+from helpers.data.archives import extract_zip, is_junk
 from helpers.data.cache import (
     CACHE_FOLDER,
     CacheWriter,
@@ -81,10 +83,6 @@ def _hub_file_size() -> int | None:
         return None
 
 
-def _device(path: Path) -> int:
-    return next(p for p in (path.absolute(), *path.absolute().parents) if p.exists()).stat().st_dev
-
-
 def _fetch_zip(root: Path) -> tuple[Path, bool]:
     """``(zip, is the Hub's cached copy)``: ``root/train.zip`` if placed by hand, else the Hub's copy."""
     by_hand = root / ZIP_FILE
@@ -96,7 +94,7 @@ def _fetch_zip(root: Path) -> tuple[Path, bool]:
     hub_cache = Path(constants.HF_HUB_CACHE)
     size = _hub_file_size()
     if size is not None:  # the zip, then its extraction (images barely compress: about as much again)
-        if _device(hub_cache) == _device(root):
+        if existing_parent(hub_cache).stat().st_dev == existing_parent(root).stat().st_dev:
             check_free_space(root, 2 * size, f"downloading {ZIP_FILE} ({size_text(size)}) and extracting it")
         else:
             check_free_space(hub_cache, size, f"downloading {ZIP_FILE}")

@@ -64,7 +64,7 @@ def compute_metrics(probs: torch.Tensor, targets: torch.Tensor, *, positive_clas
     probs, targets = probs.float().cpu(), targets.long().cpu()
     preds = probs.argmax(dim=1)  # (N,)
     metrics: dict[str, Any] = {
-        "accuracy": tmc.multiclass_accuracy(preds, targets, num_classes, average="micro").item(),
+        "accuracy": tmc.multiclass_accuracy(preds, targets, num_classes, average="micro").item()
     }
     one_class_only = targets.unique().numel() < 2
     if num_classes == 2:
