@@ -20,31 +20,13 @@ def is_junk(name: str) -> bool:
 
 def plan_extraction(archive: zipfile.ZipFile, zip_path: Path, into: Path) -> list[zipfile.ZipInfo]:
     """The files to extract, junk left out; a RuntimeError names a member that would land outside
-    ``into`` (zip-slip, e.g. ``../evil.jpg``), appears twice, or is both a file and a folder."""
+    ``into`` (zip-slip, e.g. ``../evil.jpg``). A member twice or a file that is also a folder fails
+    when written (never overwriting), and the caller removes the partial extraction."""
     inside = into.resolve()
     for info in archive.infolist():  # every member, junk included: none may point outside
         if not (inside / info.filename).resolve().is_relative_to(inside):
             raise RuntimeError(f"{zip_path}: member {info.filename!r} would be written outside {into}")
-    members = [m for m in archive.infolist() if not is_junk(m.filename)]
-    files = [m for m in members if not m.is_dir()]
-    folders = {PurePosixPath(m.filename.rstrip("/")) for m in members if m.is_dir()}
-    seen: set[PurePosixPath] = set()
-    for info in files:
-        name = PurePosixPath(info.filename)
-        if name in seen:
-            raise RuntimeError(
-                f"{zip_path}: member {info.filename!r} appears twice; refusing to overwrite it"
-            )
-        seen.add(name)
-        folders.update(name.parents)
-    clash = sorted(str(name) for name in seen & folders)
-    if clash:
-        raise RuntimeError(
-            f"{zip_path}: {clash[0]!r} is both a file and a folder in the archive"
-            + (f" (and {len(clash) - 1} more)" if len(clash) > 1 else "")
-            + "; it cannot be extracted. Download the file again, or place a correct one by hand."
-        )
-    return files
+    return [m for m in archive.infolist() if not is_junk(m.filename) and not m.is_dir()]
 
 
 def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
