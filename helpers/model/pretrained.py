@@ -79,8 +79,8 @@ def _check_reachable(url: str, timeout: float) -> None:
 
 
 def load_vit_b16_state_dict(timeout: float = 10.0) -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet ViT-B/16 state dict: cached, else downloaded (~330 MB); offline, fails
-    within ``timeout`` seconds with :class:`PretrainedWeightsUnavailable` saying what to do."""
+    """The ImageNet ViT-B/16 state dict, cached or downloaded (~330 MB); offline, within ``timeout`` s a
+    :class:`PretrainedWeightsUnavailable` saying what to do."""
     path = weights_cache_path()
     if not path.is_file():
         try:

@@ -158,13 +158,6 @@ def resume(folder: str | os.PathLike, *, model: nn.Module, state: TrainingState,
         state.optimizer.load_state_dict(saved["state"]["optimizer"])
         state.scheduler.load_state_dict(saved["state"]["scheduler"])
         state.scaler.load_state_dict(saved["state"]["scaler"])
-        for parameter, tensors in state.optimizer.state.items():  # load_state_dict does not check shapes
-            for name, value in tensors.items():
-                if torch.is_tensor(value) and value.ndim > 0 and value.shape != parameter.shape:
-                    raise ValueError(
-                        f"optimizer state {name!r} has shape {tuple(value.shape)}, its parameter "
-                        f"{tuple(parameter.shape)}"
-                    )
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         problem = f"the training state in {folder} does not fit this model and optimizer ({error})"
         raise _damaged(folder, problem) from error
