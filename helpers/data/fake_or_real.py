@@ -118,10 +118,9 @@ def _fetch_zip(root: Path) -> tuple[Path, bool]:
 def _find_class_root(folder: Path) -> Path | None:
     """The folder at or below ``folder`` (2 levels at most) that holds both class folders."""
     candidates = [folder, *folder.glob("*"), *folder.glob("*/*")]
-    for candidate in candidates:
-        if candidate.name != "__MACOSX" and all((candidate / name).is_dir() for name in CLASS_NAMES):
-            return candidate
-    return None
+    return next(
+        (c for c in candidates if c.name != "__MACOSX" and all((c / n).is_dir() for n in CLASS_NAMES)), None
+    )
 
 
 def count_images(class_root: str | os.PathLike) -> int:
@@ -131,13 +130,12 @@ def count_images(class_root: str | os.PathLike) -> int:
 
 def count_listed_images(names: list[str]) -> int:
     """Image files inside a class folder, counted from a zip's listing (nothing is extracted)."""
-    count = 0
-    for name in names:
-        parts = PurePosixPath(name).parts
-        in_class = any(part in CLASS_NAMES for part in parts[:-1])
-        if in_class and not is_junk(name) and name.lower().endswith(IMAGE_EXTENSIONS):
-            count += 1
-    return count
+    return sum(
+        not is_junk(name)
+        and name.lower().endswith(IMAGE_EXTENSIONS)
+        and any(part in CLASS_NAMES for part in PurePosixPath(name).parts[:-1])
+        for name in names
+    )
 
 
 def _remove_hub_copy(zip_path: Path) -> None:
