@@ -122,8 +122,10 @@ class PatchEmbedding(nn.Module):
                 f"Got images with {C} channels but this model expects {self.in_channels} (B, C, H, W)."
             )
         if (H, W) != (self.image_size, self.image_size):
+            whole = H % self.patch_size == 0 and W % self.patch_size == 0
+            why = "" if whole else f" ({H}x{W} is not a multiple of the patch size {self.patch_size})"
             raise ValueError(
-                f"Got {H}x{W} images but this model expects {self.image_size}x{self.image_size}. "
+                f"Got {H}x{W} images but this model expects {self.image_size}x{self.image_size}{why}. "
                 f"Resize the images to {self.image_size}, or build the model with image_size={H}."
             )
         x = self.proj(x)  # (B, D, H/P, W/P): one D-vector per patch
