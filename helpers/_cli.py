@@ -1,9 +1,5 @@
-"""How the course's command lines fail: an expected failure is one ``error: ...`` line, not a traceback.
-
-Used by the training and data command lines and the demo. A *usage* error (a bad flag or value, an
-``--out`` that cannot be written, a detector that does not load) exits with 2 before any work; a
-*runtime* failure the user can fix (a full disk, no images, no network) with 1. Each prints ONE line
-naming the file or value and what to do. Anything else is a bug and keeps its traceback.
+"""How the course's command lines fail: ONE ``error: ...`` line naming the file or value and what to do,
+status 2 for a usage error (before any work), 1 for a failure the user can fix; a bug keeps its traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +12,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
+
+from helpers._files import existing_parent
 
 RUNTIME_ERROR = 1
 USAGE_ERROR = 2
@@ -54,8 +52,8 @@ def describe_os_error(error: OSError) -> str:
 
 
 def run(command: Callable[[], int], *, expected: tuple[type[BaseException], ...] = ()) -> int:
-    """``command()``'s exit status, an expected failure printed as one line: :class:`CommandError` keeps
-    its status, ``OSError`` and ``expected`` give 1, Ctrl-C 130. Other exceptions propagate."""
+    """``command()``'s exit status; :class:`CommandError` keeps its own, ``OSError`` and ``expected`` give 1,
+    Ctrl-C 130, each printed as one line. Other exceptions propagate."""
     try:
         return command()
     except CommandError as error:
@@ -73,9 +71,9 @@ def run(command: Callable[[], int], *, expected: tuple[type[BaseException], ...]
 
 
 def check_output_folder(out: Path, needed: int) -> None:
-    """Refuse, before training, an ``--out`` that cannot be written or has less than ``needed`` bytes
-    free. Creates nothing: a temporary file in ``out`` or its nearest existing parent, deleted at once."""
-    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    """Refuse, before training, an ``--out`` that cannot be written or has less than ``needed`` bytes free
+    (creates nothing: a temporary file in its nearest existing folder, deleted at once)."""
+    existing = existing_parent(out)
     if not existing.is_dir():
         raise CommandError(f"--out {out}: {existing} is a file, not a folder; choose another --out", 2)
     try:

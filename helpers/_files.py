@@ -1,9 +1,5 @@
-"""Writing files so that no reader ever sees half of one, and the disk filling up.
-
-:func:`atomic_write` writes a file under a temporary name, then renames it; :func:`building_folder`
-does the same for a dataset folder, its ``.complete`` marker written last. :func:`check_free_space`
-and :func:`explain_disk_full` raise a clear :class:`DiskSpaceError`. :func:`is_network_filesystem`
-spots Google Drive (slow for many small files); :func:`local_scratch_dir` is where data goes instead.
+"""Files no reader sees half-written (a temporary name, then a rename; folders marked ``.complete``
+last), a clear :class:`DiskSpaceError` for a full disk, and Google Drive spotted (slow for small files).
 """
 
 from __future__ import annotations
@@ -22,11 +18,12 @@ MARKER = ".complete"  # written last into a finished dataset folder, with the se
 SCRATCH_ENV = "FAKEVIT_SCRATCH"  # overrides local_scratch_dir()
 # /proc/mounts types that live across a network: Colab's Drive is "fuse.drive"; any FUSE, NFS, SMB.
 NETWORK_FILESYSTEMS = ("fuse", "nfs", "cifs", "smb", "9p", "sshfs")
+FREE_SOME = "Free some space, or set FAKEVIT_HOME to a folder on a bigger disk, and run this again."
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(temporary_path)``, then rename it to ``path``; on failure ``path`` is left as it was,
-    and a full disk is raised as ``OSError(ENOSPC)`` naming ``path``, whatever the writer raised."""
+    """``write(temporary_path)``, then a rename to ``path``; on failure ``path`` is untouched, and a full
+    disk is raised as ``OSError(ENOSPC)`` naming ``path``, whatever the writer raised."""
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
     try:
@@ -79,9 +76,8 @@ def marker_matches(folder: str | os.PathLike, settings: dict) -> bool:
 
 @contextmanager
 def building_folder(target: str | os.PathLike, marker: dict) -> Iterator[Path]:
-    """Yield a hidden folder next to ``target`` to fill; when the block succeeds, write ``marker`` into
-    it and rename it to ``target`` (replacing an older version; a copy another process published first
-    is kept). An interrupted build leaves only a ``.NAME.partial-*`` folder."""
+    """A hidden folder beside ``target`` to fill; on success ``marker`` is written and it replaces
+    ``target`` (a copy another process published first is kept)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
@@ -104,16 +100,20 @@ class DiskSpaceError(RuntimeError):
     """Not enough free disk space for a write, or "No space left on device" during one."""
 
 
-def _gigabytes(size: float) -> str:
+def size_text(size: float) -> str:
+    """``size`` bytes for a person: "9.1 GB", or "12.3 MB" below 0.1 GB."""
     return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
+
+
+def existing_parent(path: str | os.PathLike) -> Path:
+    """``path`` if it exists, else its nearest existing parent folder."""
+    path = Path(path).absolute()
+    return next(p for p in (path, *path.parents) if p.exists())
 
 
 def free_bytes(folder: str | os.PathLike) -> int:
     """Free space for this user on the disk that holds ``folder`` (or its nearest existing parent)."""
-    folder = Path(folder).absolute()
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return shutil.disk_usage(folder).free
+    return shutil.disk_usage(existing_parent(folder)).free
 
 
 def check_free_space(folder: str | os.PathLike, needed: int, what: str) -> None:
@@ -121,9 +121,8 @@ def check_free_space(folder: str | os.PathLike, needed: int, what: str) -> None:
     free = free_bytes(folder)
     if needed > free:
         raise DiskSpaceError(
-            f"{what} needs {_gigabytes(needed)} of free disk space in {folder}, but only {_gigabytes(free)} "
-            "is free there. Free some space, or set FAKEVIT_HOME to a folder on a bigger disk, and run this "
-            "again."
+            f"{what} needs {size_text(needed)} of free disk space in {folder}, but only {size_text(free)} "
+            f"is free there. {FREE_SOME}"
         )
 
 
@@ -139,18 +138,17 @@ def _disk_full_error(error: BaseException | None) -> OSError | None:
 
 @contextmanager
 def explain_disk_full(folder: str | os.PathLike, what: str) -> Iterator[None]:
-    """Turn "No space left on device" (or a full quota) raised inside the block into a
-    :class:`DiskSpaceError` saying what was being written where, and how much is free now."""
+    """ "No space left on device" (or a full quota) inside the block as a :class:`DiskSpaceError` saying
+    what was being written where."""
     try:
         yield
     except Exception as error:
         full = _disk_full_error(error)
         if full is None:
             raise
-        free = _gigabytes(free_bytes(folder))
+        free = size_text(free_bytes(folder))
         raise DiskSpaceError(
-            f"The disk filled up while {what} in {folder} ({full.strerror}); {free} is free now. "
-            "Free some space, or set FAKEVIT_HOME to a folder on a bigger disk, and run this again."
+            f"The disk filled up while {what} in {folder} ({full.strerror}); {free} is free now. {FREE_SOME}"
         ) from error
 
 
@@ -174,6 +172,5 @@ def is_network_filesystem(path: str | os.PathLike) -> bool:
 
 
 def local_scratch_dir() -> Path:
-    """A folder on this machine's own disk for data quick to remake: ``$FAKEVIT_SCRATCH``, else
-    ``<temp dir>/fakevit`` (in Colab the runtime's disk)."""
+    """This machine's disk, for data quick to remake: ``$FAKEVIT_SCRATCH``, else ``<temp dir>/fakevit``."""
     return Path(os.environ.get(SCRATCH_ENV) or Path(tempfile.gettempdir()) / "fakevit")

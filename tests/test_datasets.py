@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from helpers.data import index, loaders
+from helpers.data.cache import build_image_cache
 from helpers.data.datasets import (
     CLASS_NAMES,
     ImageFolderDataset,
@@ -235,7 +236,7 @@ def test_make_loader_rules(monkeypatch):
     assert not make_loader(dataset, batch_size=4, num_workers=0, pin_memory=False).pin_memory
 
 
-def test_find_images_stores_what_it_checked_and_decodes_only_new_or_changed_files(
+def test_find_images_skips_undecodable_files_and_decodes_only_what_the_cache_lacks(
     tmp_path, image_folder, monkeypatch, random_rgb
 ):
     root = image_folder(tmp_path / "ds", {"fake_images": 3, "real_images": 3})
@@ -244,22 +245,14 @@ def test_find_images_stores_what_it_checked_and_decodes_only_new_or_changed_file
     real_check = index._decode_problem
     monkeypatch.setattr(index, "_decode_problem", lambda path: decoded.append(path.name) or real_check(path))
     with pytest.warns(UserWarning, match="broken.png"):
-        first = find_images(root)
-    assert len(decoded) == 7 and (root / index.INDEX_FILE).is_file()
+        first, _ = find_images(root)
+    assert len(decoded) == 7 and len(first) == 6
+    with pytest.warns(UserWarning, match="broken.png"):
+        build_image_cache(root, 16)
     decoded.clear()
-    with pytest.warns(UserWarning, match="broken.png"):  # still skipped, still said, not decoded again
-        assert find_images(root) == first
-    assert decoded == []
-    random_rgb(np.random.default_rng(3), 20, 16).save(root / "fake_images" / "001.png")  # changed
-    random_rgb(np.random.default_rng(4), 20, 16).save(root / "fake_images" / "new.png")  # added
-    (root / "real_images" / "broken.png").unlink()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        samples, _ = find_images(root)
-    assert sorted(decoded) == ["001.png", "new.png"] and len(samples) == 7
-    (root / "fake_images" / "new.png").write_bytes(b"corrupted after indexing")
-    with pytest.warns(UserWarning, match="new.png"):
-        assert len(find_images(root)[0]) == 6
+    with pytest.warns(UserWarning, match="broken.png"):  # still skipped; the cached images not decoded again
+        assert find_images(root)[0] == first
+    assert decoded == ["broken.png"]
 
 
 def test_a_vanished_file_is_skipped_like_an_undecodable_one(tmp_path, image_folder, monkeypatch):
@@ -268,29 +261,19 @@ def test_a_vanished_file_is_skipped_like_an_undecodable_one(tmp_path, image_fold
     with pytest.warns(UserWarning, match=r"(?s)Skipped 1 .*link.png: vanished"):
         samples, _ = find_images(root)
     assert len(samples) == 6
-    (root / index.INDEX_FILE).unlink()
 
-    real_stat, real_load = index._stat, index.load_image_rgb
-    between_listing_and_stat, between_stat_and_decoding = (
-        root / "real_images" / "001.png",
-        root / "fake_images" / "002.png",
-    )
-
-    def stat(path):
-        if path == between_listing_and_stat:
-            path.unlink()
-        return real_stat(path)
+    real_load = index.load_image_rgb
+    between_listing_and_decoding = root / "fake_images" / "002.png"
 
     def load(path, **kwargs):
-        if path == between_stat_and_decoding:
+        if path == between_listing_and_decoding:
             path.unlink()
         return real_load(path, **kwargs)
 
-    monkeypatch.setattr(index, "_stat", stat)
     monkeypatch.setattr(index, "load_image_rgb", load)
-    with pytest.warns(UserWarning, match=r"(?s)Skipped 3 .*002.png: vanished.*001.png: vanished"):
+    with pytest.warns(UserWarning, match=r"(?s)Skipped 2 .*002.png: vanished"):
         samples, _ = find_images(root)
-    assert len(samples) == 4
+    assert len(samples) == 5
 
 
 def test_first_per_class_keeps_the_first_of_each_label_in_order():

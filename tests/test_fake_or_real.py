@@ -153,27 +153,15 @@ def _write_zip(path: Path, members: list[tuple[str, bytes]]) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    ("members", "message"),
-    [
-        (
-            [("train/fake_images/a.jpg", b"x"), ("../evil.jpg", b"x")],
-            "'../evil.jpg' would be written outside",
-        ),
-        ([("train/fake_images/a.jpg", b"x"), ("train/fake_images/a.jpg", b"y")], "appears twice"),
-        ([("train/real_images", b"x"), ("train/real_images/b.jpg", b"x")], "both a file and a folder"),
-        ([("train/x/", b""), ("train/x", b"file")], "both a file and a folder"),
-    ],
-    ids=["zip-slip", "duplicate", "file-and-folder", "folder-entry-and-file"],
-)
-def test_unsafe_listings_are_refused_before_anything_is_written(tmp_path, monkeypatch, members, message):
+def test_a_zip_slip_listing_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    members = [("train/fake_images/a.jpg", b"x"), ("../evil.jpg", b"x")]
     monkeypatch.setattr(fake_or_real, "hf_hub_download", None)  # must not be reached
     root = tmp_path / "fake_or_real"
     root.mkdir()
     _write_zip(root / "train.zip", members)
     written = []
     monkeypatch.setattr(archives, "_extract_member", lambda *args: written.append(args))
-    with pytest.raises(RuntimeError, match=message) as error:
+    with pytest.raises(RuntimeError, match="'../evil.jpg' would be written outside") as error:
         download_fake_or_real(root, expected_count=1)
     assert str(root / "train.zip") in str(error.value)
     assert written == [] and sorted(p.name for p in root.iterdir()) == ["train.zip"]

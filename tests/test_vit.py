@@ -154,8 +154,7 @@ def test_small_torchvision_model_heads_from_module(small_tv):
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         assert max_abs_diff(ours(x), small_tv(x)) < ATOL
-    # A state dict does not say how many heads: heads= tells it, otherwise dim // 64 = 1 head (wrong here).
-    assert ViT.from_torchvision(small_tv.state_dict(), heads=2).config.heads == 2
+    # A state dict does not say how many heads: dim // 64 = 1 head (wrong here; the module says 2).
     assert ViT.from_torchvision(small_tv.state_dict()).config.heads == 1
 
 

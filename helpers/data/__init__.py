@@ -10,7 +10,7 @@ the toy set, downloads the real one, builds a cache and draws the data figures.
     sources       datasets by name: get_dataset("toy" | "fake_or_real")
     plots         sample grids and mean spectra (lessons 03 and 05)
     perturbations JPEG re-compression and resizing, to test a detector's robustness (lesson 05)
-    index         what the decode check learnt about each file, stored beside the data (hardening)
+    index         the decode check: which files of a folder decode (hardening)
     cache         every image of a folder decoded once; CachedImageFolder reads pixels, not files (hardening)
     archives      checked zip extraction (hardening)
 """

@@ -1,8 +1,4 @@
-"""Zip files extracted safely: the whole listing is checked before a single file is written.
-
-The real dataset's ``train.zip`` and the prepared copy's zip (:mod:`helpers.data.fake_or_real`) name
-their own paths, so :func:`plan_extraction` refuses unsafe ones first. Full mode of lesson 03.
-"""
+"""Zip files extracted safely, the whole listing checked before a file is written (full mode of lesson 03)."""
 
 from __future__ import annotations
 
@@ -13,12 +9,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from helpers._files import check_free_space, explain_disk_full
-
-
-def size_text(size: float) -> str:
-    """``size`` bytes for a person: "9.1 GB", or "12.3 MB" below 0.1 GB."""
-    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
+from helpers._files import check_free_space, explain_disk_full, size_text
 
 
 def is_junk(name: str) -> bool:
@@ -29,31 +20,13 @@ def is_junk(name: str) -> bool:
 
 def plan_extraction(archive: zipfile.ZipFile, zip_path: Path, into: Path) -> list[zipfile.ZipInfo]:
     """The files to extract, junk left out; a RuntimeError names a member that would land outside
-    ``into`` (zip-slip, e.g. ``../evil.jpg``), appears twice, or is both a file and a folder."""
+    ``into`` (zip-slip, e.g. ``../evil.jpg``). A member twice or a file that is also a folder fails
+    when written (never overwriting), and the caller removes the partial extraction."""
     inside = into.resolve()
     for info in archive.infolist():  # every member, junk included: none may point outside
         if not (inside / info.filename).resolve().is_relative_to(inside):
             raise RuntimeError(f"{zip_path}: member {info.filename!r} would be written outside {into}")
-    members = [m for m in archive.infolist() if not is_junk(m.filename)]
-    files = [m for m in members if not m.is_dir()]
-    folders = {PurePosixPath(m.filename.rstrip("/")) for m in members if m.is_dir()}
-    seen: set[PurePosixPath] = set()
-    for info in files:
-        name = PurePosixPath(info.filename)
-        if name in seen:
-            raise RuntimeError(
-                f"{zip_path}: member {info.filename!r} appears twice; refusing to overwrite it"
-            )
-        seen.add(name)
-        folders.update(name.parents)
-    clash = sorted(str(name) for name in seen & folders)
-    if clash:
-        raise RuntimeError(
-            f"{zip_path}: {clash[0]!r} is both a file and a folder in the archive"
-            + (f" (and {len(clash) - 1} more)" if len(clash) > 1 else "")
-            + "; it cannot be extracted. Download the file again, or place a correct one by hand."
-        )
-    return files
+    return [m for m in archive.infolist() if not is_junk(m.filename) and not m.is_dir()]
 
 
 def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
@@ -65,12 +38,8 @@ def _extract_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Pat
 def extract_zip(
     zip_path: Path, into: Path, *, check_listing: Callable[[list[str]], None] | None = None
 ) -> None:
-    """Extract ``zip_path`` below ``into`` (a new folder) after checking its listing
-    (:func:`plan_extraction`, then ``check_listing(names)``) and that its declared sizes fit on the disk.
-
-    A file that is not a zip raises a RuntimeError saying to download it again; a full disk,
-    :class:`helpers._files.DiskSpaceError`.
-    """
+    """Extract ``zip_path`` into the new folder ``into`` once its listing (:func:`plan_extraction`,
+    ``check_listing(names)``) and declared sizes pass; not a zip: a RuntimeError saying to download again."""
     try:
         with zipfile.ZipFile(zip_path) as archive:
             members = plan_extraction(archive, zip_path, into)

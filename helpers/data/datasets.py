@@ -1,8 +1,5 @@
-"""A folder of images as a Dataset: indexing, the Dataset, a leak-free split (lesson 03).
-
-Both datasets use torchvision's ImageFolder layout, one folder per class, sorted names = labels:
-``root/fake_images/*.png`` (0) and ``root/real_images/*.png`` (1). DataLoaders: :mod:`helpers.data.loaders`.
-"""
+"""A folder of images as a Dataset (lesson 03): indexing, the Dataset, a leak-free split. The layout is
+torchvision's ImageFolder: ``root/fake_images/*.png`` (label 0) and ``root/real_images/*.png`` (1)."""
 
 from __future__ import annotations
 
@@ -32,11 +29,8 @@ def _layout_error(root: Path, problem: str) -> ValueError:
 
 
 def find_images(root: str | os.PathLike, *, check: bool = True) -> tuple[list[tuple[Path, int]], list[str]]:
-    """Index an ImageFolder tree: ``([(path, label), ...], class_names)``, classes = sorted sub-folders.
-
-    With ``check=True`` files that do not decode are skipped with ONE warning (:mod:`helpers.data.index`).
-    A ValueError when ``root`` is missing or has fewer than two class folders with images. Lesson 03.
-    """
+    """``([(path, label), ...], class_names)`` of an ImageFolder tree, classes = sorted sub-folders; with
+    ``check``, files that do not decode skipped with ONE warning (:mod:`helpers.data.index`). Lesson 03."""
     root = Path(root)
     if not root.is_dir():
         raise _layout_error(root, "folder not found" if not root.exists() else "is not a folder")

@@ -1,11 +1,7 @@
-"""The real dataset: the "Fake or Real Competition" train split from the Hugging Face Hub (full mode).
+"""The real dataset (full mode): ``train.zip`` of the Hub's "Fake or Real Competition" (~9 GB, 6,750 images).
 
-``mncai/Fake_or_Real_Competition_Dataset``, ``train.zip`` (~9 GB, 6,750 images, apache-2.0), in three
-steps, each done once per course home: :func:`download_fake_or_real` (the originals, listing checked
-before extraction), :func:`make_resized_copy` (the prepared copy lessons use: shorter sides at most 256
-px, with its image cache), and on Google Drive :func:`pack_prepared_copy` / :func:`unpack_prepared_copy`
-(ONE uncompressed zip: Drive reads one big file fast, 6,750 small ones slowly). Lessons 03 to 06 reach
-:func:`prepared_fake_or_real` through ``get_dataset("fake_or_real")``.
+Downloaded and extracted once, then resized into the prepared copy lessons 03 to 06 use (with its image
+cache); on Google Drive the copy is kept as ONE uncompressed zip (Drive reads one big file fast).
 """
 
 from __future__ import annotations
@@ -29,15 +25,17 @@ from helpers._files import (
     DiskSpaceError,
     building_folder,
     check_free_space,
+    existing_parent,
     explain_disk_full,
     is_network_filesystem,
     local_scratch_dir,
     marker_matches,
     read_marker,
+    size_text,
     write_marker,
 )
 from helpers.course import announce
-from helpers.data.archives import extract_zip, is_junk, size_text
+from helpers.data.archives import extract_zip, is_junk
 from helpers.data.cache import (
     CACHE_FOLDER,
     CacheWriter,
@@ -65,11 +63,9 @@ PREPARED_BYTES_PER_IMAGE = 2 * 256 * 384 * 3  # upper estimate: a 3:2 image in t
 
 
 def _manual_download_help(zip_path: Path, error: BaseException | None = None) -> str:
-    reason = ""
-    if error:
-        reason = (
-            f"Downloading {ZIP_FILE} from the Hugging Face Hub failed ({type(error).__name__}: {error}). "
-        )
+    reason = (
+        f"Downloading {ZIP_FILE} from the Hub failed ({type(error).__name__}: {error}). " if error else ""
+    )
     return (
         f"{reason}To place the data by hand: download {ZIP_FILE} (about 9 GB) from {ZIP_URL} "
         f"(dataset page: {PAGE_URL}), save it as {zip_path}, and run this again "
@@ -87,13 +83,6 @@ def _hub_file_size() -> int | None:
         return None
 
 
-def _device(path: Path) -> int:
-    path = path.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path.stat().st_dev
-
-
 def _fetch_zip(root: Path) -> tuple[Path, bool]:
     """``(zip, is the Hub's cached copy)``: ``root/train.zip`` if placed by hand, else the Hub's copy."""
     by_hand = root / ZIP_FILE
@@ -105,7 +94,7 @@ def _fetch_zip(root: Path) -> tuple[Path, bool]:
     hub_cache = Path(constants.HF_HUB_CACHE)
     size = _hub_file_size()
     if size is not None:  # the zip, then its extraction (images barely compress: about as much again)
-        if _device(hub_cache) == _device(root):
+        if existing_parent(hub_cache).stat().st_dev == existing_parent(root).stat().st_dev:
             check_free_space(root, 2 * size, f"downloading {ZIP_FILE} ({size_text(size)}) and extracting it")
         else:
             check_free_space(hub_cache, size, f"downloading {ZIP_FILE}")
@@ -129,10 +118,9 @@ def _fetch_zip(root: Path) -> tuple[Path, bool]:
 def _find_class_root(folder: Path) -> Path | None:
     """The folder at or below ``folder`` (2 levels at most) that holds both class folders."""
     candidates = [folder, *folder.glob("*"), *folder.glob("*/*")]
-    for candidate in candidates:
-        if candidate.name != "__MACOSX" and all((candidate / name).is_dir() for name in CLASS_NAMES):
-            return candidate
-    return None
+    return next(
+        (c for c in candidates if c.name != "__MACOSX" and all((c / n).is_dir() for n in CLASS_NAMES)), None
+    )
 
 
 def count_images(class_root: str | os.PathLike) -> int:
@@ -142,13 +130,12 @@ def count_images(class_root: str | os.PathLike) -> int:
 
 def count_listed_images(names: list[str]) -> int:
     """Image files inside a class folder, counted from a zip's listing (nothing is extracted)."""
-    count = 0
-    for name in names:
-        parts = PurePosixPath(name).parts
-        in_class = any(part in CLASS_NAMES for part in parts[:-1])
-        if in_class and not is_junk(name) and name.lower().endswith(IMAGE_EXTENSIONS):
-            count += 1
-    return count
+    return sum(
+        not is_junk(name)
+        and name.lower().endswith(IMAGE_EXTENSIONS)
+        and any(part in CLASS_NAMES for part in PurePosixPath(name).parts[:-1])
+        for name in names
+    )
 
 
 def _remove_hub_copy(zip_path: Path) -> None:
@@ -165,18 +152,9 @@ def _remove_hub_copy(zip_path: Path) -> None:
 def download_fake_or_real(
     root: str | os.PathLike, max_side: int | None = None, *, expected_count: int = IMAGE_COUNT
 ) -> Path:
-    """Fetch and extract the train split into ``root/train`` (the class folders) and return it; with
-    ``max_side``, make and return the prepared copy ``<root>_<max_side>px``. Lessons 03 to 06.
-
-    ``train.zip`` comes from the Hub (or ``root/train.zip``, placed by hand), after a free-space check;
-    its listing is checked (:func:`helpers.data.archives.extract_zip`; another image count than
-    ``expected_count`` is announced), it is extracted to a temporary folder, moved, and only then is
-    ``root/.complete`` written; the Hub's copy is then deleted. A second call does nothing.
-
-    Raises:
-        RuntimeError: the download failed or the archive is not usable (the message says how to place
-            the file by hand); ``helpers._files.DiskSpaceError`` (a RuntimeError) for a full disk.
-    """
+    """The class folders ``root/train``, downloaded (or from ``root/train.zip``) and extracted once; with
+    ``max_side``, the prepared copy ``<root>_<max_side>px``. Another image count is announced; a failed
+    download or unusable archive is a RuntimeError saying how to place the file by hand. Lessons 03-06."""
     root = Path(root)
     data = root / "train"
     if not (read_marker(root) and data.is_dir()):
@@ -225,9 +203,8 @@ def download_fake_or_real(
 
 
 def prepared_name(name: str, reencoded: bool) -> str:
-    """An image's file name in the prepared copy, never the same for two originals: re-encoded as PNG,
-    ``photo.jpg`` -> ``photo.jpg.png``; ``fake.png`` stays; ``c.jpg.png`` -> ``c.jpg.png.png`` (so it
-    cannot meet the re-encoded ``c.jpg``); a copied non-PNG keeps its name."""
+    """An image's name in the prepared copy, unique: re-encoded ``photo.jpg`` -> ``photo.jpg.png``,
+    ``c.jpg.png`` -> ``c.jpg.png.png``; ``fake.png`` and a copied non-PNG keep theirs."""
     stem, extension = os.path.splitext(name)
     plain_png = extension.lower() == ".png" and not stem.lower().endswith(IMAGE_EXTENSIONS)
     if plain_png or (not reencoded and extension.lower() != ".png"):
@@ -257,10 +234,8 @@ def _copy_one(path: Path, target_dir: Path, max_side: int):
 
 
 def make_resized_copy(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, max_side: int) -> Path:
-    """Write the prepared copy of an ImageFolder tree: shorter sides at most ``max_side`` pixels (PNG,
-    resized as ``build_eval_transform`` does; smaller images copied), with its image cache. Undecodable
-    files are skipped with one warning. Returns ``dst_dir``; reused when its marker matches. Lessons 03-06.
-    """
+    """The prepared copy of an image folder, shorter sides at most ``max_side`` px (PNG; smaller ones copied),
+    with its image cache; undecodable files skipped with one warning; reused when complete. Lessons 03-06."""
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
     settings = {"dataset": "prepared_copy", "source": str(src_dir.resolve()), "max_side": max_side}
     if marker_matches(dst_dir, settings):
@@ -317,8 +292,7 @@ def pack_prepared_copy(folder: str | os.PathLike, archive: str | os.PathLike) ->
 
 
 def unpack_prepared_copy(archive: str | os.PathLike, folder: str | os.PathLike, max_side: int) -> Path:
-    """Unpack a :func:`pack_prepared_copy` zip into ``folder`` with its image cache (reused when
-    unpacked from this very archive). Returns ``folder``."""
+    """Unpack a :func:`pack_prepared_copy` zip into ``folder``, with its image cache (reused if done)."""
     archive, folder = Path(archive), Path(folder)
     settings = {"dataset": "prepared_copy", "max_side": max_side, **_unpacked_from(archive, archive.stat())}
     if marker_matches(folder, settings):
@@ -336,8 +310,7 @@ def _unpacked_from(archive: Path, stat: os.stat_result) -> dict:
 
 
 def original_fake_or_real(root: str | os.PathLike, *, expected_count: int = IMAGE_COUNT) -> Path:
-    """The originals at native resolution, in ``root``, or on this machine's disk when ``root`` is on a
-    network drive. Downloaded the first time (9 GB)."""
+    """The originals (9 GB), in ``root`` or, when that is a network drive, on this machine's disk."""
     root = Path(root)
     if is_network_filesystem(root.parent):
         root = local_scratch_dir() / root.name
@@ -347,12 +320,8 @@ def original_fake_or_real(root: str | os.PathLike, *, expected_count: int = IMAG
 def prepared_fake_or_real(
     root: str | os.PathLike, max_side: int = PREPARED_SIDE, *, expected_count: int = IMAGE_COUNT
 ) -> Path:
-    """The prepared copy of the real dataset (made once per course home): its folder on this machine.
-
-    On a local disk it is ``<root>_<max_side>px`` beside ``root``. On a network drive (Colab's Google
-    Drive) it is made on this machine's disk and the home keeps ``<root>_<max_side>px.zip``, which a
-    later runtime unpacks in seconds instead of downloading 9 GB again. Lessons 03 to 06.
-    """
+    """The prepared copy's folder: ``<root>_<max_side>px``; on a network drive (Google Drive) made on this
+    machine, the home keeping ``<root>_<max_side>px.zip`` for later runtimes to unpack. Lessons 03 to 06."""
     root = Path(root)
     name = f"{root.name}_{max_side}px"
     archive = root.parent / f"{name}.zip"

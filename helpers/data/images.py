@@ -1,8 +1,5 @@
-"""Opening any image safely: whatever PIL can read, as an upright RGB image (lessons 03 and 06).
-
-A file that cannot be decoded raises :class:`ImageLoadError` naming it; :func:`check_pixel_limit` and
-:func:`check_resized_size` refuse decompression bombs and over-elongated images from the header alone.
-"""
+"""Opening any image safely, as an upright RGB image, or an :class:`ImageLoadError` naming the file; bombs
+and over-elongated images refused from the header alone (lessons 03 and 06)."""
 
 from __future__ import annotations
 
@@ -56,12 +53,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def load_image_rgb(
     path_or_fileobj: str | os.PathLike | BinaryIO | Image.Image, *, draft_size: int | None = None
 ) -> Image.Image:
-    """Open any PIL-decodable image (or take an opened one); return it upright (EXIF) in mode "RGB".
-
-    Transparency goes on white, 16 bits to 8, animations to their first frame. ``draft_size`` lets a
-    JPEG decode faster at a reduced scale. Lessons 03 and 06. Raises :class:`ImageLoadError` (naming
-    the file: empty, truncated, not an image, above PIL's bomb limit) or ``FileNotFoundError``.
-    """
+    """Any PIL-decodable image (or an opened one) upright (EXIF) in mode "RGB": transparency on white, 16
+    bits to 8, an animation's first frame; ``draft_size`` decodes a JPEG faster at a reduced scale. Raises
+    :class:`ImageLoadError` naming the file, or ``FileNotFoundError``. Lessons 03 and 06."""
     if isinstance(path_or_fileobj, Image.Image):  # already decoded, e.g. an upload a UI opened for us
         image = path_or_fileobj
         if getattr(image, "n_frames", 1) > 1:
@@ -104,15 +98,11 @@ def check_pixel_limit(path: str | os.PathLike, max_pixels: int | None = None) ->
         raise ImageLoadError(f"it is above PIL's decompression-bomb limit ({err})") from err
     if limit is None or width * height <= limit:
         return
-    size = f"{width}x{height} pixels ({width * height / 1e6:.0f} M)"
-    if max_pixels is None:
-        raise ImageLoadError(
-            f"{size} is above the decompression-bomb limit of {limit / 1e6:.0f} M pixels "
-            "(PIL.Image.MAX_IMAGE_PIXELS)"
-        )
+    which = "decompression-bomb limit" if max_pixels is None else "limit"
+    name = "PIL.Image.MAX_IMAGE_PIXELS" if max_pixels is None else "max_pixels"
     raise ImageLoadError(
-        f"{size} is above the limit of {limit / 1e6:.0f} M pixels (max_pixels); scale it down to at "
-        f"most {limit / 1e6:.0f} M pixels"
+        f"{width}x{height} pixels ({width * height / 1e6:.0f} M) is above the {which} of {limit / 1e6:.0f} M "
+        f"pixels ({name}); scale it down to at most {limit / 1e6:.0f} M pixels"
     )
 
 

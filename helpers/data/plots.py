@@ -16,11 +16,8 @@ from helpers.data.images import list_image_files, load_image_rgb
 
 def mean_log_spectrum(images: Iterable[Image.Image | np.ndarray], *, window: bool = False) -> np.ndarray:
     """Mean over same-sized images of log(1 + |2-D FFT|) of the grey image, centred, DC removed: (H, W).
-
-    Upsampling fingerprints are peaks at the Nyquist frequency (edges and corners) and missing high
-    frequencies (Durall et al. 2020). ``window=True`` applies a 2-D Hann window, removing the cross
-    that the jump between opposite edges draws (a peak then spreads to its neighbours). Lesson 05.
-    """
+    Upsampling shows as peaks at the Nyquist frequency (Durall et al. 2020); ``window=True`` (Hann) removes
+    the cross the jump between opposite edges draws. Lesson 05."""
     total, count, shape, taper = None, 0, None, None
     for image in images:
         pixels = np.asarray(image, dtype=np.float64)
@@ -40,9 +37,8 @@ def mean_log_spectrum(images: Iterable[Image.Image | np.ndarray], *, window: boo
 
 
 def nyquist_peak(spectrum: np.ndarray) -> float:
-    """How much a period-2 pattern stands out in a :func:`mean_log_spectrum` (log units, ~0 without):
-    the mean over the Nyquist row and column minus that two steps inside (a window spreads one). Lesson 05.
-    """
+    """How much a period-2 pattern stands out in a :func:`mean_log_spectrum` (log units, ~0 without): the
+    Nyquist row and column minus those two steps inside. Lesson 05."""
     border = np.r_[spectrum[0, 1:], spectrum[1:, 0]].mean()
     inside = np.r_[spectrum[2, 2:], spectrum[2:, 2]].mean()
     return float(border - inside)
@@ -57,8 +53,8 @@ def _finish(fig, title: str, path: str | os.PathLike | None):
 
 
 def plot_samples(root: str | os.PathLike, path: str | os.PathLike | None = None, per_class: int = 8):
-    """The first ``per_class`` images of each class (fakes labelled by generator from a toy set's
-    ``manifest.csv``), and the fakes' top-left 16x16 enlarged; saved to ``path`` if given."""
+    """The first ``per_class`` images of each class (labelled from a toy set's ``manifest.csv``), and the
+    fakes' top-left 16x16 enlarged; saved to ``path``."""
     import matplotlib.pyplot as plt
 
     root = Path(root)
@@ -85,8 +81,7 @@ def plot_samples(root: str | os.PathLike, path: str | os.PathLike | None = None,
 
 
 def plot_spectra(root: str | os.PathLike, path: str | os.PathLike | None = None, max_images: int = 500):
-    """Mean log-magnitude spectrum of real and of fake images, and fake minus real; saved to ``path``
-    if given."""
+    """Mean log-magnitude spectrum of real and of fake images, and fake minus real; saved to ``path``."""
     import matplotlib.pyplot as plt
 
     root = Path(root)
@@ -112,12 +107,9 @@ def plot_spectra(root: str | os.PathLike, path: str | os.PathLike | None = None,
     fig.colorbar(shown, ax=axes[2], fraction=0.046, label="difference of log magnitude")
     for fx, fy in ((-(width // 2), 0), (0, -(height // 2)), (-(width // 2), -(height // 2))):  # Nyquist
         axes[2].add_patch(plt.Circle((fx, fy), radius=width / 16, fill=False, color="black", linewidth=1.5))
+    peaks, at = "period-2 peaks\n(Nyquist frequency)", (-(width // 2) + width / 16, 0)
     axes[2].annotate(
-        "period-2 peaks\n(Nyquist frequency)",
-        xy=(-(width // 2) + width / 16, 0),
-        xytext=(-width / 4, height / 5),
-        arrowprops={"arrowstyle": "->"},
-        fontsize=9,
+        peaks, xy=at, xytext=(-width / 4, height / 5), arrowprops={"arrowstyle": "->"}, fontsize=9
     )
     for ax in axes:
         ax.set_xlabel("horizontal frequency (cycles per image)")

@@ -1,12 +1,9 @@
 """The course's datasets by name (:func:`get_dataset`), and the ``python -m helpers.data`` command line:
 
-    python -m helpers.data make-toy --out data/toy [--images-per-class N --image-size S --seed K]
-    python -m helpers.data download --out data/fake_or_real [--max-side 256]
-    python -m helpers.data cache --data data/toy [--size 64]
-    python -m helpers.data figures --data data/toy --out figures
-
-An expected failure (no network, a full disk, a folder without the two classes) ends with one
-``error: ...`` line and exit status 1 or 2 (:mod:`helpers._cli`).
+python -m helpers.data make-toy --out data/toy [--images-per-class N --image-size S --seed K]
+python -m helpers.data download --out data/fake_or_real [--max-side 256]
+python -m helpers.data cache --data data/toy [--size 64]
+python -m helpers.data figures --data data/toy --out figures
 """
 
 from __future__ import annotations
@@ -34,11 +31,9 @@ from helpers.data.toy import IMAGES_PER_CLASS, make_toy_dataset
 
 
 def get_dataset(name: str, root: str | os.PathLike | None = None, **kwargs: Any) -> Path:
-    """The folder (with fake_images/ and real_images/) of dataset ``name``, made or downloaded into
-    ``data/<name>`` if needed (lessons 03-06). ``"toy"``: :func:`~helpers.data.toy.make_toy_dataset`
-    with ``kwargs``. ``"fake_or_real"``: the prepared copy at ``max_side=256``
-    (:func:`~helpers.data.fake_or_real.prepared_fake_or_real`), or with ``max_side=None`` the originals.
-    """
+    """The image folder of dataset ``"toy"`` (``kwargs`` for ``make_toy_dataset``) or ``"fake_or_real"``
+    (the prepared copy; ``max_side=None``: the originals), made or downloaded into ``data/<name>`` if
+    needed. Lessons 03-06."""
     if name == "toy":
         root = Path(root) if root is not None else course.data_dir() / "toy"
         before, start = read_marker(root), time.perf_counter()

@@ -1,8 +1,6 @@
-"""Every image transform of the course, built from ImageNet's mean and standard deviation.
-
-From scratch (lesson 03), fine-tuning (lesson 04), and the eval transform a detector stores as data in
-its ``config.json`` (lessons 04 and 06). All are ``torchvision.transforms.v2`` and take a PIL image or a
-uint8 (3, H, W) tensor (:mod:`helpers.data.cache`), resizing and cropping before the conversion to floats.
+"""Every image transform of the course (``torchvision.transforms.v2``, ImageNet's mean and std): from scratch
+(lesson 03), fine-tuning (04), and the eval transform a detector stores in its ``config.json`` (04, 06).
+Each takes a PIL image or a uint8 (3, H, W) tensor and resizes and crops before converting to floats.
 """
 
 from __future__ import annotations
@@ -28,8 +26,8 @@ def _to_normalised_tensor(mean, std) -> list[Callable]:
 
 
 def eval_transform_spec(image_size: int, pretrained: bool) -> dict[str, Any]:
-    """The JSON-able eval transform an exported detector stores: resize the shorter side to
-    ``image_size`` (pretrained: ``image_size * 256 / 224``, at 224 exactly ImageNet's) and centre-crop."""
+    """The JSON-able eval transform a detector stores: shorter side to ``image_size`` (pretrained: ``* 256 /
+    224``, ImageNet's), then a centre crop."""
     resize = round(image_size * 256 / 224) if pretrained else image_size
     return {
         "resize": int(resize),
@@ -57,12 +55,10 @@ def build_eval_transform(spec: dict[str, Any]) -> Callable:
     )
 
 
-def scratch_transforms(image_size: int, augment: bool = True) -> tuple[Callable, Callable]:
+def scratch_transforms(image_size: int) -> tuple[Callable, Callable]:
     """``(train, eval)`` transforms for training from scratch (lesson 03): flips and whole-pixel shifts
     only, which keep the generators' fingerprints (random resized crops would blur them away)."""
     eval_tf = build_eval_transform(eval_transform_spec(image_size, pretrained=False))
-    if not augment:
-        return eval_tf, eval_tf
     train_tf = T.Compose(
         [
             T.Resize(image_size, antialias=True),  # no-op when the image already has this size

@@ -1,8 +1,5 @@
-"""Small mode's own "ImageNet" (lesson 04): a tiny ViT pretrained on the toy dataset, cached by the course.
-
-Where full mode transfers the ImageNet ViT-B/16, small mode transfers ``vit_tiny`` trained on real
-versus :data:`helpers.data.toy.GENERATORS` fakes to an unseen generator, with a few labelled images.
-Cached as safetensors beside a JSON summary (:func:`source_paths`).
+"""Small mode's own "ImageNet" (lesson 04): ``vit_tiny`` trained on real toy images versus
+:data:`helpers.data.toy.GENERATORS` fakes, transferred to an unseen generator; cached as safetensors + JSON.
 """
 
 from __future__ import annotations
@@ -63,19 +60,12 @@ def pretrain_source_model(
         seed=seed,
         progress=False,
     )
-    info = {
-        "name": SOURCE_NAME,
-        "what": f"vit_tiny from random weights: real toy images versus the fakes of {sorted(toy.GENERATORS)}",
-        "model": MODEL,
-        "recipe": recipe.to_dict(),
-        "seed": seed,
-        "toy_version": toy.VERSION,
-        "class_names": class_names,
-        "train_images": len(train_loader.dataset),
-        "source_val_accuracy": result["val"]["accuracy"],
-        "source_test_accuracy": result["test"]["accuracy"],
-        "seconds": round(time.perf_counter() - start, 1),
-    }
+    what = f"vit_tiny from random weights: real toy images versus the fakes of {sorted(toy.GENERATORS)}"
+    info = {"name": SOURCE_NAME, "what": what, "model": MODEL, "recipe": recipe.to_dict(), "seed": seed,
+            "toy_version": toy.VERSION, "class_names": class_names, "train_images": len(train_loader.dataset),
+            "source_val_accuracy": result["val"]["accuracy"],
+            "source_test_accuracy": result["test"]["accuracy"],
+            "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
     return model.eval(), info
 
 

@@ -1,8 +1,5 @@
 """The ViT as a figure: the paper's Figure 1 and Eq. 1-4 with the names in helpers.model.vit (lessons 01, 02).
-
-Bottom to top: image -> patches -> tokens (Eq. 1) -> L encoder blocks (Eq. 2-3, one opened on the right)
--> LayerNorm of the [class] token (Eq. 4) -> head. Each box names the module that computes it, read from
-a ViT built on the ``meta`` device, so the figure cannot drift from the code.
+Each box names the module that computes it, read from a ViT built on the ``meta`` device: it cannot drift.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""The limits of a :class:`~helpers.model.vit.ViTConfig`, checked when it is made (no lesson: hardening).
-
-A config may come from someone else's ``config.json`` (lesson 06): a bad value is a ValueError naming the
-field, not an error deep inside torch or a request for terabytes. The bounds only stop absurd values; the
-course builds vit_tiny, ViT-B/16 and ViT-L.
-"""
+"""The limits of a :class:`~helpers.model.vit.ViTConfig`, checked when it is made (no lesson: hardening):
+a bad value from someone else's ``config.json`` (lesson 06) is a ValueError naming the field."""
 
 from __future__ import annotations
 
@@ -15,23 +11,15 @@ if TYPE_CHECKING:  # helpers.model.vit imports this module
 
 MAX_IMAGE_SIZE = 4096  # pixels per side
 MAX_PATCHES = 16_384  # N; attention costs N^2 (ViT-B/16 at 224 px has 196)
-MAX_PARAMETERS = 2_000_000_000  # 8 GB as float32
+MAX_PARAMETERS = 1_000_000_000  # 4 GB as float32: ViT-L/16 (0.3 B) and torchvision's ViT-H/14 fit
 # The largest value of each whole-number field (every one must be at least 1).
-UPPER_BOUNDS = {
-    "image_size": MAX_IMAGE_SIZE,
-    "patch_size": MAX_IMAGE_SIZE,
-    "in_channels": 64,
-    "num_classes": 100_000,
-    "dim": 8192,
-    "depth": 128,
-    "heads": 8192,
-    "mlp_dim": 4 * 8192,
-}
+UPPER_BOUNDS = {"image_size": MAX_IMAGE_SIZE, "patch_size": MAX_IMAGE_SIZE, "in_channels": 64,
+                "num_classes": 100_000, "dim": 8192, "depth": 128, "heads": 8192,
+                "mlp_dim": 4 * 8192}  # fmt: skip
 
 
 def checked_fields(config: ViTConfig) -> dict[str, int | float]:
-    """Every field of ``config`` as a plain int (sizes: whole numbers from 1 to :data:`UPPER_BOUNDS`,
-    not 224.0 or True) or float (dropouts, in [0, 1))."""
+    """Every field as a plain int (sizes: 1 to :data:`UPPER_BOUNDS`) or float (dropouts, in [0, 1))."""
     values: dict[str, int | float] = {}
     for name, most in UPPER_BOUNDS.items():
         value = getattr(config, name)
@@ -51,7 +39,7 @@ def checked_fields(config: ViTConfig) -> dict[str, int | float]:
 
 
 def check_sizes_fit(config: ViTConfig) -> None:
-    """The fields together: whole patches, heads that divide ``dim``, bounded patches and parameters."""
+    """Whole patches, heads that divide ``dim``, bounded patches and parameters (counted, not allocated)."""
     if config.image_size % config.patch_size != 0:
         raise ValueError(
             f"image_size={config.image_size} is not a multiple of patch_size={config.patch_size}; "
@@ -65,7 +53,7 @@ def check_sizes_fit(config: ViTConfig) -> None:
             f"{config.num_patches:,} patches, above the limit of {MAX_PATCHES:,} (attention costs N^2); "
             "use larger patches or smaller images."
         )
-    if config.num_parameters > MAX_PARAMETERS:  # counted from the sizes: nothing is allocated
+    if config.num_parameters > MAX_PARAMETERS:
         raise ValueError(
             f"this ViTConfig describes {config.num_parameters / 1e9:.1f} B parameters, above the limit of "
             f"{MAX_PARAMETERS / 1e9:.0f} B ({4 * MAX_PARAMETERS / 1e9:.0f} GB as float32): {config}"

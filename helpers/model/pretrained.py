@@ -1,13 +1,8 @@
-"""torchvision's ImageNet ViT-B/16 in our :class:`helpers.model.vit.ViT`, with a new head (lesson 04).
+"""torchvision's ImageNet ViT-B/16 (``IMAGENET1K_V1``, 81.1 % top-1) in our ViT, with a new head (lesson 04).
 
-Transfer learning: start from ImageNet weights, swap the 1000-class head, then train the head alone
-(``linear_probe``: the backbone frozen) or every layer (``finetune``; :mod:`helpers.train.recipes`).
-The weights (``ViT_B_16_Weights.IMAGENET1K_V1``, 81.1 % top-1) live in the torch hub cache as
-``vit_b_16-c867db91.pth`` and are read with ``weights_only=True``: a file holding more than plain tensors is
-refused with a ValueError naming it, before any of it runs. Offline, put that file in
-``torch.hub.get_dir()/checkpoints``, or pass ``allow_random=True`` (small mode). The hex digits in the
-name start the file's sha256: a cached file is checked once per process, and any other file under that
-name is announced as NOT THE PUBLISHED WEIGHTS (the full-mode rehearsal puts stand-ins there).
+The weights are read with ``weights_only=True`` from the torch hub cache (offline: put
+``vit_b_16-c867db91.pth`` in ``torch.hub.get_dir()/checkpoints``); a file whose sha256 does not start with
+the digits in its name is announced as NOT THE PUBLISHED WEIGHTS (the rehearsal's stand-ins are).
 """
 
 from __future__ import annotations
@@ -54,9 +49,8 @@ _checked: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime) -> matche
 
 
 def check_published_weights(path: str | Path | None = None) -> bool:
-    """True when a weights file's sha256 starts with the hex digits in its name; otherwise announce
-    NOT THE PUBLISHED WEIGHTS, once per file. ``path``: the cached ViT-B/16 file by default. Lessons 02-05.
-    """
+    """Whether a weights file (default: the cached ViT-B/16) has the sha256 its name promises; if not,
+    announce NOT THE PUBLISHED WEIGHTS, once per file. Lessons 02-05."""
     path = Path(path) if path is not None else weights_cache_path()
     if not path.is_file():
         raise FileNotFoundError(f"no weights file {path} to check; load the weights first")
@@ -85,8 +79,8 @@ def _check_reachable(url: str, timeout: float) -> None:
 
 
 def load_vit_b16_state_dict(timeout: float = 10.0) -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet ViT-B/16 state dict: cached, else downloaded (~330 MB); offline, fails
-    within ``timeout`` seconds with :class:`PretrainedWeightsUnavailable` saying what to do."""
+    """The ImageNet ViT-B/16 state dict, cached or downloaded (~330 MB); offline, within ``timeout`` s a
+    :class:`PretrainedWeightsUnavailable` saying what to do."""
     path = weights_cache_path()
     if not path.is_file():
         try:
@@ -118,20 +112,18 @@ def load_vit_b16_state_dict(timeout: float = 10.0) -> dict[str, torch.Tensor]:
 def load_pretrained_vit_b16(
     num_classes: int | None, image_size: int = 224, allow_random: bool = False, timeout: float = 10.0
 ) -> ViT:
-    """Our ViT-B/16 with torchvision's ImageNet weights and a new zero head (``num_classes=None``: keep
-    ImageNet's). Without the weights, :class:`PretrainedWeightsUnavailable`, or with ``allow_random``
-    a loudly announced random ViT-B/16. Lessons 04 and 05.
-    """
+    """Our ViT-B/16 with ImageNet weights and a new zero head (``num_classes=None``: ImageNet's); without
+    the weights, :class:`PretrainedWeightsUnavailable`, or with ``allow_random`` an announced random one.
+    Lessons 04 and 05."""
     try:
         model = ViT.from_torchvision(load_vit_b16_state_dict(timeout=timeout), image_size=image_size)
     except PretrainedWeightsUnavailable:
         if not allow_random:
             raise
-        message = (
+        course.announce(  # printed once, not also a warning (a notebook would repeat it in red)
             f"RANDOM WEIGHTS: {VIT_B16_WEIGHTS_FILE} is not in {weights_cache_path().parent} and could "
             "not be downloaded, so this ViT-B/16 starts from random weights: expect chance-level results."
         )
-        course.announce(message)  # printed once, not also a warning (a notebook would repeat it in red)
         model = ViT(get_config("vit_b16", image_size=image_size, num_classes=num_classes or 1000))
     if num_classes is not None:
         model.reset_head(num_classes)

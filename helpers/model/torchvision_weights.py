@@ -1,8 +1,5 @@
-"""Loading torchvision's ViT weights into the course's ViT (lessons 02 and 04).
-
-torchvision names the same tensors differently (``encoder.layers.encoder_layer_0.ln_1`` is our
-``blocks.0.norm1``) and, like our ``to_qkv``, stores queries, keys and values as one ``in_proj_weight``.
-"""
+"""Loading torchvision's ViT weights into the course's ViT, key by key (lessons 02 and 04): torchvision's
+``encoder.layers.encoder_layer_0.ln_1`` is our ``blocks.0.norm1``; its ``in_proj_weight`` our ``to_qkv``."""
 
 from __future__ import annotations
 
@@ -15,21 +12,12 @@ from torch import nn
 from helpers.model.vit import ViT, ViTConfig, interpolate_position_embedding
 
 
-def vit_from_torchvision(
-    model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
-    image_size: int | None = None,
-    *,
-    heads: int | None = None,
-) -> ViT:
-    """A ViT with the weights of a torchvision ``VisionTransformer`` (a module or its state dict).
-
-    The sizes are read from the weights' shapes. A state dict does not record the number of heads: it
-    comes from the module, else ``heads=``, else ``dim // 64`` (true for all of torchvision's ViTs). The
-    current (``mlp.0``, ``mlp.3``) and legacy (``mlp.linear_1``) MLP keys both load. Another
-    ``image_size`` resizes the position embeddings (:func:`interpolate_position_embedding`). The model
-    is on the CPU, in training mode, with its own copy of the weights.
-    """
+def vit_from_torchvision(model_or_state_dict: nn.Module | Mapping, image_size: int | None = None) -> ViT:
+    """A ViT (on the CPU, its own copy) with a torchvision ``VisionTransformer``'s weights, module or state
+    dict; sizes read from the shapes, heads from the module or ``dim // 64`` (all torchvision ViTs).
+    Current and legacy MLP keys load; another ``image_size`` resizes the position embeddings."""
     dropout = attention_dropout = 0.0
+    heads = None
     if isinstance(model_or_state_dict, nn.Module):
         module = model_or_state_dict
         if not hasattr(module, "conv_proj"):
@@ -38,8 +26,7 @@ def vit_from_torchvision(
                 f"got a {type(module).__name__}."
             )
         state = module.state_dict()
-        if heads is None:
-            heads = module.encoder.layers[0].self_attention.num_heads
+        heads = module.encoder.layers[0].self_attention.num_heads
         dropout, attention_dropout = module.dropout, module.attention_dropout
     else:
         state = dict(model_or_state_dict)
@@ -66,7 +53,9 @@ def vit_from_torchvision(
     if pos.ndim != 3 or pos.shape[0] != 1 or grid * grid != pos.shape[1] - 1:
         raise ValueError(f"'encoder.pos_embedding' has shape {tuple(pos.shape)}; expected (1, G*G + 1, D).")
     if heads is None and dim % 64 != 0:
-        raise ValueError(f"Cannot guess the number of heads for dim={dim}; pass heads= or the module.")
+        raise ValueError(
+            f"Cannot guess the number of heads for dim={dim}; pass the module, not its state dict."
+        )
     heads = dim // 64 if heads is None else heads
 
     sizes = {"patch_size": patch_size, "in_channels": in_channels, "num_classes": num_classes, "dim": dim}

@@ -1,9 +1,4 @@
-"""The Vision Transformer (ViT), block by block.
-
-"An Image is Worth 16x16 Words" (Dosovitskiy et al., 2021, https://arxiv.org/abs/2010.11929) cuts an
-image into patches, embeds each as a vector, puts a learnable [class] token in front, adds position
-embeddings and runs a Transformer encoder; a linear head reads the [class] token after a final
-LayerNorm (Eq. 1-4 of the paper). This file is the whole model:
+"""The Vision Transformer ("An Image is Worth 16x16 Words", arxiv.org/abs/2010.11929), block by block.
 
     ViTConfig                -- the sizes (ViT-B/16 by default), PRESETS, get_config
     PatchEmbedding           -- Eq. 1: patches -> tokens, [class] token, position embeddings
@@ -12,9 +7,8 @@ LayerNorm (Eq. 1-4 of the paper). This file is the whole model:
     TransformerEncoderBlock  -- Eq. 2-3: pre-norm MSA and MLP with residual connections
     ViT                      -- Eq. 4: stack of blocks, final LayerNorm, head on the [class] token
 
-Layers, initialisation and LayerNorm epsilon follow torchvision's ``vit_b_16``, so ``ViT.from_torchvision``
-gives its outputs (to float rounding). Shapes in comments: B batch, C channels, H/W image height/width,
-P patch size, N patches, D model width ("dim"), h heads, d = D / h width of one head.
+Layers and initialisation follow torchvision's ``vit_b_16``, so ``ViT.from_torchvision`` gives its outputs.
+Shapes: B batch, C channels, H/W height/width, P patch size, N patches, D width, h heads, d = D / h.
 """
 
 from __future__ import annotations
@@ -34,10 +28,7 @@ LAYER_NORM_EPS = 1e-6  # torchvision (and the original JAX code) use 1e-6, not P
 
 @dataclass
 class ViTConfig:
-    """Sizes of a Vision Transformer; the defaults are ViT-B/16 (Table 1 of the paper). Lesson 02.
-
-    Every field is checked when a config is made (:mod:`helpers.model.limits`): a ValueError names it.
-    """
+    """Sizes of a Vision Transformer; the defaults are ViT-B/16 (Table 1 of the paper). Lesson 02."""
 
     image_size: int = 224  # side of the square input image, in pixels
     patch_size: int = 16  # side of one square patch, in pixels ("/16" in ViT-B/16)
@@ -57,11 +48,8 @@ class ViTConfig:
 
     @property
     def num_parameters(self) -> int:
-        """How many parameters :class:`ViT` has for this config, without building it (lesson 02).
-
-        Patch embedding + [class] token + N + 1 positions + ``depth`` blocks (2 LayerNorms, qkv, output
-        projection, MLP) + final LayerNorm + head.
-        """
+        """How many parameters :class:`ViT` has for this config, without building it (lesson 02): patch
+        embedding, [class] token, N + 1 positions, ``depth`` blocks, final LayerNorm, head."""
         D, M, P, C = self.dim, self.mlp_dim, self.patch_size, self.in_channels
         embedding = C * P * P * D + D + D + (self.num_patches + 1) * D
         block = 2 * D + (3 * D * D + 3 * D) + (D * D + D) + 2 * D + (D * M + M) + (M * D + D)
@@ -105,9 +93,8 @@ def get_config(name: str, **overrides) -> ViTConfig:
 class PatchEmbedding(nn.Module):
     """Eq. 1: z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos. Lesson 01.
 
-    A Conv2d with kernel = stride = P cuts the image into P x P patches and multiplies each, flattened,
-    by E (P*P*C x D). The [class] token, one (1, 1, D) parameter, is expanded to the batch and put in
-    front before the N + 1 position embeddings are added.
+    A Conv2d with kernel = stride = P multiplies each P x P patch, flattened, by E (P*P*C x D); the
+    [class] token is expanded to the batch and put in front; the N + 1 position embeddings are added.
     """
 
     def __init__(self, image_size: int, patch_size: int, in_channels: int, dim: int):
@@ -151,10 +138,8 @@ class PatchEmbedding(nn.Module):
 class MultiHeadSelfAttention(nn.Module):
     """Multi-head self-attention (MSA, Appendix A of the paper). Lesson 02.
 
-    ``to_qkv`` makes queries, keys and values for all heads at once; each head computes
-    softmax(q k^T / sqrt(d)) v; ``proj`` mixes the concatenated heads. ``forward`` uses
-    ``F.scaled_dot_product_attention`` (one kernel, no (N+1) x (N+1) matrix stored);
-    :meth:`attention_weights` writes the maths out and returns the weights (lesson 05 draws them).
+    ``to_qkv`` makes queries, keys and values for all heads at once; ``forward`` computes softmax(q k^T /
+    sqrt(d)) v in one fused kernel; :meth:`attention_weights` writes it out (lesson 05 draws the weights).
     """
 
     def __init__(self, dim: int, heads: int, attention_dropout: float = 0.0):
@@ -249,9 +234,8 @@ class TransformerEncoderBlock(nn.Module):
 
 
 class ViT(nn.Module):
-    """Patch embedding, ``depth`` encoder blocks, LayerNorm, and a zero-initialised linear head on the
-    [class] token (Eq. 4), as torchvision's ``VisionTransformer``. Lesson 02.
-    """
+    """Patch embedding, ``depth`` encoder blocks, LayerNorm, a zero-initialised head on the [class] token
+    (Eq. 4), as torchvision's ``VisionTransformer``. Lesson 02."""
 
     def __init__(self, config: ViTConfig):
         super().__init__()
@@ -303,22 +287,17 @@ class ViT(nn.Module):
         self.config.num_classes = num_classes
 
     @classmethod
-    def from_torchvision(
-        cls, model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], image_size: int | None = None, **kw
-    ) -> ViT:
+    def from_torchvision(cls, model_or_state_dict: nn.Module | Mapping, image_size: int | None = None) -> ViT:
         """A ViT with a torchvision ``VisionTransformer``'s weights (module or state dict), key by key;
         ``image_size`` resizes the position embeddings. Lessons 02 and 04 (:mod:`.torchvision_weights`)."""
         from helpers.model.torchvision_weights import vit_from_torchvision  # it imports this module
 
-        return vit_from_torchvision(model_or_state_dict, image_size, **kw)
+        return vit_from_torchvision(model_or_state_dict, image_size)
 
 
 def interpolate_position_embedding(pos_embedding: torch.Tensor, new_grid: int) -> torch.Tensor:
-    """Resize (1, 1 + G*G, D) position embeddings to (1, 1 + new_grid^2, D) for another image size.
-
-    Bicubic on the G x G grid (align_corners=True), the [class] token's kept: torchvision's
-    ``interpolate_embeddings``, the paper's Section 3.2. Lesson 04.
-    """
+    """Resize (1, 1 + G*G, D) position embeddings to (1, 1 + new_grid^2, D) for another image size:
+    bicubic on the G x G grid, the [class] token's kept (the paper's Section 3.2). Lesson 04."""
     _, n, dim = pos_embedding.shape
     grid = math.isqrt(n - 1)
     cls_pos, patch_pos = pos_embedding[:, :1], pos_embedding[:, 1:]  # (1, 1, D), (1, G*G, D)

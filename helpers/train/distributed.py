@@ -1,10 +1,6 @@
-"""Several GPUs: one process per GPU under ``torchrun``, with DistributedDataParallel (DDP).
-
-``torchrun --nproc_per_node=4 -m helpers.train ...`` starts four copies of the training command and
-tells each its number (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``). All the course does differently
-then is here, so the rest reads as one process; outside ``torchrun`` each function does what a single
-process needs. Used by ``python -m helpers.train`` and :mod:`helpers.train.run`; no lesson needs it.
-"""
+"""Several GPUs (no lesson): ``torchrun --nproc_per_node=4 -m helpers.train ...`` runs one process per
+GPU with DistributedDataParallel. All that differs then is here; outside torchrun each function does
+what one process needs."""
 
 from __future__ import annotations
 
@@ -31,7 +27,7 @@ def running() -> bool:
 
 
 def current_rank() -> int:
-    """This process's number in the process group (0 writes files and prints); 0 when not distributed."""
+    """This process's number (0 writes files and prints); 0 when not distributed."""
     return dist.get_rank() if running() else 0
 
 
@@ -46,8 +42,7 @@ def rank_from_env() -> int:
 
 
 def setup(device_arg: str) -> tuple[torch.device, int, int]:
-    """``(device, rank, world_size)`` for ``--device`` auto, cpu or cuda; under torchrun also joins the
-    process group (NCCL between GPUs, gloo between CPU processes)."""
+    """``(device, rank, world_size)`` for ``--device`` auto, cpu or cuda; under torchrun joins the group."""
     world_size = world_size_from_env()
     use_cuda = device_arg == "cuda" or (device_arg == "auto" and torch.cuda.is_available())
     if world_size == 1:
@@ -82,9 +77,8 @@ def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
 def rank_zero_first(
     prepare: Callable[[], T], *, rank: int | None = None, broadcast: Callable[[Any], Any] | None = None
 ) -> T:
-    """Run ``prepare()`` in process 0 first (a download, the ImageNet weights), then in the others,
-    which find it in place; if process 0 fails they raise :class:`RankZeroFailed`. ``rank`` and
-    ``broadcast`` (process 0's value to all) default to ``torch.distributed``'s; tests pass their own."""
+    """``prepare()`` (a download) in process 0 first, then in the others, which find it in place or raise
+    :class:`RankZeroFailed`. ``rank`` and ``broadcast`` default to ``torch.distributed``'s (tests: own)."""
     if rank is None:
         rank = current_rank()
     if broadcast is None:

@@ -1,9 +1,7 @@
-"""Measuring a model: predictions over a loader, classification metrics, cached features.
+"""Measuring a model: predictions over a loader, classification metrics, a frozen backbone's features.
 
-:mod:`helpers.train.loop` measures after every epoch; lesson 03 compares two recipes, lesson 04 draws
-confusion matrices and ROC curves, lesson 05 looks at the mistakes. Every model runs in eval mode
-under ``torch.inference_mode()``. ``precision`` is the numeric format of the forward pass
-(:mod:`helpers.train.precision`); the metric of that name is a key of :func:`compute_metrics`.
+Every model runs in eval mode under ``torch.inference_mode()``; ``precision`` is the numeric format of
+the forward pass (:mod:`helpers.train.precision`), the metric of that name a key of :func:`compute_metrics`.
 """
 
 from __future__ import annotations
@@ -45,14 +43,7 @@ def _outputs(model: nn.Module, loader: Iterable, device, precision: str, progres
     return torch.cat(outputs), torch.cat(targets).long()
 
 
-def predict_loader(
-    model: nn.Module,
-    loader: Iterable,
-    device: torch.device | str,
-    *,
-    precision: str = "fp32",
-    progress: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_loader(model: nn.Module, loader: Iterable, device, *, precision="fp32", progress=False):
     """Class probabilities (N, C) as float32 on the CPU and targets (N,), in order. Lessons 03 to 06."""
     logits, targets = _outputs(model, loader, device, precision, progress)
     return logits.softmax(dim=1), targets
@@ -61,12 +52,9 @@ def predict_loader(
 def compute_metrics(probs: torch.Tensor, targets: torch.Tensor, *, positive_class: int = 0) -> dict[str, Any]:
     """Classification metrics from probabilities (N, C) and labels (N,), as plain numbers. Lessons 03 to 05.
 
-    The predicted class is the most probable one; rates are in [0, 1]. ``accuracy``: the fraction
-    right. ``precision``, ``recall``, ``f1``, ``auroc``: with 2 classes, for ``positive_class``
-    (0 = ``fake_images``: the detector's job is to find fakes; precision = of the images called fake,
-    the fraction that are; recall = of the fakes, the fraction caught); with more, macro averages.
-    ``auroc`` is None when the targets hold one class. ``confusion_matrix``: rows = true class,
-    columns = predicted class, in class-index order. ``num_samples``: N.
+    With 2 classes ``precision``, ``recall``, ``f1`` and ``auroc`` are for ``positive_class`` (0 =
+    ``fake_images``: the detector's job is to find fakes), else macro averages; ``auroc`` is None for
+    one class. ``confusion_matrix``: rows = true class, columns = predicted; ``num_samples``: N.
     """
     if probs.ndim != 2 or targets.ndim != 1 or len(probs) != len(targets):
         raise ValueError(
@@ -76,7 +64,7 @@ def compute_metrics(probs: torch.Tensor, targets: torch.Tensor, *, positive_clas
     probs, targets = probs.float().cpu(), targets.long().cpu()
     preds = probs.argmax(dim=1)  # (N,)
     metrics: dict[str, Any] = {
-        "accuracy": tmc.multiclass_accuracy(preds, targets, num_classes, average="micro").item(),
+        "accuracy": tmc.multiclass_accuracy(preds, targets, num_classes, average="micro").item()
     }
     one_class_only = targets.unique().numel() < 2
     if num_classes == 2:
@@ -117,13 +105,6 @@ def evaluate(
     return {"loss": loss, **compute_metrics(logits.softmax(dim=1), targets, positive_class=positive_class)}
 
 
-def extract_features(
-    model: nn.Module,
-    loader: Iterable,
-    device: torch.device | str,
-    *,
-    precision: str = "fp32",
-    progress: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(model: nn.Module, loader: Iterable, device, *, precision="fp32", progress=False):
     """The frozen backbone run once: [class]-token features (N, D) on the CPU and targets (N,). Lesson 04."""
     return _outputs(model, loader, device, precision, progress, features=True)

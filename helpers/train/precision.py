@@ -1,10 +1,5 @@
-"""Precision: the numeric format a forward pass runs in ("fp32", "bf16" or "fp16"), in one place.
-
-The classification metric of the same name is ``val_precision`` in a run's history. Lessons 03 to 06
-set ``PRECISION = "auto"``; :func:`resolve_precision` turns it into what the hardware multiplies
-natively. Training, evaluation, the predictor, ``python -m helpers.train --precision`` and the demo
-use these.
-"""
+"""Precision: the numeric format a forward pass runs in ("fp32", "bf16" or "fp16"), in one place (the
+metric is ``val_precision``). Lessons 03-06 set ``"auto"``, which :func:`resolve_precision` resolves."""
 
 from __future__ import annotations
 
@@ -32,17 +27,13 @@ def autocast(device: torch.device, precision: str):
 
 
 def make_scaler(device: torch.device | str, precision: str) -> torch.amp.GradScaler:
-    """A gradient scaler, on for fp16 only (lesson 03): fp16 gradients would underflow to 0, so the
-    loss is scaled up before ``backward`` and the gradients back down before the step."""
+    """A gradient scaler, on for fp16 only, whose gradients would underflow to 0 unscaled (lesson 03)."""
     return torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
 
 
 def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` multiplies bf16 in hardware, not emulated. Lessons 03 and 06.
-
-    CUDA: compute capability 8.0 and up (A100, L4, H100; not a T4). CPU: AVX512-BF16 or AMX-BF16 on
-    x86, BF16 on ARM (Graviton 3, Apple M2), as ``torch.cpu.get_capabilities()`` reports them.
-    """
+    """Whether ``device`` multiplies bf16 in hardware (A100, L4, H100, not a T4; CPUs with AVX512-BF16,
+    AMX-BF16 or ARM BF16), not emulated. Lessons 03 and 06."""
     device = torch.device(device)
     if device.type == "cuda":
         try:
@@ -56,12 +47,8 @@ def native_bf16(device: torch.device | str) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device | str, *, inference: bool = False) -> str:
-    """``precision`` checked, or for ``"auto"`` the fastest format on ``device``. Lessons 03 to 06.
-
-    Auto: on a GPU bf16 where native, else fp16 (with a gradient scaler); on a CPU fp32, or bf16 for
-    ``inference`` where the CPU has bf16 instructions. Refuses unknown names, fp16 on a CPU and bf16
-    on a GPU that only emulates it (a T4).
-    """
+    """``precision`` checked, or for ``"auto"`` the fastest on ``device``: bf16 on a GPU where native, else
+    fp16; fp32 on a CPU (bf16 for ``inference`` where native). Lessons 03 to 06."""
     device = torch.device(device)
     if precision == "auto":
         if device.type == "cuda":
@@ -77,12 +64,8 @@ def resolve_precision(precision: str, device: torch.device | str, *, inference: 
 
 
 def allow_tf32(device: torch.device | str) -> bool:
-    """Let fp32 matmuls on a CUDA GPU use TF32 tensor cores; return whether the GPU has them. Lessons 03, 04.
-
-    TF32 keeps fp32's range with fp16's mantissa: several times faster on an A100 or H100, same
-    training curves. The switch is process-wide, so the program that owns the process sets it (the
-    CLI, a notebook's set-up cell), never ``fit``. Nothing changes on a CPU.
-    """
+    """Let fp32 matmuls on a CUDA GPU use TF32 tensor cores (fp32's range, several times faster); return
+    whether it has them. Process-wide, so the CLI or a set-up cell calls it, never ``fit``. Lessons 03, 04."""
     device = torch.device(device)
     if device.type != "cuda":
         return False

@@ -1,9 +1,5 @@
-"""The linear probe of lesson 04: a frozen backbone's features computed once, then only the head trained.
-
-A frozen backbone gives an image the same features in every epoch, so :func:`feature_loaders` runs it
-once (:func:`helpers.train.evaluation.extract_features`) and :func:`helpers.train.loop.fit` trains the
-head on them. Give these functions loaders with the evaluation transform: random augmentation would
-be frozen into the features.
+"""The linear probe of lesson 04: a frozen backbone's features computed once, then only the head trained
+(by :func:`helpers.train.loop.fit`). Give it loaders with the eval transform: augmentation would be frozen in.
 """
 
 from __future__ import annotations
@@ -63,19 +59,17 @@ def fit_linear_probe(
     val_loader: DataLoader,
     recipe: Recipe,
     *,
+    train_head: Callable[..., dict[str, Any]] = fit,  # the command line passes run.resumable_fit
+    precision: str = "fp32",  # of the features; the head trains in fp32
     device: torch.device | str,
     test_loader: Iterable | None = None,
-    precision: str = "fp32",
     seed: int = 42,
     progress: bool = True,
-    train_head: Callable[..., dict[str, Any]] = fit,
 ) -> dict[str, Any]:
-    """Train only ``model.head``, in place, on cached features (lesson 04).
+    """Train only ``model.head``, in place, on cached features. Lesson 04.
 
-    ``precision`` applies to the features; the head trains in fp32, by ``train_head`` (``loop.fit``;
-    the command line passes :func:`helpers.train.run.resumable_fit` with its ``out_dir``). Returns
-    ``fit``'s dict plus ``"feature_seconds"``; ``seconds`` and ``train_images_per_second`` count the
-    whole probe.
+    Returns ``train_head``'s dict plus ``"feature_seconds"``; ``seconds`` and
+    ``train_images_per_second`` count the whole probe.
     """
     start = time.perf_counter()
     train, val, test = feature_loaders(

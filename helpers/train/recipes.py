@@ -1,15 +1,10 @@
-"""The training recipe as data: how long, how fast, which regularisation and optimiser (lessons 03, 04).
-
-Notebooks, ``python -m helpers.train --recipe NAME`` and the benchmarks take their numbers from
-:data:`RECIPES`; a run saves its recipe, and resuming compares it field by field.
+"""The training recipe as data (lessons 03, 04): notebooks, the command line and benchmarks take their
+numbers from :data:`RECIPES`, and the optimiser and learning-rate schedule a recipe asks for.
 
     scratch       -- a tiny ViT from random weights on a small dataset (lesson 03)
     tutorial      -- the source tutorial's settings, which stay at chance on small data (lesson 03)
     linear_probe  -- frozen ImageNet ViT-B/16, only the new head learns (lesson 04)
     finetune      -- every layer of the ImageNet ViT-B/16, the backbone ten times slower (lesson 04)
-
-The functions below turn a recipe into the optimiser (AdamW or Adam, over parameter groups) and the
-learning-rate schedule (warm-up then cosine, or constant) that a training loop needs.
 """
 
 from __future__ import annotations
@@ -118,11 +113,8 @@ def get_recipe(name: str, **overrides: Any) -> Recipe:
 def weight_decay_groups(
     named_parameters: Iterable[tuple[str, nn.Parameter]], weight_decay: float, lr: float | None = None
 ) -> list[dict[str, Any]]:
-    """AdamW groups with and without weight decay; frozen parameters left out. Lesson 03.
-
-    Decay suits the matrices of linear and convolution layers, not biases, LayerNorm scales and
-    shifts (1-D), the [class] token or the position embeddings. ``lr``, when given, is set on both.
-    """
+    """AdamW groups with and without weight decay (none for 1-D biases and norms, the [class] token, the
+    position embeddings), frozen parameters left out; ``lr``, when given, set on both. Lesson 03."""
     decay, no_decay = [], []
     for name, p in named_parameters:
         if p.requires_grad:
@@ -136,12 +128,8 @@ def weight_decay_groups(
 
 
 def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
-    """The optimiser's parameter groups for ``recipe``. Lessons 03 and 04.
-
-    Adam (the tutorial's): one group, every weight decays. AdamW: :func:`weight_decay_groups`; with
-    ``backbone_lr_scale != 1`` (fine-tuning) the pretrained backbone learns at ``lr *
-    backbone_lr_scale`` and the new head (``head.*``) at ``lr``, so the backbone moves slowly.
-    """
+    """The optimiser's parameter groups: Adam, one group; AdamW, :func:`weight_decay_groups`, the backbone
+    at ``lr * backbone_lr_scale`` and the head (``head.*``) at ``lr``. Lessons 03 and 04."""
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     if recipe.optimizer == "adam":
         return [{"params": [p for _, p in trainable]}] if trainable else []
@@ -154,10 +142,7 @@ def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """AdamW (decoupled weight decay) or Adam (decay added to the gradient) over :func:`param_groups`.
-
-    Lesson 03 shows why the difference matters.
-    """
+    """AdamW (decoupled weight decay) or Adam (decay added to the gradient), as lesson 03 compares."""
     groups = param_groups(model, recipe)
     if not groups:
         raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
@@ -169,10 +154,7 @@ def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, 
     """Scale the learning rate up linearly for ``warmup_steps`` (1/warmup_steps to 1), then down half a
     cosine to 0 at ``total_steps``. Step it after every batch, not every epoch. Lesson 03."""
     if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
-        raise ValueError(
-            f"need 0 <= warmup_steps <= total_steps and total_steps >= 1, "
-            f"got warmup_steps={warmup_steps}, total_steps={total_steps}"
-        )
+        raise ValueError(f"need 0 <= warmup_steps <= total_steps >= 1, got {warmup_steps} and {total_steps}")
 
     def factor(step: int) -> float:
         if step < warmup_steps:

@@ -1,15 +1,9 @@
-"""The training state on disk: what :func:`helpers.train.run.resumable_fit` saves after every epoch.
+"""The training state on disk, saved by :func:`helpers.train.run.resumable_fit` after every epoch.
 
-A kill (Ctrl-C, a lost Colab session, a full disk) loses at most the running epoch; ``resume=True``
-ends with exactly the numbers of an uninterrupted run. ``OUT/training_state/`` holds::
-
-    weights-0003.safetensors   the model after epoch 3
-    best-0002.safetensors      the best weights so far (epoch 2 had the best validation accuracy)
-    optimizer-0003.pt          optimizer, learning-rate schedule and gradient-scaler state
-    trainer.json               epoch, history, best epoch, the run's settings, and the names above
-
-Each epoch's files get new names; ``trainer.json``, written last in one atomic rename, makes the epoch
-count, then the files it no longer names go. Loading never runs code (safetensors, weights_only, JSON).
+``OUT/training_state/`` holds ``weights-0003.safetensors`` (the model after epoch 3),
+``best-0002.safetensors`` (the best so far), ``optimizer-0003.pt`` (optimizer, schedule, scaler) and
+``trainer.json`` (epoch, history, settings, those names), written last in one atomic rename: a kill
+loses at most the running epoch. Loading never runs code (safetensors, weights_only, JSON).
 """
 
 from __future__ import annotations
@@ -86,11 +80,12 @@ def _differences(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -
     return found
 
 
+def _damaged(folder: Path, problem: str) -> TrainingStateError:
+    return TrainingStateError(f"{problem}; delete {folder} and start again without resume.")
+
+
 def _unreadable(path: Path, error: BaseException) -> TrainingStateError:
-    return TrainingStateError(
-        f"{path} cannot be read ({type(error).__name__}: {error}); the training state is damaged: "
-        f"delete {path.parent} and start again without resume."
-    )
+    return _damaged(path.parent, f"{path} cannot be read ({type(error).__name__}: {error}); it is damaged")
 
 
 def _load_weights(path: Path, expected_epoch: int) -> dict[str, torch.Tensor]:
@@ -101,16 +96,13 @@ def _load_weights(path: Path, expected_epoch: int) -> dict[str, torch.Tensor]:
     except Exception as error:  # missing, truncated, not safetensors (SafetensorError is no OSError)
         raise _unreadable(path, error) from error
     if epoch != str(expected_epoch):
-        raise TrainingStateError(
-            f"{path} holds epoch {epoch} but {path.parent / TRAINER_FILE} expects epoch {expected_epoch}; "
-            f"delete {path.parent} and start again without resume."
-        )
+        raise _damaged(path.parent, f"{path} holds epoch {epoch} but {TRAINER_FILE} expects {expected_epoch}")
     return weights
 
 
 def load_training_state(folder: str | os.PathLike, settings: dict[str, Any]) -> dict[str, Any]:
-    """``trainer.json``'s content plus ``"weights"``, ``"best_weights"`` and ``"state"`` (optimizer,
-    scheduler, scaler). ``settings`` must equal the saved ones: others could not reproduce the run."""
+    """``trainer.json`` plus ``"weights"``, ``"best_weights"`` and ``"state"``; ``settings`` must equal the
+    saved ones (others could not reproduce the run)."""
     folder = Path(folder)
     trainer_path = folder / TRAINER_FILE
     try:
@@ -134,10 +126,7 @@ def load_training_state(folder: str | os.PathLike, settings: dict[str, Any]) -> 
         if not all(STATE_FILE.match(name) for name in names.values()):  # a plain name inside `folder`
             raise ValueError(f"unexpected file names {names}")
     except (KeyError, TypeError, ValueError) as error:
-        raise TrainingStateError(
-            f"{trainer_path} lacks a field or holds a wrong one ({error!r}); it was edited or damaged: "
-            f"delete {folder} and start again without resume."
-        ) from error
+        raise _damaged(folder, f"{trainer_path} lacks a field or holds a wrong one ({error!r})") from error
     if differences:
         raise TrainingStateError(
             f"cannot resume from {folder}: the settings differ ({'; '.join(differences)}). Resume with the "
@@ -149,9 +138,8 @@ def load_training_state(folder: str | os.PathLike, settings: dict[str, Any]) -> 
     except Exception as error:  # missing, truncated, not a torch file, not plain tensors
         raise _unreadable(folder / names["optimizer"], error) from error
     if state_epoch != epoch:
-        raise TrainingStateError(
-            f"{folder / names['optimizer']} holds epoch {state['epoch']} but {trainer_path} says {epoch}; "
-            f"delete {folder} and start again without resume."
+        raise _damaged(
+            folder, f"{folder / names['optimizer']} holds epoch {state_epoch} but {TRAINER_FILE} {epoch}"
         )
     trainer["weights"] = _load_weights(folder / names["weights"], epoch)
     trainer["best_weights"] = _load_weights(folder / names["best"], best_epoch)
@@ -170,18 +158,9 @@ def resume(folder: str | os.PathLike, *, model: nn.Module, state: TrainingState,
         state.optimizer.load_state_dict(saved["state"]["optimizer"])
         state.scheduler.load_state_dict(saved["state"]["scheduler"])
         state.scaler.load_state_dict(saved["state"]["scaler"])
-        for parameter, tensors in state.optimizer.state.items():  # load_state_dict does not check shapes
-            for name, value in tensors.items():
-                if torch.is_tensor(value) and value.ndim > 0 and value.shape != parameter.shape:
-                    raise ValueError(
-                        f"optimizer state {name!r} has shape {tuple(value.shape)}, its parameter "
-                        f"{tuple(parameter.shape)}"
-                    )
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise TrainingStateError(
-            f"the training state in {folder} does not fit this model and optimizer ({error}); it was "
-            f"edited or belongs to another run: delete {folder} and start again without resume."
-        ) from error
+        problem = f"the training state in {folder} does not fit this model and optimizer ({error})"
+        raise _damaged(folder, problem) from error
     state.history, state.best_epoch = saved["history"], saved["best_epoch"]
     state.best_weights = saved["best_weights"]
     if getattr(train_loader, "persistent_workers", False) and getattr(train_loader, "num_workers", 0) > 0:
