@@ -9,6 +9,7 @@ recognised by what it computes, whatever the code looks like.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import math
 from pathlib import Path
 
@@ -19,7 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.lessons import checks, mistakes
+from helpers.model import pretrained
 from helpers.model.vit import MultiHeadSelfAttention, PatchEmbedding, TransformerEncoderBlock
+from helpers.train import recipes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -275,6 +278,101 @@ TRAINING_WRONG = [
     ("backward_non_scalar", make_step(["zero", "forward", "logits_backward", "clip", "step"])),
 ]
 
+# --- lesson 04: freeze the backbone and build the parameter groups ------------------------------------
+
+
+def _split(model, is_head=lambda name: name.startswith("head.")):
+    """(head, trainable rest) parameters, the way a learner filters named_parameters()."""
+    named = list(model.named_parameters())
+    return [p for n, p in named if is_head(n)], [p for n, p in named if not is_head(n) and p.requires_grad]
+
+
+def freeze_with_helpers(model, lr, backbone_lr_scale, train_backbone):
+    recipe = recipes.get_recipe("finetune", lr=lr, backbone_lr_scale=backbone_lr_scale)
+    recipe = dataclasses.replace(recipe, train_backbone=train_backbone)
+    pretrained.freeze_for_recipe(model, recipe)
+    return recipes.param_groups(model, recipe)  # four groups: with and without weight decay
+
+
+def freeze_by_flag(model, lr, backbone_lr_scale, train_backbone):
+    for name, p in model.named_parameters():
+        p.requires_grad = train_backbone or name.startswith("head")
+    head, backbone = _split(model)
+    return [{"params": head, "lr": lr}, {"params": backbone, "lr": lr * backbone_lr_scale}]  # may be empty
+
+
+def make_freeze(freeze="right", groups="right"):
+    """A freeze_and_group with one mistake in the freezing or in the groups."""
+
+    def freeze_and_group(model, lr, backbone_lr_scale, train_backbone):
+        if freeze == "right":
+            model.requires_grad_(train_backbone)
+            model.head.requires_grad_(True)
+        elif freeze == "head_too":
+            model.requires_grad_(train_backbone)
+        elif freeze == "no_grad":
+            with torch.no_grad():  # does not freeze anything
+                model.head.requires_grad_(True)
+        elif freeze == "always":
+            model.requires_grad_(False)
+            model.head.requires_grad_(True)
+        elif freeze == "torchvision_name":
+            model.heads.head.requires_grad_(True)
+        head, backbone = _split(model)
+        slow = lr * backbone_lr_scale
+        if groups == "right":
+            return [{"params": backbone, "lr": slow}, {"params": head, "lr": lr}]
+        if groups == "all_parameters":
+            return [{"params": list(model.parameters()), "lr": slow}, {"params": head, "lr": lr}]
+        if groups == "layers_only":
+            layers = (nn.Linear, nn.Conv2d, nn.LayerNorm)
+            found = [m for m in model.modules() if isinstance(m, layers) and m is not model.head]
+            return [
+                {"params": [p for m in found for p in m.parameters()], "lr": slow},
+                {"params": head, "lr": lr},
+            ]
+        if groups == "no_final_norm":
+            rest = [*model.patch_embedding.parameters(), *model.blocks.parameters()]
+            return [{"params": [p for p in rest if p.requires_grad], "lr": slow}, {"params": head, "lr": lr}]
+        if groups == "frozen_too":
+            rest = [p for n, p in model.named_parameters() if not n.startswith("head.")]
+            return [{"params": rest, "lr": slow}, {"params": head, "lr": lr}]
+        if groups == "torchvision_name":
+            heads, rest = _split(model, lambda name: name.startswith("heads."))
+            return [{"params": rest, "lr": slow}, {"params": heads, "lr": lr}]
+        if groups == "one_rate":
+            return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
+        if groups == "swapped":
+            return [{"params": backbone, "lr": lr}, {"params": head, "lr": slow}]
+        if groups == "no_lr":
+            return [{"params": backbone, "lr": slow}, {"params": head}]
+        if groups == "parameters":
+            return [p for p in model.parameters() if p.requires_grad]
+        if groups == "divided":
+            return [{"params": backbone, "lr": lr / backbone_lr_scale}, {"params": head, "lr": lr}]
+        raise ValueError(groups)
+
+    return freeze_and_group
+
+
+FREEZE_RIGHT = [checks.reference_freeze_and_group, freeze_with_helpers, freeze_by_flag]
+FREEZE_WRONG = [
+    ("head_frozen", make_freeze(freeze="head_too")),
+    ("backbone_not_frozen", make_freeze(freeze="no_grad")),
+    ("backbone_frozen_in_finetune", make_freeze(freeze="always")),
+    ("in_two_groups", make_freeze(groups="all_parameters")),
+    ("embeddings_missing", make_freeze(groups="layers_only")),
+    ("param_missing", make_freeze(groups="no_final_norm")),
+    ("frozen_in_group", make_freeze(groups="frozen_too")),
+    ("head_in_backbone_group", make_freeze(groups="torchvision_name")),
+    ("one_learning_rate", make_freeze(groups="one_rate")),
+    ("rates_swapped", make_freeze(groups="swapped")),
+    ("group_without_lr", make_freeze(groups="no_lr")),
+    ("not_groups", make_freeze(groups="parameters")),
+    ("values", make_freeze(groups="divided")),
+    ("error", make_freeze(freeze="torchvision_name")),  # ViT has no .heads: AttributeError
+]
+
 # --- the tests ----------------------------------------------------------------------------------
 
 REFERENCES = {
@@ -284,6 +382,7 @@ REFERENCES = {
     "heads": (checks.reference_split_heads, checks.reference_merge_heads),
     "encoder_block": checks.reference_block_forward,
     "training_step": checks.reference_training_step,
+    "freeze_and_group": checks.reference_freeze_and_group,
 }
 CASES = {  # check name -> (check, right answers, (hint, wrong answer) pairs)
     "patchify": (checks.check_patchify, PATCHIFY_RIGHT, PATCHIFY_WRONG),
@@ -292,6 +391,7 @@ CASES = {  # check name -> (check, right answers, (hint, wrong answer) pairs)
     "heads": (lambda pair, **kw: checks.check_heads(*pair, **kw), HEADS_RIGHT, HEADS_WRONG),
     "encoder_block": (checks.check_encoder_block, BLOCK_RIGHT, BLOCK_WRONG),
     "training_step": (checks.check_training_step, TRAINING_RIGHT, TRAINING_WRONG),
+    "freeze_and_group": (checks.check_freeze_and_group, FREEZE_RIGHT, FREEZE_WRONG),
 }
 RIGHT = [
     pytest.param(name, i, id=f"{name}-{i}")
@@ -454,7 +554,7 @@ def test_reference_training_step_is_one_clipped_sgd_update():
 # --- the lessons: every your-turn cell is a stub followed by its check ------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
-LESSONS_01_TO_03 = sorted((ROOT / "notebooks").glob("0[1-3]_*.ipynb"))
+LESSONS_01_TO_03 = sorted((ROOT / "notebooks").glob("0[1-4]_*.ipynb"))  # and 04 (issue 21)
 MIN_YOUR_TURN = 6  # issue 14 asks for 6 in lessons 01-03: 5 in 01-02, and 03's training step
 CHECKS = {name for name in dir(checks) if name.startswith("check_")}
 

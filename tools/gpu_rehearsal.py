@@ -57,7 +57,7 @@ NOTEBOOKS = ROOT / "notebooks"
 ORDER = ["04_fine_tuning", "05_evaluation_and_interpretation", "06_deployment", "03_training_from_scratch"]
 # Full mode's sizes except the epochs, so that four lessons fit about six minutes on one GPU.
 SIZES: dict[str, dict] = {
-    "04_fine_tuning": {"FINETUNE_EPOCHS": 2},
+    "04_fine_tuning": {"OVERRIDES": {"FINETUNE_EPOCHS": 2}},
     "05_evaluation_and_interpretation": {},
     "06_deployment": {},
     "03_training_from_scratch": {"COMPARE_EPOCHS": 2, "EPOCHS": 10},

@@ -324,3 +324,90 @@ def check_training_step(training_step: Callable, *, strict: bool = False) -> Cal
     )
     ok = "same weights and losses as the reference after two steps."
     return _report("training step", verdict, training_step, reference_training_step, ok, strict)
+
+
+# --- lesson 04: freeze the backbone and build the parameter groups ----------------------------------
+
+
+def reference_freeze_and_group(model: nn.Module, lr: float, backbone_lr_scale: float, train_backbone: bool):
+    """Freeze all but ``model.head`` unless ``train_backbone``; return the optimiser's groups: the head at
+    ``lr``, the trainable rest at ``lr * backbone_lr_scale``, each trainable parameter once."""
+    model.requires_grad_(train_backbone)  # the linear probe: every parameter frozen ...
+    model.head.requires_grad_(True)  # ... but the new head's
+    head = [p for name, p in model.named_parameters() if name.startswith("head.")]
+    backbone = [p for name, p in model.named_parameters() if not name.startswith("head.") and p.requires_grad]
+    groups = [{"params": backbone, "lr": lr * backbone_lr_scale}] if backbone else []
+    return groups + [{"params": head, "lr": lr}]
+
+
+LR, SCALE = 1e-3, 0.1  # the check's rates: head 1e-3, backbone 1e-4
+
+
+def _freeze_verdict(fn: Callable, train_backbone: bool) -> Verdict:
+    """Call ``fn`` on a fresh tiny ViT (all parameters trainable, as after ``reset_head``) and read what it
+    froze and grouped; a stub raises _Skipped."""
+    config = ViTConfig(image_size=8, patch_size=4, num_classes=2, dim=12, depth=1, heads=3, mlp_dim=24)
+    model = _seeded(lambda: ViT(config))
+    try:
+        groups = fn(model, LR, SCALE, train_backbone)
+    except NotImplementedError:
+        raise _Skipped from None
+    if groups is None or groups is Ellipsis:
+        raise _Skipped
+    names = {id(p): name for name, p in model.named_parameters()}
+    if not isinstance(groups, list | tuple) or not all(isinstance(g, dict) and "params" in g for g in groups):
+        return _wrong("not_groups")
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    head = {name for name in names.values() if name.startswith("head.")}
+    if not head <= trainable:
+        return _wrong("head_frozen")
+    if not train_backbone and trainable != head:
+        return _wrong("backbone_not_frozen")
+    if train_backbone and trainable != set(names.values()):
+        return _wrong("backbone_frozen_in_finetune")
+    rate = {}  # parameter name -> the lr of its group
+    for group in groups:
+        for p in list(group["params"]):
+            name = names.get(id(p), "?")
+            if name in rate:
+                return _wrong("in_two_groups")
+            rate[name] = group.get("lr")
+    missing = trainable - set(rate)
+    if {"patch_embedding.class_token", "patch_embedding.pos_embedding"} & missing:
+        return _wrong("embeddings_missing")
+    if missing:
+        shown = ", ".join(sorted(missing)[:3])
+        return _wrong("param_missing", f"{HINTS['param_missing']} Missing: {shown}.")
+    if set(rate) - trainable:
+        return _wrong("frozen_in_group")
+    if None in rate.values():
+        return _wrong("group_without_lr")
+    head_lr = {rate[name] for name in head}
+    backbone_lr = {rate[name] for name in trainable - head}
+    close = lambda rates, want: all(math.isclose(r, want) for r in rates)  # noqa: E731
+    if close(head_lr, LR) and close(backbone_lr, LR * SCALE):
+        return Verdict("ok")
+    if close(head_lr, LR * SCALE) and close(backbone_lr, LR * SCALE):
+        return _wrong("head_in_backbone_group")
+    if close(head_lr, LR) and close(backbone_lr, LR):
+        return _wrong("one_learning_rate")
+    if close(head_lr, LR * SCALE) and close(backbone_lr, LR):
+        return _wrong("rates_swapped")
+    seen = f"head {sorted(head_lr)}, backbone {sorted(backbone_lr)}"
+    return _wrong("values", f"With lr={LR} and backbone_lr_scale={SCALE} the rates are {seen}; expected "
+                  f"head {LR}, backbone {LR * SCALE:g}.")  # fmt: skip
+
+
+def check_freeze_and_group(freeze_and_group: Callable, *, strict: bool = False) -> Callable:
+    """Lesson 04: ``freeze_and_group(model, lr, backbone_lr_scale, train_backbone)`` freezes all but the
+    head for a linear probe and returns the optimiser's parameter groups; checked in both settings."""
+    try:
+        verdict = _freeze_verdict(freeze_and_group, train_backbone=True)  # full fine-tuning
+        if verdict.status == "ok":
+            verdict = _freeze_verdict(freeze_and_group, train_backbone=False)  # the linear probe
+    except _Skipped:
+        verdict = Verdict("skipped")
+    except Exception as err:
+        verdict = _wrong("error", f"Your code raised {type(err).__name__}: {err}")
+    ok = "the probe trains the head only; fine-tuning has every parameter in one group, at the right rate."
+    return _report("freeze and group", verdict, freeze_and_group, reference_freeze_and_group, ok, strict)

@@ -224,3 +224,33 @@ TRAINING_ERRORS = (
     ("backward_detached", r"does not require grad|has no attribute 'backward'"),
     ("backward_non_scalar", r"only for scalar outputs"),
 )
+
+
+# --- lesson 04: freeze the backbone and build the parameter groups (check_freeze_and_group) ---------
+FREEZE_HINTS = {
+    "head_frozen": "The linear probe froze the head too: after freezing the model, turn the head back on, "
+    "model.head.requires_grad_(True), or nothing can learn.",
+    "backbone_not_frozen": "The linear probe left backbone parameters trainable. `with torch.no_grad()` only "
+    "stops recording inside its block; freezing is requires_grad_(False) on every parameter but the head's.",
+    "backbone_frozen_in_finetune": "Fine-tuning (train_backbone=True) found a frozen backbone: set "
+    "requires_grad_(train_backbone) on the whole model first, then turn the head on.",
+    "in_two_groups": "A parameter is in two groups (PyTorch's optimisers refuse that): split "
+    "model.named_parameters() once into head (names starting with 'head.') and the rest.",
+    "embeddings_missing": "The [class] token and the position embeddings are in no group: they are "
+    "parameters of their own, not inside a layer. Take the backbone from model.named_parameters().",
+    "param_missing": "Some trainable parameters are in no group, so they never learn: every trainable "
+    "parameter goes into exactly one group.",
+    "frozen_in_group": "The linear probe's groups hold frozen parameters: give the optimiser only those "
+    "with requires_grad (the head), as an optimiser that must update them all would.",
+    "head_in_backbone_group": "The head learns at the backbone's slow rate. Its parameters are "
+    "'head.weight' and 'head.bias' (torchvision's are 'heads.head.*'): put names starting with 'head.' "
+    "in the group at lr.",
+    "one_learning_rate": "Every parameter learns at lr: the backbone's group needs "
+    "'lr': lr * backbone_lr_scale.",
+    "rates_swapped": "The rates are swapped: the new head learns at lr, the pretrained backbone at "
+    "lr * backbone_lr_scale.",
+    "group_without_lr": "A group has no 'lr' key, so it would take the optimiser's default: give every "
+    "group its own 'lr'.",
+    "not_groups": "Return a list of dicts, each with 'params' (a list of parameters) and 'lr'.",
+}
+HINTS.update(FREEZE_HINTS)

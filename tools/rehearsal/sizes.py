@@ -19,7 +19,9 @@ CPU_SIZES: dict[str, dict] = {
         "EPOCHS": 2,
         "BATCH_SIZE": 16,
     },
-    "04_fine_tuning": {"IMAGE_SIZE": 32, "BATCH_SIZE": 8, "PROBE_EPOCHS": 2, "FINETUNE_EPOCHS": 1},
+    "04_fine_tuning": {
+        "OVERRIDES": {"IMAGE_SIZE": 32, "BATCH_SIZE": 8, "PROBE_EPOCHS": 2, "FINETUNE_EPOCHS": 1}
+    },
     "05_evaluation_and_interpretation": {
         "IMAGE_SIZE": 64,
         "PATCH_SIZE": 16,
