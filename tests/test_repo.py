@@ -155,10 +155,11 @@ def test_clean_notebooks_strips_unchecked_outputs_and_keeps_checked_ones(tmp_pat
     assert "".join(cleaned[2]["outputs"][0]["text"]) == "42\n"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_checks_sit_in_collapsed_check_cells(path):
-    """Issue 21, in every notebook that has taken it up (one check cell): CI's asserts sit in cells tagged
-    `check`, collapsed in JupyterLab and Colab and titled; any other code cell holds one assert-like line."""
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_solutions_keep_their_checks_in_collapsed_check_cells(path):
+    """Issue 21's check cells (tests/test_lesson_shape.py holds the lessons to them) in every solutions
+    notebook that has taken them up: CI's asserts sit in cells tagged `check`, collapsed and titled; any
+    other code cell holds one assert-like line at most."""
     cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
     if not any("check" in c["metadata"].get("tags", []) for c in cells):
         pytest.skip("this notebook has not taken up the check cells of issue 21 yet")
