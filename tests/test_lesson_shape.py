@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -86,16 +88,14 @@ def test_the_prose_budget_check_counts_words_and_would_fail(tmp_path):
     assert not ASSERT_LIKE.match("print('no assert here')")
 
 
-def test_the_lesson_times_agree_everywhere_and_a_stale_copy_is_caught():
-    sys.path.insert(0, str(ROOT / "tools"))
-    import lesson_times
-
-    assert lesson_times.main(["--check"]) == 0, "run `python tools/lesson_times.py`"
-    lesson = next(iter(lesson_times.TIMES))
-    stale = {
-        "cells": [{"cell_type": "markdown", "source": ["# 01 · x\n", "\n", "**Time:** about 99 min.\n"]}]
-    }
-    fixed = "".join(lesson_times.with_header(stale, lesson_times.header_line(lesson))["cells"][0]["source"])
-    assert "99 min" not in fixed and lesson_times.header_line(lesson) in fixed
-    for path in lesson_times.TABLE_FILES:
-        assert lesson_times.table() in path.read_text(encoding="utf-8")
+def test_the_lesson_times_agree_everywhere_and_a_stale_copy_is_caught(tmp_path):
+    tool = [sys.executable, "tools/lesson_times.py", "--check"]
+    assert subprocess.run(tool, cwd=ROOT).returncode == 0, "run `python tools/lesson_times.py`"
+    for part in ("tools/lesson_times.py", "README.md", "docs/workshop.md", "notebooks"):  # a copy to break
+        (tmp_path / part).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (ROOT / part).is_dir() else shutil.copy)(ROOT / part, tmp_path / part)
+    lesson = LESSONS[2].relative_to(ROOT)
+    (tmp_path / lesson).write_text((ROOT / lesson).read_text().replace("**Time:** about", "**Time:** 9"))
+    assert subprocess.run(tool, cwd=tmp_path, capture_output=True).returncode == 1
+    subprocess.run(tool[:-1], cwd=tmp_path, check=True, capture_output=True)  # writes the table back
+    assert (tmp_path / lesson).read_text() == (ROOT / lesson).read_text()
