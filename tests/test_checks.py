@@ -505,10 +505,12 @@ def test_lessons_01_to_03_hold_the_your_turn_cells_and_use_the_checks():
     pairs = [pair for path in LESSONS_01_TO_03 for pair in _your_turn_pairs(path)]
     assert len(pairs) >= MIN_YOUR_TURN, f"{len(pairs)} your-turn cells in lessons 01-03"
     used = {_check_call(after)[1] for _, after in pairs}
-    assert used >= CHECKS, f"checks no lesson uses: {CHECKS - used}"
+    assert used >= CHECKS - LATER_CHECKS, f"checks no lesson uses: {CHECKS - LATER_CHECKS - used}"
 
 
 # --- lesson 06: a threshold for a target false-positive rate ------------------------------------------
+
+LATER_CHECKS = {"check_threshold"}  # the checks of lessons 04-06 (tested below, not in 01-03)
 
 
 def _real_ranked(scores, is_fake):

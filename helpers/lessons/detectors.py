@@ -179,7 +179,7 @@ def find_or_make(which: str, *, mode: str, dataset: str, device: torch.device | 
         **config.get("vit_config", {}),
     }
     if all(found.get(key) == value for key, value in wanted.items()) and "split" in config:
-        print(f"Reusing the tiny ViT that notebook 03 saved in {folder}.")
+        print(f"Reusing the tiny ViT saved in {folder} (notebook 03's recipe, its split recorded).")
         return folder
     print(f"No tiny ViT trained with these settings (split recorded) in {folder}: training one now ...")
     extra = {"mode": mode, "dataset": dataset}
@@ -188,3 +188,17 @@ def find_or_make(which: str, *, mode: str, dataset: str, device: torch.device | 
     )
     print(f"trained in {result['seconds']:.0f} s: test accuracy {result['test']['accuracy']:.1%}")
     return folder
+
+
+def evaluation_split(config: dict[str, Any], data_root: str | Path) -> tuple[list, list]:
+    """The detector's ``(val, test)`` samples of ``data_root``: those its ``config.json`` records, else
+    drawn again from its ``split_seed`` (:func:`rebuild_split`); checked with
+    :func:`~helpers.serving.inference.check_unseen` (a warning when no split is recorded). Lesson 06."""
+    split, names = config.get("split") or {}, list(config["class_names"])
+    if "val_files" in split:
+        files = (split["val_files"], split["test_files"])
+        val, test = ([(Path(data_root, f), names.index(f.split("/")[0])) for f in fs] for fs in files)
+    else:
+        _, val, test = rebuild_split(data_root, config)
+    inference.check_unseen(config, [path for path, _ in val + test])
+    return val, test
