@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from helpers import course
 from helpers._files import atomic_write, write_json
 from helpers.data.images import load_image_rgb
 from helpers.data.transforms import build_eval_transform
@@ -140,11 +140,10 @@ def check_unseen(config: dict[str, Any], paths) -> None:
     ``class/file`` name); a ``config`` that records no split gets a loud warning. Lessons 05, 06."""
     train = (config.get("split") or {}).get("train_files")
     if train is None:
-        warnings.warn(
-            "this detector's config.json records no training files (made before the course recorded "
-            "them), so nothing can check that these evaluation images are unseen: its scores may be "
-            "inflated by images it trained on. Train it again to record its split.",
-            stacklevel=2,
+        course.announce(
+            "WARNING: this detector's config.json records no training files (made before the course\n"
+            "recorded them), so nothing can check that these evaluation images are unseen: its scores\n"
+            "may be inflated by images it trained on. Train it again to record its split."
         )
         return
     try:
