@@ -605,4 +605,60 @@ def test_lessons_01_to_03_hold_the_your_turn_cells_and_use_the_checks():
     pairs = [pair for path in LESSONS_01_TO_03 for pair in _your_turn_pairs(path)]
     assert len(pairs) >= MIN_YOUR_TURN, f"{len(pairs)} your-turn cells in lessons 01-03"
     used = {_check_call(after)[1] for _, after in pairs}
-    assert used >= CHECKS, f"checks no lesson uses: {CHECKS - used}"
+    assert used >= CHECKS - LATER_CHECKS, f"checks no lesson uses: {CHECKS - LATER_CHECKS - used}"
+
+
+# --- lesson 06: a threshold for a target false-positive rate ------------------------------------------
+
+LATER_CHECKS = {"check_threshold"}  # the checks of lessons 04-06 (tested below, not in 01-03)
+
+
+def _real_ranked(scores, is_fake):
+    return scores[~is_fake].sort(descending=True).values
+
+
+THRESHOLD_RIGHT = [
+    checks.reference_threshold,
+    lambda s, f, fpr: _real_ranked(s, f)[int(fpr * (~f).sum() + 1e-9)].item(),
+    lambda s, f, fpr: torch.quantile(s[~f], 1 - fpr).item(),  # between two scores: flags the same images
+]
+_FIXED_TEST = (torch.rand(50, generator=torch.Generator().manual_seed(1)), torch.arange(50) < 25)
+THRESHOLD_WRONG = [
+    ("fpr_counts_fakes", lambda s, f, fpr: s.sort(descending=True).values[int(fpr * len(s))].item()),
+    ("flags_at_or_above", lambda s, f, fpr: _real_ranked(s, f)[int(fpr * (~f).sum()) - 1].item()),
+    ("threshold_on_fakes", lambda s, f, fpr: s[f].sort(descending=True).values[int(fpr * f.sum())].item()),
+    ("chose_on_test", lambda s, f, fpr: checks.reference_threshold(*_FIXED_TEST, fpr)),  # ignores s and f
+    ("chose_on_test", lambda s, f, fpr: 0.5),
+    ("values", lambda s, f, fpr: _real_ranked(s, f)[0].item()),  # flags nothing
+    ("error", lambda s, f, fpr: s[~f][len(s)].item()),  # IndexError
+]
+
+
+@pytest.mark.parametrize("answer", THRESHOLD_RIGHT)
+def test_check_threshold_accepts_right_answers(answer, capsys):
+    assert checks.check_threshold(answer, strict=True) is answer
+    assert capsys.readouterr().out.startswith("✓ threshold")
+
+
+@pytest.mark.parametrize(("hint", "answer"), THRESHOLD_WRONG, ids=[h for h, _ in THRESHOLD_WRONG])
+def test_check_threshold_names_the_mistake(hint, answer):
+    with pytest.raises(checks.CheckFailed) as failure:
+        checks.check_threshold(answer, strict=True)
+    assert failure.value.hint == hint, failure.value.message
+    if hint in mistakes.THRESHOLD_HINTS:
+        assert mistakes.THRESHOLD_HINTS[hint] in failure.value.message
+
+
+def test_check_threshold_tests_every_hint_and_skips_a_stub(capsys):
+    assert set(mistakes.THRESHOLD_HINTS) <= {hint for hint, _ in THRESHOLD_WRONG}
+    for stub in STUBS.values():
+        assert checks.check_threshold(stub, strict=True) is checks.reference_threshold
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_lesson_06_holds_the_threshold_your_turn_and_its_check():
+    pairs = _your_turn_pairs(ROOT / "notebooks" / "06_deployment.ipynb")
+    assert [_check_call(after) for _, after in pairs] == [
+        (["pick_threshold"], "check_threshold", ["pick_threshold"])
+    ]
+    assert "raise NotImplementedError" in pairs[0][0]

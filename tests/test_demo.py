@@ -286,6 +286,21 @@ def test_the_page_says_which_precision_runs(detector, monkeypatch, tmp_path):
     assert f"**Precision:** {demo.PRECISION_NOTES[auto]}" in demo.model_summary(load_predictor(detector))
 
 
+def test_the_page_shows_the_threshold_and_the_false_positive_rate_it_was_chosen_for(detector, tmp_path):
+    assert "**Decision:** fake when P(fake) > 0.5 (the default" in demo.model_summary(
+        load_predictor(detector)
+    )
+    chosen = tmp_path / "chosen"
+    shutil.copytree(detector, chosen)
+    config = json.loads((chosen / "config.json").read_text())
+    (chosen / "config.json").write_text(json.dumps({**config, "threshold": 0.62, "target_fpr": 0.05}))
+    summary = demo.model_summary(load_predictor(chosen))
+    assert "**Decision:** fake when P(fake) > 0.620, chosen on validation images for 5% of real" in summary
+    page = demo.build_demo(chosen)
+    labels = [b.label for b in page.blocks.values() if isinstance(b, gr.Label)]
+    assert labels == ["Prediction (fake when P(fake) > 0.620)"]
+
+
 def test_launch_demo_serves_with_the_upload_cap_and_returns_the_page_to_close(
     detector, monkeypatch, tmp_path
 ):

@@ -8,12 +8,13 @@ import json
 import pytest
 
 from helpers import course
-from helpers.data import loaders, transforms
+from helpers.data import datasets, loaders, transforms
 from helpers.data import sources as data
 from helpers.data.datasets import CLASS_NAMES
 from helpers.lessons import detectors
 from helpers.model import pretrained
 from helpers.serving import inference
+from helpers.train import trust
 
 
 @pytest.fixture
@@ -97,7 +98,8 @@ def test_full_mode_stops_at_a_small_mode_detector_before_touching_data(home, tin
     _set_config(folder, mode="small", dataset="toy")
     with pytest.raises(inference.DetectorError, match="small mode.*04_fine_tuning"):
         detectors.find_or_make("finetuned", mode="full", dataset="fake_or_real", device="cpu")
-    # small mode takes it as it is
+    # small mode takes it as it is (when it records its split)
+    _set_config(folder, split={"train_files": []})
     assert detectors.find_or_make("finetuned", mode="small", dataset="toy", device="cpu") == folder
 
 
@@ -139,25 +141,35 @@ def test_small_mode_without_a_detector_falls_back_to_the_tiny_vit(home, monkeypa
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "model.safetensors").write_bytes(b"")
         config = {"dataset": "toy", "split_seed": 3, "vit_config": {"image_size": 16, "patch_size": 4}}
+        config["split"] = {"train_files": []}
         (out_dir / "config.json").write_text(json.dumps(config))
         return {"seconds": 1.0, "test": {"accuracy": 0.5}}
 
     monkeypatch.setattr(data, "get_dataset", lambda name: home / name)
-    monkeypatch.setattr(detectors, "train_scratch_detector", fake_training)
+    monkeypatch.setattr(detectors, "train_detector", lambda method, *args, **kw: fake_training(*args, **kw))
     settings = dict(mode="small", dataset="toy", device="cpu", seed=3, image_size=16, patch_size=4)
     folder = detectors.find_or_make("finetuned", **settings)
     assert folder == detectors.scratch_detector_dir() == home / "scratch_detector"
     assert "using notebook 03's tiny ViT" in capsys.readouterr().out and len(calls) == 1
+    # a detector from notebook 04 without a recorded split: small mode takes the tiny ViT instead
+    _set_config(folder, split_seed=3)  # (any config would do)
+    (home / "detector").mkdir()
+    for name in (inference.CONFIG_FILE, inference.WEIGHTS_FILE):
+        (home / "detector" / name).write_bytes((folder / name).read_bytes().replace(b'"split"', b'"old"'))
+    assert detectors.find_or_make("finetuned", **settings) == folder and len(calls) == 1
+    assert "records no training split" in capsys.readouterr().out
     # the second time it is reused; other settings train again
     assert detectors.find_or_make("scratch", **settings) == folder and len(calls) == 1
     detectors.find_or_make("scratch", **{**settings, "patch_size": 8})
     assert len(calls) == 2 and calls[-1]["patch_size"] == 8
 
 
-def test_train_scratch_detector_saves_a_detector_that_loads(tmp_path, image_folder, one_thread):
+def test_train_detector_saves_a_detector_that_loads_and_refuses_its_training_images(
+    tmp_path, image_folder, one_thread
+):
     root = image_folder(tmp_path / "data", dict.fromkeys(CLASS_NAMES, 10), size=(16, 16))
-    result = detectors.train_scratch_detector(
-        root, tmp_path / "det", image_size=16, patch_size=8, epochs=1, seed=0, device="cpu",
+    result = detectors.train_detector(
+        "scratch", root, tmp_path / "det", image_size=16, patch_size=8, epochs=1, seed=0, device="cpu",
         extra={"mode": "small", "dataset": "toy"},
     )  # fmt: skip
     config = detectors.read_config(tmp_path / "det")
@@ -165,6 +177,26 @@ def test_train_scratch_detector_saves_a_detector_that_loads(tmp_path, image_fold
     assert config["test_metrics"] == result["test"]
     predictor = inference.load_predictor(tmp_path / "det")
     assert predictor.model.config.patch_size == 8 and predictor.class_names == list(CLASS_NAMES)
+    # the split it was trained on, recorded: its own training images are refused, the others pass
+    split = config["split"]
+    assert (split["root"], split["seed"], split["val_fraction"], len(split["train_files"])) == (
+        "data",
+        0,
+        0.1,
+        16,
+    )
+    samples, _ = datasets.find_images(root)
+    train = [path for path, _ in samples if path.relative_to(root).as_posix() in split["train_files"]]
+    assert split["train_digest"] == trust.split_digest(train) and len(train) == 16
+    with pytest.raises(inference.DetectorError, match=r"^1 evaluation file\(s\) were also training files"):
+        inference.check_unseen(config, [*(root / name for name in split["test_files"]), train[0]])
+    inference.check_unseen(config, [root / name for name in split["val_files"] + split["test_files"]])
+
+
+def test_an_old_config_without_a_split_gets_a_loud_warning(capsys):
+    inference.check_unseen({"split_seed": 42}, ["fake_images/a.png"])
+    out = capsys.readouterr().out
+    assert out.startswith("!" * 80) and "WARNING" in out and "records no training files" in out
 
 
 def test_unknown_detector_kind_is_refused(home):

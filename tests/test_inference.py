@@ -113,3 +113,17 @@ def test_weights_that_run_code_when_unpickled_are_refused_and_never_run(detector
     with pytest.raises(DetectorError, match="model.safetensors is not a readable safetensors file"):
         load_predictor(detector)
     assert not marker.exists(), "loading the detector ran the code in its weights file"
+
+
+def test_the_decision_uses_the_threshold_in_the_config_else_half_and_says_which(detector):
+    predictor = load_predictor(detector)
+    assert predictor.threshold == 0.5 and "the default: no threshold chosen" in predictor.threshold_note()
+    assert predictor.says_fake({"fake_images": 0.51}) and not predictor.says_fake({"fake_images": 0.5})
+    config = json.loads((detector / "config.json").read_text())
+    (detector / "config.json").write_text(json.dumps({**config, "threshold": 0.7, "target_fpr": 0.05}))
+    predictor = load_predictor(detector)
+    assert predictor.threshold == 0.7 and not predictor.says_fake({"fake_images": 0.7})  # strictly above
+    assert predictor.says_fake({"fake_images": 0.71})
+    assert predictor.threshold_note() == (
+        "fake when P(fake) > 0.700, chosen on validation images for 5% of real photos flagged"
+    )

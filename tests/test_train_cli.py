@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,10 +18,11 @@ from helpers.data.datasets import CLASS_NAMES
 from helpers.data.toy import make_toy_dataset
 from helpers.model import pretrained
 from helpers.model.vit import ViT
-from helpers.serving.inference import load_predictor
+from helpers.serving.inference import DetectorError, check_unseen, load_predictor
 from helpers.train import cli as train
 from helpers.train import distributed
 from helpers.train.recipes import RECIPES
+from helpers.train.trust import split_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 RATES = ("accuracy", "precision", "recall", "f1", "auroc")
@@ -68,10 +70,11 @@ def check_rates(metrics: dict) -> None:
         assert 0.0 <= entry["train_accuracy"] <= 1.0 and 0.0 <= entry["val_accuracy"] <= 1.0
 
 
-def test_cli_trains_on_the_toy_set_and_writes_metrics_weights_and_config(tmp_path):
+def test_cli_trains_on_the_toy_set_and_writes_metrics_weights_and_config(tmp_path, capsys):
     toy = make_toy_dataset(tmp_path / "toy", images_per_class=20, image_size=32)
     out = tmp_path / "run"
     assert train.main(tiny_run(toy, out, "--epochs", "2")) == 0
+    assert re.search(r"\nauroc +\d\.\d{3} \(95 % CI \d\.\d\d-\d\.\d\d, n = 8\)\n", capsys.readouterr().out)
 
     assert {p.name for p in out.iterdir()} == {"metrics.json", "detector", "training_state"}
     assert {p.name for p in (out / "detector").iterdir()} == {"model.safetensors", "config.json"}
@@ -95,6 +98,25 @@ def test_cli_trains_on_the_toy_set_and_writes_metrics_weights_and_config(tmp_pat
     probs = predictor.predict(next((toy / "fake_images").iterdir()))
     assert set(probs) == set(CLASS_NAMES) and sum(probs.values()) == pytest.approx(1.0)
     assert predictor.config["model_name"] == "vit_tiny" and predictor.config["transform"]["crop"] == 32
+
+    # the split, the operating point and the intervals (issue 20)
+    split, point = predictor.config["split"], metrics["operating_point"]
+    assert (split["root"], split["seed"], split["val_fraction"], len(split["train_files"])) == (
+        "toy",
+        42,
+        0.2,
+        24,
+    )
+    assert split["train_digest"] == split_digest(toy / name for name in split["train_files"])
+    assert not set(split["train_files"]) & set(split["test_files"]) and len(split["val_files"]) == 8
+    assert predictor.config["threshold"] == point["threshold"] and predictor.config["target_fpr"] == 0.05
+    assert predictor.threshold == point["threshold"] and point["n_fake"] + point["n_real"] == 8
+    for metric in ("accuracy", "f1", "auroc"):
+        interval = metrics["intervals"][metric]
+        assert interval["n"] == 8 and interval["low"] <= interval["value"] <= interval["high"]
+    with pytest.raises(DetectorError, match=r"^24 evaluation file\(s\) were also training files"):
+        check_unseen(predictor.config, [toy / name for name in split["train_files"]])
+    check_unseen(predictor.config, [toy / name for name in split["test_files"]])  # disjoint: no error
 
     # --resume on a finished run trains nothing more and reports the same numbers
     assert train.main(tiny_run(toy, out, "--epochs", "2", "--resume")) == 0

@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         if {"papermill", "ipykernel"} & set(report["missing_modules"]):
             raise SystemExit(f"papermill and ipykernel are needed: put their wheels in {args.wheels}")
         if "gradio" in report["missing_modules"]:
-            sizes["06_deployment"] = {**sizes["06_deployment"], "LAUNCH_DEMO": False}
+            overrides = {**sizes["06_deployment"].get("OVERRIDES", {}), "LAUNCH_DEMO": False}
+            sizes["06_deployment"] = {**sizes["06_deployment"], "OVERRIDES": overrides}
         for name, parameters in sizes.items():
             runtime.check_parameters(NOTEBOOKS / f"{name}.ipynb", {"MODE": "full", **parameters})
 

@@ -20,6 +20,7 @@ from torch import nn
 from helpers.lessons import mistakes as m
 from helpers.lessons.mistakes import HINTS
 from helpers.model.vit import MultiHeadSelfAttention, PatchEmbedding, TransformerEncoderBlock, ViT, ViTConfig
+from helpers.train import trust
 
 # A right answer computed in another order differs by float32 rounding (~1e-7); every mistake by 0.03
 # or more (most by over 0.5), as tests/test_checks.py measures on these inputs.
@@ -411,3 +412,52 @@ def check_freeze_and_group(freeze_and_group: Callable, *, strict: bool = False) 
         verdict = _wrong("error", f"Your code raised {type(err).__name__}: {err}")
     ok = "the probe trains the head only; fine-tuning has every parameter in one group, at the right rate."
     return _report("freeze and group", verdict, freeze_and_group, reference_freeze_and_group, ok, strict)
+
+
+# --- lesson 06: a threshold for a target false-positive rate ---------------------------------------------
+
+
+def reference_threshold(val_scores: torch.Tensor, val_is_fake: torch.Tensor, target_fpr: float) -> float:
+    """The lowest t such that flagging P(fake) > t flags at most ``target_fpr`` of the real photos."""
+    return trust.threshold_for_fpr(val_scores, (~val_is_fake).long(), target_fpr)  # label 1 = real
+
+
+def _validation_sets() -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    """Two made-up validation sets (P(fake), is_fake) of 40 fakes and 40 real photos, and a target rate."""
+    sets = []
+    for seed, fpr in ((6, 0.1), (7, 0.1)):  # one target: a function blind to the scores answers the same
+        g = torch.Generator().manual_seed(seed)
+        scores = torch.cat([0.6 + 0.4 * torch.rand(40, generator=g), 0.7 * torch.rand(40, generator=g)])
+        sets.append((scores, torch.arange(80) < 40, fpr))  # overlapping classes, distinct scores
+    return sets
+
+
+def check_threshold(pick_threshold: Callable, *, strict: bool = False) -> Callable:
+    """Lesson 06: ``pick_threshold(val_scores, val_is_fake, target_fpr)``: the lowest threshold of P(fake)
+    that flags (strictly above) at most ``target_fpr`` of the validation set's real photos. Right when it
+    flags the same images as the reference on two made-up validation sets."""
+    sets, verdict = _validation_sets(), Verdict("ok")
+    try:
+        answers = [pick_threshold(*validation) for validation in sets]
+        if any(answer is None or answer is Ellipsis for answer in answers):
+            raise _Skipped
+        answers = [float(answer) for answer in answers]
+    except (NotImplementedError, _Skipped):
+        answers, verdict = [], Verdict("skipped")
+    except Exception as err:
+        answers, verdict = [], _wrong("error", f"Your code raised {type(err).__name__}: {err}")
+    for answer, (scores, is_fake, fpr) in zip(answers, sets, strict=False):
+        flags = lambda t: scores > t  # noqa: E731, B023  (what a threshold does: strictly above)
+        if torch.equal(flags(answer), flags(reference_threshold(scores, is_fake, fpr))):
+            continue
+        wrong = [
+            h for h, f in m.THRESHOLD_MISTAKES if torch.equal(flags(answer), flags(f(scores, is_fake, fpr)))
+        ]
+        hint = "chose_on_test" if answers[0] == answers[1] else next(iter(wrong), None)
+        text = (
+            f"At {answer:.3f} it flags {int(flags(answer)[~is_fake].sum())} of 40 real photos; 4 are allowed."
+        )
+        verdict = _wrong(hint or "values", m.THRESHOLD_HINTS[hint] if hint else text)
+        break
+    ok = "it flags the same validation images as the reference, on two made-up validation sets."
+    return _report("threshold", verdict, pick_threshold, reference_threshold, ok, strict)

@@ -2,7 +2,8 @@
 
 A fresh Colab runtime may open lesson 05 or 06 without lesson 04's detector. :func:`find_or_make`
 looks in the course's folders first; only when nothing usable is saved does it fetch data and make one,
-saying so loudly. Small mode: lesson 03's tiny ViT (:func:`train_scratch_detector`, minutes on a CPU).
+saying so loudly. Small mode: lesson 03's tiny ViT (:func:`train_detector`, minutes on a CPU), which
+records its split, so a lesson can check that its images are unseen (``inference.check_unseen``).
 Full mode: a linear probe on the ImageNet ViT-B/16 (lesson 04's cheaper method, minutes on a GPU); a
 small-mode detector is never presented as the real one, nor published (:func:`check_publishable`).
 """
@@ -83,67 +84,69 @@ def rebuild_split(
     return tuple([samples[i] for i in indices] for indices in split)
 
 
-def train_scratch_detector(
+def train_detector(
+    method: str,
     data_root: str | Path,
     out_dir: str | Path,
     *,
-    image_size: int,
-    patch_size: int,
-    epochs: int,
-    seed: int,
     device: torch.device | str,
-    precision: str = "fp32",
-    num_workers: int = 0,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Lesson 03's "scratch" recipe: a ``vit_tiny`` from random weights, saved as a detector; ``extra``
-    adds keys to ``config.json``. Returns :func:`helpers.train.loop.fit`'s result. Lessons 05 and 06."""
-    recipe = recipes.get_recipe("scratch", epochs=epochs, warmup_epochs=max(1, epochs // 10))
-    train_tf, eval_tf = transforms.scratch_transforms(image_size)
-    train_loader, val_loader, test_loader, names = loaders.create_dataloaders(
-        data_root, train_tf, eval_tf, batch_size=recipe.batch_size, seed=seed, num_workers=num_workers
-    )
-    loop.set_seed(seed)
-    model = ViT(get_config("vit_tiny", image_size=image_size, patch_size=patch_size, num_classes=len(names)))
-    result = loop.fit(
-        model, train_loader, val_loader, recipe, device=device, test_loader=test_loader,
-        precision=precision, seed=seed, progress=False,
-    )  # fmt: skip
-    spec = transforms.eval_transform_spec(image_size, pretrained=False)
-    _save(model, out_dir, names, spec, "vit_tiny", recipe, result, seed=seed, extra=extra)
-    return result
-
-
-def _save(model, out_dir, names, spec, model_name, recipe, result, *, seed, extra) -> None:
-    info = {**(extra or {}), "split_seed": seed, "recipe": recipe.to_dict(), "test_metrics": result["test"]}
-    inference.save_detector(model.cpu().eval(), out_dir, names, spec, model_name, extra=info)
-
-
-def find_or_make(
-    which: str,
-    *,
-    mode: str,
-    dataset: str,
-    device: torch.device | str,
-    precision: str = "fp32",
     seed: int = 42,
     image_size: int | None = None,
     patch_size: int = 8,
     epochs: int = 4,
+    precision: str = "fp32",
     num_workers: int = 0,
-) -> Path:
-    """The folder of lesson 04's ``"finetuned"`` detector or lesson 03's ``"scratch"`` tiny ViT (reused
-    when trained with these settings); ``image_size=None``: 224 px for a probe, 64 for the tiny ViT.
-    Lessons 05 and 06."""
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Lesson 03's ``"scratch"`` recipe (a ``vit_tiny`` from random weights, ``epochs``; 64 px) or lesson
+    04's ``"linear_probe"`` on the ImageNet ViT-B/16 (224 px), saved as a detector whose ``config.json``
+    records its split (:func:`~helpers.serving.inference.split_record`); ``extra`` adds keys. Returns
+    :func:`helpers.train.loop.fit`'s result. Lessons 05 and 06."""
+    loop.set_seed(seed)
+    if method == "scratch":
+        recipe = recipes.get_recipe("scratch", epochs=epochs, warmup_epochs=max(1, epochs // 10))
+        config = get_config("vit_tiny", image_size=image_size or 64, patch_size=patch_size, num_classes=2)
+        model, fit = ViT(config), loop.fit
+        train_tf, eval_tf = transforms.scratch_transforms(config.image_size)
+    else:  # the frozen backbone runs once over every image: no random augmentation
+        recipe, fit = recipes.get_recipe("linear_probe"), probe.fit_linear_probe
+        model = pretrained.load_pretrained_vit_b16(num_classes=2, image_size=image_size or 224)
+        train_tf = eval_tf = transforms.pretrained_transforms(model.config.image_size)[1]
+    *splits, names = loaders.create_dataloaders(
+        data_root, train_tf, eval_tf, recipe.batch_size, seed=seed, num_workers=num_workers
+    )
+    result = fit(
+        model, *splits[:2], recipe, device=device, test_loader=splits[2], precision=precision, seed=seed,
+        progress=method != "scratch",
+    )  # fmt: skip
+    samples = dict(zip(("train", "val", "test"), (loader.dataset.samples for loader in splits), strict=True))
+    fractions = {"val_fraction": VAL_FRACTION, "test_fraction": TEST_FRACTION}
+    split = inference.split_record(data_root, seed, samples, **fractions)
+    info = {**(extra or {}), "split_seed": seed, "split": split, "recipe": recipe.to_dict(),
+            "test_metrics": result["test"]}  # fmt: skip
+    spec = transforms.eval_transform_spec(model.config.image_size, pretrained=method != "scratch")
+    name = "vit_tiny" if method == "scratch" else "vit_b16"
+    inference.save_detector(model.cpu().eval(), out_dir, names, spec, name, extra=info)
+    return result
+
+
+def find_or_make(which: str, *, mode: str, dataset: str, device: torch.device | str, **training) -> Path:
+    """The folder of lesson 04's ``"finetuned"`` detector or lesson 03's ``"scratch"`` tiny ViT, reused when
+    trained with these settings and its split is recorded; else made by :func:`train_detector` with the
+    ``training`` settings (``seed``, ``image_size``, ``patch_size``, ``epochs``, ...). Small mode takes the
+    tiny ViT for a lesson-04 detector whose split is not recorded. Lessons 05 and 06."""
     if which not in ("finetuned", "scratch"):
         raise ValueError(f"which must be 'finetuned' or 'scratch', got {which!r}")
+    training.setdefault("seed", 42)
     if which == "finetuned":
         folder = course.detector_dir()
         config = read_config(folder)
-        if config is not None and not (mode == "full" and is_small_mode(config)):
+        if config is not None and mode == "small" and "split" not in config:
+            print(f"{folder} records no training split, so nothing could prove its test images unseen.")
+        elif config is not None and not (mode == "full" and is_small_mode(config)):
             print(f"Using the detector in {folder}: {describe(config)}.")
             return folder
-        if config is not None:  # full mode, small-mode detector
+        elif config is not None:  # full mode, small-mode detector
             raise inference.DetectorError(
                 f"{folder} holds a detector made in small mode (dataset {config.get('dataset')!r}), which "
                 "full mode will not present as the detector. Run notebooks/04_fine_tuning.ipynb in full "
@@ -157,42 +160,45 @@ def find_or_make(
                 "cheaper method), trained on the real dataset. It is not notebook 04's fine-tuned\n"
                 "model. Run notebook 04 with Google Drive on to keep the real one across runtimes."
             )
-            model = pretrained.load_pretrained_vit_b16(
-                num_classes=len(datasets.CLASS_NAMES), image_size=image_size or 224
-            )
-            # lesson 04's linear probe: the frozen backbone runs once over every image
-            recipe = recipes.get_recipe("linear_probe")
-            _, eval_tf = transforms.pretrained_transforms(model.config.image_size)
-            train_loader, val_loader, test_loader, names = loaders.create_dataloaders(
-                data.get_dataset(dataset), eval_tf, eval_tf, recipe.batch_size, seed=seed,
-                num_workers=num_workers,
-            )  # fmt: skip
-            loop.set_seed(seed)
-            result = probe.fit_linear_probe(
-                model, train_loader, val_loader, recipe, device=device, test_loader=test_loader,
-                precision=precision, seed=seed, progress=True,
-            )  # fmt: skip
-            spec = transforms.eval_transform_spec(model.config.image_size, pretrained=True)
             info = {"mode": mode, "dataset": dataset, "imagenet_weights": True, "method": "linear_probe"}
             info["made_by"] = MADE_BY
-            _save(model, folder, names, spec, "vit_b16", recipe, result, seed=seed, extra=info)
-            test, seconds = result["test"]["accuracy"], result["seconds"]
-            print(f"linear probe made in {seconds:.0f} s: test accuracy {test:.1%}")
+            result = train_detector(
+                "linear_probe", data.get_dataset(dataset), folder, device=device, extra=info, **training
+            )
+            test = result["test"]["accuracy"]
+            print(f"linear probe made in {result['seconds']:.0f} s: test accuracy {test:.1%}")
             return folder
-        print(f"No detector from notebook 04 in {folder}: using notebook 03's tiny ViT instead.")
-    folder, image_size = scratch_detector_dir(), image_size or 64
+        print(f"No detector from notebook 04 in {folder} to use: using notebook 03's tiny ViT instead.")
+    folder = scratch_detector_dir()
     config = read_config(folder) or {}
-    vit = config.get("vit_config", {})
-    wanted = {"dataset": dataset, "split_seed": seed, "image_size": image_size, "patch_size": patch_size}
-    found = {"dataset": config.get("dataset"), "split_seed": config.get("split_seed"), **vit}
-    if all(found.get(key) == value for key, value in wanted.items()):
-        print(f"Reusing the tiny ViT that notebook 03 saved in {folder}.")
+    wanted = {"image_size": training.get("image_size") or 64, "patch_size": training.get("patch_size", 8)}
+    wanted |= {"dataset": dataset, "split_seed": training["seed"]}
+    found = {
+        "dataset": config.get("dataset"),
+        "split_seed": config.get("split_seed"),
+        **config.get("vit_config", {}),
+    }
+    if all(found.get(key) == value for key, value in wanted.items()) and "split" in config:
+        print(f"Reusing the tiny ViT saved in {folder} (notebook 03's recipe, its split recorded).")
         return folder
-    print(f"No tiny ViT trained with these settings in {folder}: training one now ({epochs} epochs) ...")
-    result = train_scratch_detector(
-        data.get_dataset(dataset), folder, image_size=image_size, patch_size=patch_size, epochs=epochs,
-        seed=seed, device=device, precision=precision, num_workers=num_workers,
-        extra={"mode": mode, "dataset": dataset},
-    )  # fmt: skip
+    print(f"No tiny ViT trained with these settings (split recorded) in {folder}: training one now ...")
+    extra = {"mode": mode, "dataset": dataset}
+    result = train_detector(
+        "scratch", data.get_dataset(dataset), folder, device=device, extra=extra, **training
+    )
     print(f"trained in {result['seconds']:.0f} s: test accuracy {result['test']['accuracy']:.1%}")
     return folder
+
+
+def evaluation_split(config: dict[str, Any], data_root: str | Path) -> tuple[list, list]:
+    """The detector's ``(val, test)`` samples of ``data_root``: those its ``config.json`` records, else
+    drawn again from its ``split_seed`` (:func:`rebuild_split`); checked with
+    :func:`~helpers.serving.inference.check_unseen` (a warning when no split is recorded). Lesson 06."""
+    split, names = config.get("split") or {}, list(config["class_names"])
+    if "val_files" in split:
+        files = (split["val_files"], split["test_files"])
+        val, test = ([(Path(data_root, f), names.index(f.split("/")[0])) for f in fs] for fs in files)
+    else:
+        _, val, test = rebuild_split(data_root, config)
+    inference.check_unseen(config, [path for path, _ in val + test])
+    return val, test

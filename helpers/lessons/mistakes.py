@@ -254,3 +254,30 @@ FREEZE_HINTS = {
     "not_groups": "Return a list of dicts, each with 'params' (a list of parameters) and 'lr'.",
 }
 HINTS.update(FREEZE_HINTS)
+
+# --- lesson 06: a threshold for a target false-positive rate (check_threshold) ---------------------------
+# (learner's signature: scores = P(fake) of the validation images, is_fake (bool), target_fpr)
+
+THRESHOLD_HINTS = {
+    "fpr_counts_fakes": "You allowed target_fpr of ALL validation images to be flagged; the false-positive "
+    "rate counts real photos only: sort the scores of the real photos (~is_fake).",
+    "flags_at_or_above": "Off by one: your threshold flags one real photo fewer than allowed, as if images "
+    "at the threshold were flagged. The course flags P(fake) strictly above it: return the score of the "
+    "(k+1)-th highest real photo, k = floor(target_fpr * number of real photos).",
+    "threshold_on_fakes": "You took the threshold from the fakes' scores; the false-positive rate is about "
+    "real photos: use the scores where is_fake is False.",
+    "chose_on_test": "Your function gives the same threshold whatever validation scores it gets: choose it "
+    "from its arguments (the validation scores), never from the test scores or a fixed number.",
+}
+
+
+def _kth_highest(scores: torch.Tensor, fraction: float, shift: int = 0) -> float:
+    ranked = scores.sort(descending=True).values
+    return float(ranked[math.floor(fraction * len(ranked) + 1e-9) + shift])
+
+
+THRESHOLD_MISTAKES = (
+    ("fpr_counts_fakes", lambda scores, is_fake, fpr: _kth_highest(scores, fpr)),
+    ("flags_at_or_above", lambda scores, is_fake, fpr: _kth_highest(scores[~is_fake], fpr, -1)),
+    ("threshold_on_fakes", lambda scores, is_fake, fpr: _kth_highest(scores[is_fake], fpr)),
+)

@@ -2,7 +2,8 @@
 
 Gradio is an optional extra (``pip install -e ".[demo]"``), imported only in :func:`build_demo`. Run it
 with ``python app/app.py --detector DIR`` or :func:`launch_demo`. An upload is decoded to RGB, passed
-through the eval transform in ``config.json`` and the ViT; the page shows each class's probability.
+through the eval transform in ``config.json`` and the ViT; the page shows each class's probability and
+the decision threshold (``config.json``'s, chosen for a false-positive rate, else 0.5, said so).
 A bad upload gets a message on the page and a line in the log; the server keeps serving.
 
 Against strangers: ``/predict`` opens only regular files in Gradio's upload folder (anything else gets
@@ -147,7 +148,8 @@ def model_summary(predictor: Predictor) -> str:
     return (
         f"**Model:** `{config['model_name']}`, {params / 1e6:.1f} M parameters. "
         f"**Eval transform:** resize to {spec['resize']} px, centre crop {spec['crop']} px, normalise. "
-        f"**Classes:** {classes}. **Precision:** {PRECISION_NOTES[predictor.precision]}."
+        f"**Classes:** {classes}. **Precision:** {PRECISION_NOTES[predictor.precision]}. "
+        f"**Decision:** {predictor.threshold_note()}."
     )
 
 
@@ -235,7 +237,9 @@ def build_demo(
                 button = gr.Button("Classify", variant="primary", elem_id="classify")
             with gr.Column():
                 label = gr.Label(
-                    num_top_classes=len(predictor.class_names), label="Prediction", elem_id="prediction"
+                    num_top_classes=len(predictor.class_names),
+                    label=f"Prediction (fake when P(fake) > {predictor.threshold:.3f})",
+                    elem_id="prediction",
                 )
         if examples:
             classes = [display_name(Path(path).parent.name) for path in examples]  # the folder is the class

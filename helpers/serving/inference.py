@@ -5,7 +5,13 @@ A detector folder holds ``model.safetensors`` (loading cannot run code) and ``co
     {"format": "fake-vit/1", "model_name": "vit_tiny",
      "vit_config": {"image_size": 64, "patch_size": 8, ...},
      "class_names": ["fake_images", "real_images"],
-     "transform": {"resize": 64, "crop": 64, "mean": [...], "std": [...], "interpolation": "bilinear"}}
+     "transform": {"resize": 64, "crop": 64, "mean": [...], "std": [...], "interpolation": "bilinear"},
+     "threshold": 0.62, "target_fpr": 0.05,
+     "split": {"root": "toy", "seed": 42, "train_files": ["fake_images/fake_00003.png", ...], ...}}
+
+``threshold``: P(fake) above which the detector says fake, chosen on validation scores for at most
+``target_fpr`` of real photos flagged (missing: 0.5). ``split``: what it was trained on
+(:func:`split_record`); :func:`check_unseen` refuses to score it on those images.
 
 ``python -m helpers.train`` writes one to ``OUT/detector/``, lesson 04 to ``build/detector/``.
 ``precision="auto"`` predicts with bf16 or fp16 autocast where the hardware has it: a probability
@@ -26,17 +32,20 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from helpers import course
 from helpers._files import atomic_write, write_json
 from helpers.data.images import load_image_rgb
 from helpers.data.transforms import build_eval_transform
 from helpers.model.limits import MAX_IMAGE_SIZE
 from helpers.model.vit import ViT, ViTConfig
+from helpers.train import trust
 from helpers.train.precision import autocast, resolve_precision
 
 FORMAT = "fake-vit/1"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 DETECTOR_DIR = "detector"  # inside a training run's folder (python -m helpers.train --out OUT)
+DEFAULT_THRESHOLD = 0.5  # of P(fake), for a config.json without a chosen "threshold"
 FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 
 
@@ -92,6 +101,57 @@ class Predictor:
         """``{class name: probability}`` for one image (any mode PIL reads: RGBA, greyscale, ...)."""
         probs = self.predict_batch([image])[0]
         return {name: float(p) for name, p in zip(self.class_names, probs, strict=True)}
+
+    @property
+    def threshold(self) -> float:
+        """P(fake) above which :meth:`says_fake` is True: ``config.json``'s ``threshold``, else 0.5."""
+        return float(self.config.get("threshold", DEFAULT_THRESHOLD))
+
+    def says_fake(self, probs: dict[str, float]) -> bool:
+        """The decision for :meth:`predict`'s answer: P(fake) strictly above :attr:`threshold`."""
+        return probs["fake_images"] > self.threshold
+
+    def threshold_note(self) -> str:
+        """Where the threshold comes from, in one sentence (the demo page shows it)."""
+        if "threshold" not in self.config:
+            return (
+                f"fake when P(fake) > {DEFAULT_THRESHOLD} (the default: no threshold chosen in config.json)"
+            )
+        fpr = self.config.get("target_fpr")
+        chosen = (
+            f", chosen on validation images for {fpr:.0%} of real photos flagged" if fpr is not None else ""
+        )
+        return f"fake when P(fake) > {self.threshold:.3f}{chosen}"
+
+
+def split_record(root, seed: int, splits: dict[str, list], **fractions: float) -> dict[str, Any]:
+    """``config.json``'s ``"split"``: the dataset folder's name, the seed, the ``fractions`` and, per
+    split of ``{"train": samples, "val": ..., "test": ...}``, its ``class/file`` names; the training
+    files' :func:`~helpers.train.trust.split_digest` too. Lessons 03 to 06, ``python -m helpers.train``."""
+    record: dict[str, Any] = {"root": Path(root).name, "seed": seed, **fractions}
+    for name, samples in splits.items():
+        record[f"{name}_files"] = sorted(Path(path).relative_to(root).as_posix() for path, *_ in samples)
+    record["train_digest"] = trust.split_digest(record["train_files"])
+    return record
+
+
+def check_unseen(config: dict[str, Any], paths) -> None:
+    """Raise :class:`DetectorError` if any of ``paths`` was one of the detector's training images (by
+    ``class/file`` name); a ``config`` that records no split gets a loud warning. Lessons 05, 06."""
+    train = (config.get("split") or {}).get("train_files")
+    if train is None:
+        course.announce(
+            "WARNING: this detector's config.json records no training files (made before the course\n"
+            "recorded them), so nothing can check that these evaluation images are unseen: its scores\n"
+            "may be inflated by images it trained on. Train it again to record its split."
+        )
+        return
+    try:
+        trust.check_disjoint(train, paths)
+    except ValueError as err:
+        raise DetectorError(
+            f"{err} Use the val_files or test_files recorded in its config.json's split, or other images."
+        ) from None
 
 
 def check_transform_spec(spec: Any, image_size: int) -> None:

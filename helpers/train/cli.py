@@ -9,9 +9,12 @@ from torchvision's ImageNet ViT-B/16 (``--model vit_b16``). Each setting flag (`
 that field of the recipe. ``--data`` holds ``fake_images/`` and ``real_images/``, or has one
 sub-folder that does: ``data/fake_or_real`` works as well as ``data/fake_or_real/train``.
 
-``--out`` receives ``metrics.json``, ``detector/`` (for ``helpers.serving.inference.load_predictor``
-and the demo) and ``training_state/`` (for ``--resume``). On a GPU ``--precision auto`` trains in bf16
-(or fp16 on a T4) and fp32 matmuls may use TF32; ``--compile`` pays on a GPU for long runs only.
+``--out`` receives ``metrics.json`` (test accuracy, F1 and AUROC with 95 % bootstrap intervals; the rates
+at the operating point), ``detector/`` (for ``helpers.serving.inference.load_predictor`` and the demo;
+its ``config.json`` records the split it was trained on and the threshold of P(fake) that flags at most
+``--target-fpr`` of the validation set's real photos) and ``training_state/`` (for ``--resume``).
+On a GPU ``--precision auto`` trains in bf16 (or fp16 on a T4) and fp32 matmuls may use TF32;
+``--compile`` pays on a GPU for long runs only.
 Expected failures (a full disk, an ``--out`` that cannot be written or lacks space, a training state
 that does not fit, a folder without images) end with one ``error: ...`` line (:mod:`helpers._cli`).
 
@@ -37,8 +40,8 @@ from helpers.data.images import list_image_files
 from helpers.data.loaders import create_dataloaders
 from helpers.model import pretrained
 from helpers.model.vit import ViT, get_config
-from helpers.serving.inference import DETECTOR_DIR, save_detector
-from helpers.train import distributed, loop, run
+from helpers.serving.inference import DETECTOR_DIR, save_detector, split_record
+from helpers.train import distributed, evaluation, loop, run, trust
 from helpers.train import state as training_state
 from helpers.train.precision import PRECISIONS, allow_tf32, resolve_precision
 from helpers.train.recipes import RECIPES, Recipe, get_recipe
@@ -78,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=42, help="seed of the split, initialisation and shuffling")
     add("--val-fraction", type=float, default=0.1, help="share of each class for validation")
     add("--test-fraction", type=float, default=0.1, help="share of each class for the test")
+    add("--target-fpr", type=float, default=0.05, help="real photos the threshold may flag (default 0.05)")
     add("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = the GPU if there is one")
     formats = ["auto", *sorted(PRECISIONS)]
     add("--precision", choices=formats, default="auto", help="auto = bf16 (T4: fp16) on a GPU, fp32 on a CPU")
@@ -125,6 +129,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             f"need 0 < --val-fraction < 1 and 0 <= --test-fraction < 1, got {args.val_fraction} "
             f"and {args.test_fraction}"
         )
+    if not 0 <= args.target_fpr < 1:
+        parser.error(f"--target-fpr must be at least 0 and below 1, got {args.target_fpr}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is visible; use --device cpu (or auto)")
     on_gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
@@ -178,7 +184,7 @@ def train(args: argparse.Namespace) -> int:
         if not recipe.train_backbone:
             train_tf = eval_tf  # features are computed once, so no random augmentation
         try:  # DDP: process 0 indexes the data (and checks every image), then the others reuse its index
-            train_loader, val_loader, test_loader, class_names = distributed.rank_zero_first(
+            *loaders, class_names = distributed.rank_zero_first(
                 lambda: create_dataloaders(
                     args.data, train_tf, eval_tf, batch_size=recipe.batch_size, seed=args.seed,
                     val_fraction=args.val_fraction, test_fraction=args.test_fraction,
@@ -187,6 +193,10 @@ def train(args: argparse.Namespace) -> int:
             )  # fmt: skip
         except ValueError as err:  # a folder without two classes of images, too few images per class
             raise cli.CommandError(str(err)) from err
+        train_loader, val_loader, test_loader = loaders
+        splits = {
+            name: ld.dataset.samples for name, ld in zip(("train", "val", "test"), loaders, strict=True)
+        }
         sampler = distributed.sampler(train_loader.dataset, rank, world_size, args.seed)
         train_loader = run.repeatable_train_loader(train_loader, args.seed, sampler)
         if len(test_loader.dataset) == 0:
@@ -217,7 +227,12 @@ def train(args: argparse.Namespace) -> int:
             )
             if rank == 0:
                 seconds = time.perf_counter() - start
-                write_outputs(args, model, result, class_names, origin, world_size, seconds)
+                split = split_record(args.data, args.seed, splits, val_fraction=args.val_fraction,
+                                     test_fraction=args.test_fraction)  # fmt: skip
+                point = operating_point(model, val_loader, test_loader, args, device)
+                write_outputs(
+                    args, model, {**result, **point}, class_names, origin, world_size, seconds, split
+                )
         except OSError as err:  # a full disk, a folder that vanished: the last saved epoch is safe
             raise cli.CommandError(f"{cli.describe_os_error(err)}; then {resume_hint}") from err
         except KeyboardInterrupt as err:
@@ -258,18 +273,42 @@ def space_needed(args: argparse.Namespace) -> int:
     return max(2 * state - existing, state) + weights
 
 
-def write_outputs(args, model: ViT, result: dict, class_names: list, origin: str, world_size: int, seconds):
+def operating_point(model: ViT, val_loader, test_loader, args, device) -> dict[str, Any]:
+    """The threshold of P(fake) that flags at most ``--target-fpr`` of the validation set's real photos;
+    on the test set (else validation): the rates at it, and accuracy, F1 and AUROC with 95 % intervals."""
+    val_probs, val_targets = evaluation.predict_loader(model, val_loader, device, precision=args.precision)
+    threshold = trust.threshold_for_fpr(trust.fake_scores(val_probs), val_targets, args.target_fpr)
+    probs, targets = (val_probs, val_targets) if test_loader is None else \
+        evaluation.predict_loader(model, test_loader, device, precision=args.precision)  # fmt: skip
+    try:
+        intervals = trust.metric_intervals(probs, targets)
+    except ValueError:  # one class only, too few images: no interval
+        intervals = None
+    at = {
+        "threshold": threshold,
+        "target_fpr": args.target_fpr,
+        **trust.rates_at_threshold(probs, targets, threshold),
+    }
+    return {"intervals": intervals, "operating_point": at}
+
+
+def write_outputs(args, model: ViT, result: dict, class_names, origin: str, world_size: int, seconds, split):
     """``metrics.json``, and the detector (``model.safetensors`` + ``config.json``) in ``detector/``."""
     out, recipe = Path(args.out), args.recipe
     out.mkdir(parents=True, exist_ok=True)
     spec = transforms.eval_transform_spec(args.image_size, pretrained=recipe.pretrained)
-    extra = {"recipe": recipe.name, "weights": origin}
+    point = result["operating_point"]
+    extra = {"recipe": recipe.name, "weights": origin, "threshold": point["threshold"],
+             "target_fpr": args.target_fpr, "split": split}  # fmt: skip
     detector = save_detector(model, out / DETECTOR_DIR, class_names, spec, model_name=args.model, extra=extra)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "recipe"}
     metrics = {
         "recipe": recipe.to_dict(),
         "settings": {k: v for k, v in settings.items() if k not in recipe.to_dict()},
-        **{key: result[key] for key in ("history", "best_epoch", "val", "test")},
+        **{
+            key: result[key]
+            for key in ("history", "best_epoch", "val", "test", "intervals", "operating_point")
+        },
         "class_names": list(class_names),
         "weights": origin,
         "world_size": world_size,
@@ -277,10 +316,14 @@ def write_outputs(args, model: ViT, result: dict, class_names: list, origin: str
         "train_images_per_second": result["train_images_per_second"],
     }
     path = files.write_json(out / "metrics.json", metrics)
-    test = result["test"] or result["val"]
     which = "test" if result["test"] else "val"
+    print(f"best epoch {result['best_epoch']}, on the {which} images:")
+    if result["intervals"]:
+        print(trust.format_metric_intervals(result["intervals"]))
     print(
-        f"best epoch {result['best_epoch']}: {which} accuracy {test['accuracy']:.1%}, F1 {test['f1']:.3f}; "
+        f"threshold {point['threshold']:.3f} (P(fake) above it flags at most {args.target_fpr:.0%} of the "
+        f"validation set's real photos): catches {point['tpr']:.1%} of {point['n_fake']} fakes, flags "
+        f"{point['fpr']:.1%} of {point['n_real']} real photos.\n"
         f"{result['train_images_per_second']:.0f} train images/s; {seconds:.0f} s in all. "
         f"Wrote {path} and the detector in {detector}."
     )

@@ -28,5 +28,5 @@ CPU_SIZES: dict[str, dict] = {
         "EPOCHS": 1,
         "SPECTRUM_SIZE": 128,
     },
-    "06_deployment": {"BATCH_SIZES": [1, 4], "LATENCY_REPEATS": 2},
+    "06_deployment": {"OVERRIDES": {"BATCH_SIZES": [1, 4], "LATENCY_REPEATS": 2, "EVAL_PER_CLASS": 16}},
 }
