@@ -65,6 +65,7 @@ def test_ci_runs_the_readme_test_command():
     for target in (
         "setup:",
         "run:",
+        "check:",
         "test:",
         "figures:",
         "lint:",
