@@ -178,6 +178,7 @@ def run(command: str, monkeypatch) -> dict:
     return {"launch": launches[0]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", RUN)
 def test_every_documented_command_runs(command, checkout, monkeypatch, capsys):
     result = run(command, monkeypatch)
