@@ -358,6 +358,7 @@ def test_oversized_uploads_are_refused_before_they_are_stored(server):
     assert not Path(at_limit["path"]).exists()
 
 
+@pytest.mark.slow
 def test_the_uploaders_file_name_is_escaped_and_shortened(server):
     name = "<img src=x onerror=alert(1)>" + "y" * 100 + ".txt"
     record = uploaded_record(server, "plain.txt", b"not a picture", orig_name=name)
@@ -367,6 +368,7 @@ def test_the_uploaders_file_name_is_escaped_and_shortened(server):
     assert "y" * 100 not in message and "...y" in message
 
 
+@pytest.mark.slow
 def test_a_bad_upload_logs_one_line_and_no_traceback(server):
     before = server.log_lines()
     record = uploaded_record(server, "broken.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 50)

@@ -190,6 +190,7 @@ def test_cache_is_read_without_decoding(mixed_folder, monkeypatch):
     assert torch.stack([dataset[i][0] for i in range(len(dataset))]).dtype == torch.uint8
 
 
+@pytest.mark.usefixtures("one_thread")  # see conftest.py
 def test_the_uint8_feed_trains_as_the_float_feed_and_other_transforms_stay_float(mixed_folder, tiny_vit):
     # The cached path hands out uint8 (cropped, flipped in the worker); train_one_epoch and evaluate
     # normalise it on the device. At fp32 the same images in the same order train to the same weights.

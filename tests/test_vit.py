@@ -65,13 +65,12 @@ def ours_from_module(tv_model) -> ViT:
     return ViT.from_torchvision(tv_model).eval()
 
 
-def test_parameter_counts(tv_model, ours_from_module):
-    assert count_parameters(ours_from_module) == 86_567_656
-    assert count_parameters(ours_from_module) == count_parameters(tv_model)
-    assert count_parameters(ours_from_module, trainable_only=True) == 86_567_656
-    with torch.device("meta"):  # sizes only: no memory, no random init
-        assert count_parameters(ViT(ViTConfig())) == 86_567_656
+def test_parameter_counts():
+    with torch.device("meta"):  # sizes only: no memory, no random init (the weights: tests marked slow)
+        ours, theirs = ViT(ViTConfig()), vit_b_16()
         two_classes = ViT(get_config("vit_b16", num_classes=2))
+    assert count_parameters(ours) == count_parameters(theirs) == 86_567_656
+    assert count_parameters(ours, trainable_only=True) == 86_567_656
     assert count_parameters(two_classes) == 85_800_194
     two_classes.head.weight.requires_grad_(False)
     assert count_parameters(two_classes, trainable_only=True) == 85_800_194 - 768 * 2
@@ -79,6 +78,7 @@ def test_parameter_counts(tv_model, ours_from_module):
 
 @pytest.mark.slow
 def test_matches_torchvision_from_module(tv_model, ours_from_module, images, tv_logits):
+    assert count_parameters(ours_from_module) == count_parameters(tv_model) == 86_567_656  # every weight
     assert tv_logits.abs().max() > 0.1  # the perturbed head really produces non-zero logits
     with torch.no_grad():
         assert max_abs_diff(ours_from_module(images), tv_logits) < ATOL  # batch 5
