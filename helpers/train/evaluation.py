@@ -37,7 +37,7 @@ def _outputs(model: nn.Module, loader: Iterable, device, precision: str, progres
     bar = progress_bar(loader, "features" if features else "eval", progress)
     for images, labels in loader:
         with autocast(device, precision):
-            images = normalise_batch(images.to(device, non_blocking=True))  # uint8 from the cache: floats
+            images = normalise_batch(images.to(device, non_blocking=True))  # uint8 (image cache) -> floats
             outputs.append(forward(images).float().cpu())  # (B, ...)
         targets.append(labels.cpu())
         bar.update()

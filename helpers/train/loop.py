@@ -64,7 +64,8 @@ def train_one_epoch(
     seen = 0
     bar = progress_bar(loader, description, progress)
     for step, (images, labels) in enumerate(loader):
-        images = normalise_batch(images.to(device, non_blocking=True))  # (B, C, H, W) float, or (B, D)
+        images = images.to(device, non_blocking=True)  # (B, C, H, W), or (B, D) cached features
+        images = normalise_batch(images)  # uint8 from the image cache -> normalised floats, on the device
         labels = labels.to(device, non_blocking=True)  # (B,)
         with autocast(device, precision):
             logits = model(images)  # (B, num_classes)
