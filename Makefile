@@ -1,6 +1,7 @@
-# FaKe-ViT course. On a fresh machine with Python 3.11, two commands:
-#   make run    execute every lesson headless in small mode (sets itself up first)
-#   make test   lint, pytest (unit tests, every notebook through nbval), then the full-mode rehearsal
+# FaKe-ViT course. On a fresh machine with Python 3.11 (each sets itself up first):
+#   make run    execute every lesson headless in small mode
+#   make check  lint and the quick unit tests (not marked slow or browser; no notebooks): about 2 minutes
+#   make test   lint, pytest (every unit test, every notebook through nbval), then the full-mode rehearsal
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -19,12 +20,13 @@ LAB_ARGS ?=
 # Notebook figures go to figures/ for `make run`; tests write theirs to build/ so the tree stays clean.
 TEST_ENV := FAKEVIT_MODE=small FAKEVIT_FIGURES=$(CURDIR)/build/test-figures MPLBACKEND=Agg
 
-.PHONY: help setup run test lint figures clean distclean set-repo clean-notebooks rehearse lab mutants \
+.PHONY: help setup run check test lint figures clean distclean set-repo clean-notebooks rehearse lab mutants \
 	lock test-colab colab-constraints
 
 help:
 	@echo "make run        execute every lesson in small mode -> build/notebooks/, figures/"
-	@echo "make test       ruff, pytest (unit tests + every notebook, small mode), make rehearse"
+	@echo "make check      ruff and the quick unit tests, no notebooks (about 2 min on 2 cores)"
+	@echo "make test       what CI runs: ruff, pytest (all unit tests, every notebook), make rehearse"
 	@echo "make lab        open the course in JupyterLab, on the course's kernel"
 	@echo "make figures    regenerate every figure in figures/ (lessons + demo screenshot)"
 	@echo "make rehearse   every lesson in full mode, offline, each in a fresh folder, against stand-ins"
@@ -74,6 +76,10 @@ lint: $(STAMP)
 	$(PY) tools/lesson_map.py --check
 	$(PY) tools/lesson_times.py --check
 	$(PY) tools/clean_notebooks.py --check notebooks/*.ipynb notebooks/solutions/*.ipynb
+
+# The quick tier: tests marked slow (pytest --durations shows them) or browser wait for `make test`.
+check: lint
+	$(TEST_ENV) $(PY) -m pytest tests -m "not slow and not browser"
 
 test: lint
 	$(TEST_ENV) $(PY) -m pytest tests notebooks

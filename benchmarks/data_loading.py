@@ -9,7 +9,8 @@ second that a DataLoader with ``--workers`` worker processes delivers for 224-pi
 (``pretrained_transforms(224)``: random crop, flip, normalise) when it
 
 - decodes the PNG files (the same files, hard-linked into a folder without a cache), and
-- reads the image cache (no decoding: a memory-mapped uint8 array, cropped and flipped as a tensor).
+- reads the image cache (no decoding: a memory-mapped uint8 array, cropped and flipped as a tensor,
+  handed out as uint8; the training step normalises the batch on the device, ``normalise_batch``).
 
 Each is timed over whole epochs after one warm-up epoch (workers started, files in the page cache),
 best of two rounds taken alternately. Two ceilings are printed too: one process reading the cache
@@ -124,7 +125,7 @@ def main() -> None:
             "cached": CachedImageFolder(find_images(cached_root)[0], train_tf),
             "decoded": ImageFolderDataset(find_images(decoded_root)[0], train_tf),
         }
-        assert datasets["cached"].cached == args.images
+        assert datasets["cached"].cached == args.images and datasets["cached"][0][0].dtype == torch.uint8
         for name, dataset in datasets.items():
             print(f"one process, no DataLoader, {name}: {in_process_rate(dataset):7.0f} img/s")
 

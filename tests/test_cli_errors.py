@@ -114,6 +114,7 @@ def copy_of(run: Path, folder: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_out_folder_that_cannot_be_written_is_refused_before_training(toy, tmp_path):
     locked = tmp_path / "locked"
     with tmpfs(locked, "1m", read_only=True) as mounted:
@@ -128,6 +129,7 @@ def test_an_out_folder_that_cannot_be_written_is_refused_before_training(toy, tm
     assert "Read-only file system" in line or "Permission denied" in line
 
 
+@pytest.mark.slow
 def test_too_little_free_space_is_refused_before_training(toy, tmp_path):
     small = tmp_path / "small"
     with tmpfs(small, "8m") as mounted:
@@ -142,6 +144,7 @@ def test_too_little_free_space_is_refused_before_training(toy, tmp_path):
     assert "epoch" not in result.stdout
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_up_during_training_is_one_line_and_the_last_epoch_resumes(toy, tmp_path):
     """40 MB holds one epoch's training state of the 32-px vit_tiny (29 MB), not two."""
     disk = tmp_path / "disk"
@@ -161,6 +164,7 @@ def test_a_disk_that_fills_up_during_training_is_one_line_and_the_last_epoch_res
         assert not list((out / "training_state").glob("*.tmp"))  # no half-written file left behind
 
 
+@pytest.mark.slow
 def test_resuming_with_other_settings_is_refused_naming_the_difference(finished_run, toy, tmp_path):
     run = copy_of(finished_run, tmp_path / "run")
     args = ["train", "--data", str(toy), "--out", str(run), "--epochs", "2", *TINY, "--resume"]
@@ -168,6 +172,7 @@ def test_resuming_with_other_settings_is_refused_naming_the_difference(finished_
     assert_one_error_line(result, 1, "cannot resume from", "recipe.lr: saved 0.002, now 0.001")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["optimizer truncated", "weights of another model"])
 def test_a_damaged_training_state_is_one_line(finished_run, toy, tmp_path, damage):
     run = copy_of(finished_run, tmp_path / "run")
@@ -184,6 +189,7 @@ def test_a_damaged_training_state_is_one_line(finished_run, toy, tmp_path, damag
     assert_one_error_line(result, 1, str(folder), "start again without resume")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("argv", "status", "fragment"),
     [
@@ -217,6 +223,7 @@ def test_other_usage_errors_are_one_line_with_status_2(toy, tmp_path, capsys, ar
     assert line.startswith("error: ") and fragment in line, line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "damage", ["not json", "a list", "without settings", "best epoch after the last", "a path outside"]
 )
@@ -249,6 +256,7 @@ def test_every_kind_of_damaged_trainer_json_is_a_training_state_error(finished_r
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_helpers_data_failures_are_one_line(tmp_path, capsys):
     (tmp_path / "a_file").write_text("not a folder")
     result = run_command(["data", "make-toy", "--out", str(tmp_path / "a_file" / "toy")])
@@ -265,6 +273,7 @@ def test_helpers_data_failures_are_one_line(tmp_path, capsys):
     assert str(tmp_path / "nowhere") in lines[0] and "images_per_class must be >= 1" in lines[1]
 
 
+@pytest.mark.slow
 def test_app_with_a_damaged_detector_is_one_line(finished_run, tmp_path):
     detector = copy_of(finished_run / "detector", tmp_path / "detector")
     weights = detector / "model.safetensors"

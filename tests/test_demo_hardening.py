@@ -264,6 +264,7 @@ def uploaded_record(server: Server, name: str, content: bytes, **extra) -> dict:
     return {"path": path, "orig_name": name, "meta": FILE_META, **extra}
 
 
+@pytest.mark.slow
 def test_server_refuses_every_path_that_is_not_an_upload_with_one_text(server, image_file, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -305,6 +306,7 @@ def test_server_refuses_every_path_that_is_not_an_upload_with_one_text(server, i
     assert kind == "complete" and outputs[0]["label"] in ("fake", "real")
 
 
+@pytest.mark.slow
 def test_a_fifo_is_answered_at_once_and_the_server_keeps_serving(server, image_file, tmp_path):
     """Opening a FIFO waits for a writer; before this fix that froze the only worker for ~80 s."""
     os.mkfifo(tmp_path / "outside.png")
@@ -324,6 +326,7 @@ def test_a_fifo_is_answered_at_once_and_the_server_keeps_serving(server, image_f
     assert kind == "complete"
 
 
+@pytest.mark.slow
 def test_uploads_are_deleted_once_classified(server, detector, image_file):
     good = uploaded_record(server, "good.png", image_file.read_bytes())
     bad = uploaded_record(server, "notes.txt", b"a shopping list, not a picture\n")
@@ -341,6 +344,7 @@ def test_uploads_are_deleted_once_classified(server, detector, image_file):
     assert server.predict(good) == ("error", demo.NOT_AN_UPLOAD)  # classified once: upload it again
 
 
+@pytest.mark.slow
 def test_oversized_uploads_are_refused_before_they_are_stored(server):
     before = {p for p in server.upload_folder.rglob("*") if p.is_file()}
     response = server.upload("huge.png", b"\0" * (demo.MAX_UPLOAD_BYTES + 1))
@@ -354,6 +358,7 @@ def test_oversized_uploads_are_refused_before_they_are_stored(server):
     assert not Path(at_limit["path"]).exists()
 
 
+@pytest.mark.slow
 def test_the_uploaders_file_name_is_escaped_and_shortened(server):
     name = "<img src=x onerror=alert(1)>" + "y" * 100 + ".txt"
     record = uploaded_record(server, "plain.txt", b"not a picture", orig_name=name)
@@ -363,6 +368,7 @@ def test_the_uploaders_file_name_is_escaped_and_shortened(server):
     assert "y" * 100 not in message and "...y" in message
 
 
+@pytest.mark.slow
 def test_a_bad_upload_logs_one_line_and_no_traceback(server):
     before = server.log_lines()
     record = uploaded_record(server, "broken.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 50)

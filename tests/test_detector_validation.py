@@ -237,6 +237,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)  # peak memory
 """
 
 
+@pytest.mark.slow
 def test_a_config_for_a_huge_model_is_refused_before_allocating_it(detector, tmp_path):
     """config.json says ViT with 0.9 B parameters (3.6 GB, allowed), model.safetensors holds the tiny one."""
     huge = {"image_size": 224, "patch_size": 16, "dim": 2048, "depth": 18, "heads": 16, "mlp_dim": 8192}

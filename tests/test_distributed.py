@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from helpers.train import distributed
 from helpers.train.distributed import RankZeroFailed, rank_zero_first
 
@@ -120,6 +122,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_wait_for_process_0_and_learn_of_its_failure(tmp_path):
     """Process 1 starts only after process 0 has finished; when process 0 fails, process 1 does not
     try at all and raises RankZeroFailed naming process 0's error."""

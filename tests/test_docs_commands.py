@@ -178,6 +178,7 @@ def run(command: str, monkeypatch) -> dict:
     return {"launch": launches[0]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", RUN)
 def test_every_documented_command_runs(command, checkout, monkeypatch, capsys):
     result = run(command, monkeypatch)
@@ -205,6 +206,7 @@ def test_every_documented_command_runs(command, checkout, monkeypatch, capsys):
             assert launch["server_port"] == int(command.split()[-1])
 
 
+@pytest.mark.slow
 def test_training_on_data_fake_or_real_uses_its_train_folder(checkout, monkeypatch, capsys):
     """The order of the README: download, then train with --data data/fake_or_real."""
     assert run("python -m helpers.data download --out data/fake_or_real", monkeypatch)["status"] == 0

@@ -5,17 +5,25 @@ from __future__ import annotations
 import os
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torchvision import transforms as T1
+from torchvision.transforms import v2 as T
 
 from helpers.data import sources as data
-from helpers.data.cache import CACHE_FOLDER, PIXELS_FILE, CachedImageFolder, ImageCache, build_image_cache
+from helpers.data.cache import (
+    CACHE_FOLDER,
+    PIXELS_FILE,
+    CachedImageFolder,
+    ImageCache,
+    build_image_cache,
+    normalise_batch,
+)
 from helpers.data.datasets import CLASS_NAMES, ImageFolderDataset, find_images
 from helpers.data.loaders import create_dataloaders, folder_dataset, make_loader
 from helpers.data.transforms import IMAGENET_STD, pretrained_transforms, scratch_transforms
+from helpers.train import loop
 
 
 @pytest.fixture
@@ -58,7 +66,9 @@ def test_cached_pixels_equal_the_decoded_path_for_eval_and_train_transforms(
             torch.manual_seed(i)  # the same random crop and flip for both
             expected = decoded[i][0]
             torch.manual_seed(i)
-            assert torch.equal(cached[i][0], expected), f"sample {i}: the cache must give the decoded pixels"
+            image = cached[i][0]  # uint8: the training step normalises it
+            assert image.dtype == torch.uint8 and type(image) is torch.Tensor
+            assert torch.equal(normalise_batch(image), expected), f"sample {i}: must be the decoded pixels"
 
 
 def test_another_resize_is_within_one_level_when_the_files_are_at_the_cache_size(tmp_path, textured_rgb):
@@ -76,7 +86,8 @@ def test_another_resize_is_within_one_level_when_the_files_are_at_the_cache_size
     decoded, cached = _pair(samples, scratch_transforms(12)[1])
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     differences = [
-        ((decoded[i][0] - cached[i][0]) * std * 255).abs().max().item() for i in range(len(samples))
+        ((decoded[i][0] - normalise_batch(cached[i][0])) * std * 255).abs().max().item()
+        for i in range(len(samples))
     ]
     assert max(differences) <= 1 + 1e-3, differences  # in pixel levels
 
@@ -97,7 +108,7 @@ def test_the_toy_set_is_cached_and_read_through_create_dataloaders(tmp_path):
     assert all(loader.dataset.cached == len(loader.dataset) for loader in loaders[:3])
     images, labels = next(iter(loaders[2]))
     files = [eval_tf(Image.open(path).convert("RGB")) for path, _ in loaders[2].dataset.samples[:4]]
-    assert torch.equal(images, torch.stack(files))
+    assert images.dtype == torch.uint8 and torch.equal(normalise_batch(images), torch.stack(files))
 
 
 def test_dataloader_workers_read_the_cache(mixed_folder):
@@ -119,7 +130,9 @@ def test_a_changed_file_is_decoded_again_and_a_v1_transform_decodes(mixed_folder
     dataset = folder_dataset(samples, eval_tf)
     index = [p for p, _ in samples].index(changed)
     assert dataset.cached == len(samples) - 1 and dataset.cache_rows[index] is None
-    assert torch.equal(dataset[index][0], eval_tf(Image.open(changed).convert("RGB")))
+    decoded = eval_tf(Image.open(changed).convert("RGB"))
+    assert dataset[index][0].dtype == torch.uint8, "decoded rows too: one dtype per batch"
+    assert torch.equal(normalise_batch(dataset[index][0]), decoded)
     v1 = T1.Compose([T1.Resize(20), T1.CenterCrop(20), T1.ToTensor()])  # PIL only: gets PIL images
     assert CachedImageFolder(samples, v1).cached == 0 and CachedImageFolder(samples, v1)[0][0].shape == (
         3,
@@ -174,4 +187,38 @@ def test_cache_is_read_without_decoding(mixed_folder, monkeypatch):
 
     monkeypatch.setattr("helpers.data.datasets.load_image_rgb", no_decoding)
     assert all(dataset[i][0].shape == (3, 20, 20) for i in range(len(dataset)))
-    assert np.isfinite(torch.stack([dataset[i][0] for i in range(len(dataset))]).numpy()).all()
+    assert torch.stack([dataset[i][0] for i in range(len(dataset))]).dtype == torch.uint8
+
+
+@pytest.mark.usefixtures("one_thread")  # see conftest.py
+def test_the_uint8_feed_trains_as_the_float_feed_and_other_transforms_stay_float(mixed_folder, tiny_vit):
+    # The cached path hands out uint8 (cropped, flipped in the worker); train_one_epoch and evaluate
+    # normalise it on the device. At fp32 the same images in the same order train to the same weights.
+    build_image_cache(mixed_folder, 16)
+    samples, _ = find_images(mixed_folder)
+    train_tf, eval_tf = scratch_transforms(16)  # flips and reflect-padded shifts
+    weights, metrics = [], []
+    for kind in (ImageFolderDataset, folder_dataset):  # decoded floats, then cached uint8
+        loader = make_loader(kind(samples, train_tf), batch_size=3, shuffle=True, seed=0, num_workers=0)
+        model = tiny_vit(seed=0, image_size=16)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        loop.set_seed(0)  # the same crops and flips
+        for _ in range(2):
+            loop.train_one_epoch(
+                model, loader, optimizer=optimizer, loss_fn=torch.nn.CrossEntropyLoss(), device="cpu",
+                progress=False,
+            )  # fmt: skip
+        weights.append(model.state_dict())
+        metrics.append(
+            loop.evaluate(
+                model,
+                make_loader(kind(samples, eval_tf), batch_size=4, num_workers=0),
+                device="cpu",
+            )
+        )
+    assert next(iter(loader))[0].dtype == torch.uint8
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, rtol=0, atol=0, msg=name)
+    assert metrics[0] == metrics[1]
+    tutorial = T.Compose([T.Resize(16), T.CenterCrop(16), T.ToImage(), T.ToDtype(torch.float32, scale=True)])
+    assert folder_dataset(samples, tutorial)[0][0].dtype == torch.float32, "no ImageNet normalisation: floats"

@@ -123,6 +123,7 @@ def test_the_skipped_files_warning_is_allowed_but_not_what_follows_it(tmp_path, 
     assert result.returncode == 1 and "TqdmWarning" in result.stdout and "broken.png" not in result.stdout
 
 
+@pytest.mark.slow
 def test_make_run_lists_stray_stderr_and_signs_what_it_executed(tmp_path):
     from nbformat.sign import NotebookNotary
 
@@ -139,6 +140,7 @@ def test_make_run_lists_stray_stderr_and_signs_what_it_executed(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]  # reported, not fatal: `make test` fails on it
     assert "unexpected stderr: red.ipynb Cell 2" in result.stdout and "a stray message" in result.stdout
+    assert "WARNING" not in result.stderr, result.stderr  # e.g. ipykernel's on unencrypted sockets
     # trusted, so JupyterLab renders its outputs (widget progress bars) rather than plain-text stand-ins
     assert NotebookNotary().check_signature(nbformat.read(tmp_path / "out" / "red.ipynb", as_version=4))
 
@@ -148,6 +150,7 @@ def test_make_run_lists_stray_stderr_and_signs_what_it_executed(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_nbval_fails_exactly_the_cells_that_write_to_stderr():
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

@@ -137,6 +137,7 @@ def toy_run(tmp_path_factory):
     return detector, test_loader.dataset.samples
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["auto", "bf16"])
 def test_auto_and_bf16_give_the_labels_of_fp32_and_probabilities_within_0_02(toy_run, precision):
     """bf16 runs on any CPU (emulated where it is not native), so the agreement is checked everywhere."""

@@ -167,6 +167,7 @@ def test_a_run_that_failed_is_not_ok():
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_rehearsals_sizes_table_matches_every_lessons_parameters():
     done = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "rehearse.py"), "--check-sizes"],

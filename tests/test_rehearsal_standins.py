@@ -140,6 +140,7 @@ def test_standin_zip_has_the_real_layout_and_macos_junk(standin_zip):
                 assert (fake.format, fake.size, fake.mode) == ("PNG", (512, 512), "RGB")
 
 
+@pytest.mark.slow
 def test_standin_zip_bytes_depend_only_on_the_arguments(standin_zip, tmp_path):
     again = standins.write_standin_zip(tmp_path / "train.zip", fakes=FAKES, photos=PHOTOS)
     assert again.read_bytes() == standin_zip.read_bytes()
@@ -172,6 +173,7 @@ def test_download_fake_or_real_fetches_and_extracts_the_standin_from_the_hub(hub
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_standin_weights_load_through_torchvisions_cache_and_are_announced(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     path = standins.write_standin_vit_b16_weights(tmp_path / "torch")

@@ -67,6 +67,7 @@ def test_ci_runs_the_readme_test_command():
     for target in (
         "setup:",
         "run:",
+        "check:",
         "test:",
         "figures:",
         "lint:",
@@ -214,6 +215,7 @@ def broken_notebook(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_notebook_that_raises_fails_the_nbval_harness(tmp_path):
     path = broken_notebook(tmp_path / "broken.ipynb")
     result = subprocess.run(
@@ -228,6 +230,7 @@ def test_a_notebook_that_raises_fails_the_nbval_harness(tmp_path):
     assert "1 failed" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_notebook_that_raises_fails_make_run(tmp_path):
     path = broken_notebook(tmp_path / "broken.ipynb")
     result = run_tool("run_notebooks.py", str(path), "--out", str(tmp_path / "out"))

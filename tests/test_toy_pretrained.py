@@ -24,6 +24,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.slow
 def test_pretraining_is_repeatable_for_a_seed_and_differs_for_another(tiny_toy):
     first, info = toy_pretrained.pretrain_source_model(tiny_toy, RECIPE, seed=0)
     again, _ = toy_pretrained.pretrain_source_model(tiny_toy, RECIPE, seed=0)
@@ -34,6 +35,7 @@ def test_pretraining_is_repeatable_for_a_seed_and_differs_for_another(tiny_toy):
     assert 0.0 <= info["source_test_accuracy"] <= 1.0
 
 
+@pytest.mark.slow
 def test_the_source_model_is_cached_in_the_home_and_reused(tiny_toy, tmp_path, monkeypatch):
     calls = []
     real_pretrain = toy_pretrained.pretrain_source_model

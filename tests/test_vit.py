@@ -65,19 +65,20 @@ def ours_from_module(tv_model) -> ViT:
     return ViT.from_torchvision(tv_model).eval()
 
 
-def test_parameter_counts(tv_model, ours_from_module):
-    assert count_parameters(ours_from_module) == 86_567_656
-    assert count_parameters(ours_from_module) == count_parameters(tv_model)
-    assert count_parameters(ours_from_module, trainable_only=True) == 86_567_656
-    with torch.device("meta"):  # sizes only: no memory, no random init
-        assert count_parameters(ViT(ViTConfig())) == 86_567_656
+def test_parameter_counts():
+    with torch.device("meta"):  # sizes only: no memory, no random init (the weights: tests marked slow)
+        ours, theirs = ViT(ViTConfig()), vit_b_16()
         two_classes = ViT(get_config("vit_b16", num_classes=2))
+    assert count_parameters(ours) == count_parameters(theirs) == 86_567_656
+    assert count_parameters(ours, trainable_only=True) == 86_567_656
     assert count_parameters(two_classes) == 85_800_194
     two_classes.head.weight.requires_grad_(False)
     assert count_parameters(two_classes, trainable_only=True) == 85_800_194 - 768 * 2
 
 
+@pytest.mark.slow
 def test_matches_torchvision_from_module(tv_model, ours_from_module, images, tv_logits):
+    assert count_parameters(ours_from_module) == count_parameters(tv_model) == 86_567_656  # every weight
     assert tv_logits.abs().max() > 0.1  # the perturbed head really produces non-zero logits
     with torch.no_grad():
         assert max_abs_diff(ours_from_module(images), tv_logits) < ATOL  # batch 5
@@ -92,6 +93,7 @@ def test_weights_are_copied_not_shared(tv_model, ours_from_module):
     assert all(p.requires_grad and p.device.type == "cpu" for p in ours_from_module.parameters())
 
 
+@pytest.mark.slow
 def test_matches_torchvision_from_state_dict(tv_model, ours_from_module, images, tv_logits):
     ours = ViT.from_torchvision(tv_model.state_dict()).eval()
     assert ours.config == ours_from_module.config  # heads guessed as dim // 64 = 12
@@ -100,6 +102,7 @@ def test_matches_torchvision_from_state_dict(tv_model, ours_from_module, images,
         assert max_abs_diff(ours(images[:1]), tv_logits[:1]) < ATOL
 
 
+@pytest.mark.slow
 def test_matches_torchvision_with_legacy_mlp_keys(tv_model, ours_from_module, images, tv_logits):
     legacy = {
         k.replace("mlp.0.", "mlp.linear_1.").replace("mlp.3.", "mlp.linear_2."): v
@@ -113,6 +116,7 @@ def test_matches_torchvision_with_legacy_mlp_keys(tv_model, ours_from_module, im
         assert max_abs_diff(ours(images[:1]), tv_logits[:1]) < ATOL
 
 
+@pytest.mark.slow
 def test_384px_position_embeddings_like_torchvision(tv_model):
     state_384 = interpolate_embeddings(384, 16, dict(tv_model.state_dict()))
     tv_384 = vit_b_16(image_size=384)
@@ -333,6 +337,7 @@ def test_reset_head(tiny):
     assert tiny.forward_features(x).abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_vit_tiny_learns_fixed_labels(tiny):
     g = torch.Generator().manual_seed(7)
     x, y = torch.randn(8, 3, 64, 64, generator=g), torch.randint(0, 2, (8,), generator=g)

@@ -20,10 +20,22 @@ from pathlib import Path
 
 import nbformat
 import papermill
+import zmq
+from jupyter_client.manager import KernelManager
 from nbformat.sign import NotebookNotary
 from notebook_stderr import stray_stderr
+from traitlets.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def kernel_config() -> dict:
+    """papermill's keyword arguments for a kernel whose sockets are encrypted (CurveZMQ keys made by
+    jupyter_client >= 8.10 for a kernelspec that declares it, as ipykernel's do). Over plain TCP,
+    ipykernel >= 7.4 prints "Kernel is running over TCP without encryption ..." at every start."""
+    if "transport_encryption" not in KernelManager.class_trait_names() or not zmq.has("curve"):
+        return {}  # an older jupyter_client (Colab's): its kernels do not warn either
+    return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
 
 
 def run(notebook: Path, out_dir: Path, mode: str, timeout: int) -> float:
@@ -38,6 +50,7 @@ def run(notebook: Path, out_dir: Path, mode: str, timeout: int) -> float:
         kernel_name="python3",
         execution_timeout=timeout,
         progress_bar=False,
+        **kernel_config(),
     )
     seconds = time.perf_counter() - start
     # Outputs you made yourself: trusted, or JupyterLab would show widgets as their plain-text stand-ins

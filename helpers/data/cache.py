@@ -16,6 +16,10 @@ resizing elsewhere resizes the uint8 tensor; torchvision's uint8 resize follows 
 ``tests/test_image_cache.py`` checks both. Anything else, a transform that is not ``v2``, or a changed
 file (size, mtime) is decoded as before. Made by the prepared copy and by :func:`build_image_cache`
 (``python -m helpers.data cache``).
+
+A worker then only copies: when the transform ends with the course's "to ImageNet-normalised floats"
+steps, :class:`CachedImageFolder` hands out the uint8 pixels (cropped, flipped) and the training step
+finishes them on the device, a whole batch at once, with :func:`normalise_batch`.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from helpers._files import building_folder, explain_disk_full, read_marker, writ
 from helpers.data.datasets import ImageFolderDataset
 from helpers.data.images import ImageLoadError, list_image_files, load_image_rgb, warn_skipped
 from helpers.data.index import vanished
+from helpers.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 CACHE_FOLDER = ".image_cache"  # hidden: list_image_files never sees it
 PIXELS_FILE = "pixels.u8"
@@ -201,10 +206,33 @@ def _first_resize(transform: Callable | None) -> int | None:
     return None
 
 
+def _before_normalisation(transform: Callable | None) -> list[Callable] | None:
+    """The steps of a v2 ``Compose`` before its closing ToImage, ToDtype(float32), Normalize(ImageNet),
+    ToPureTensor (:mod:`helpers.data.transforms`), or None when it does not end with exactly those."""
+    steps = list(getattr(transform, "transforms", []))
+    tail = steps[-4:]
+    kinds = [v2.ToImage, v2.ToDtype, v2.Normalize, v2.ToPureTensor]
+    if [type(step) for step in tail] != kinds or tail[1].dtype != torch.float32 or not tail[1].scale:
+        return None
+    same = list(tail[2].mean) == list(IMAGENET_MEAN) and list(tail[2].std) == list(IMAGENET_STD)
+    return steps[:-4] if same else None
+
+
+def normalise_batch(images: torch.Tensor) -> torch.Tensor:
+    """A batch as models take it: uint8 (B, 3, H, W) from :class:`CachedImageFolder` -> float32 in
+    [0, 1] standardised with ImageNet's statistics, on its device (the GPU); a float batch passes as is."""
+    if images.dtype != torch.uint8:
+        return images
+    return TF.normalize(
+        TF.to_dtype(images, torch.float32, scale=True), list(IMAGENET_MEAN), list(IMAGENET_STD)
+    )
+
+
 class CachedImageFolder(ImageFolderDataset):
     """An :class:`~helpers.data.datasets.ImageFolderDataset` that reads what it can from the folder's
     image cache as uint8 (3, H, W) tensors. ``cache_rows[i]``: sample ``i``'s image (None: decoded);
-    ``cached``: how many are read from the cache."""
+    ``cached``: how many are read from the cache. When ``transform`` ends with ImageNet normalisation,
+    every sample stays uint8 (those steps dropped; :func:`normalise_batch` does them, batched)."""
 
     def __init__(self, samples: Sequence[tuple[str | os.PathLike, int]], transform: Callable | None = None):
         super().__init__(samples, transform)
@@ -214,6 +242,9 @@ class CachedImageFolder(ImageFolderDataset):
         self.cache_rows = [cache.row(path, resize) if cache else None for path in paths]  # None: decode
         self.cache = cache if any(row is not None for row in self.cache_rows) else None
         self.cached = sum(row is not None for row in self.cache_rows)
+        head = _before_normalisation(transform) if self.cached else None
+        if head is not None:  # decoded rows too, so that a batch has one dtype
+            self.transform = v2.Compose([*head, v2.ToImage(), v2.ToPureTensor()])  # uint8 (3, H, W)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         row = self.cache_rows[index]

@@ -15,6 +15,7 @@ from torch import nn
 from torchmetrics.functional import classification as tmc
 from tqdm.auto import tqdm
 
+from helpers.data.cache import normalise_batch
 from helpers.train.precision import autocast
 
 
@@ -34,7 +35,8 @@ def _outputs(model: nn.Module, loader: Iterable, device, precision: str, progres
     bar = progress_bar(loader, "features" if features else "eval", progress)
     for images, labels in loader:
         with autocast(device, precision):
-            outputs.append(forward(images.to(device, non_blocking=True)).float().cpu())  # (B, ...)
+            images = normalise_batch(images.to(device, non_blocking=True))  # uint8 (image cache) -> floats
+            outputs.append(forward(images).float().cpu())  # (B, ...)
         targets.append(labels.cpu())
         bar.update()
     bar.close()

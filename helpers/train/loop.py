@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from helpers.data.cache import normalise_batch
 from helpers.train.evaluation import evaluate, progress_bar
 from helpers.train.precision import autocast, make_scaler, resolve_precision
 from helpers.train.recipes import Recipe, make_optimizer, make_schedule
@@ -64,6 +65,7 @@ def train_one_epoch(
     bar = progress_bar(loader, description, progress)
     for step, (images, labels) in enumerate(loader):
         images = images.to(device, non_blocking=True)  # (B, C, H, W), or (B, D) cached features
+        images = normalise_batch(images)  # uint8 from the image cache -> normalised floats, on the device
         labels = labels.to(device, non_blocking=True)  # (B,)
         with autocast(device, precision):
             logits = model(images)  # (B, num_classes)

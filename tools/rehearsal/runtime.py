@@ -91,13 +91,22 @@ def check_parameters(notebook: Path, parameters: dict) -> None:
         raise SystemExit(f"{notebook.name} has no parameter(s) {sorted(unknown)}: update the sizes table")
 
 
+# papermill's command line, with run_notebooks.kernel_config(): no kernel warns of plain-TCP sockets
+PAPERMILL = (
+    "import json, logging, sys; sys.path.insert(0, sys.argv[6]); import papermill, run_notebooks; "
+    "logging.basicConfig(level=logging.INFO, format='%(message)s'); "
+    "notebook, out, params, cwd, timeout = sys.argv[1:6]; parameters = json.loads(open(params).read()); "
+    "papermill.execute_notebook(notebook, out, parameters, cwd=cwd, kernel_name='python3', "
+    "progress_bar=False, execution_timeout=int(timeout), **run_notebooks.kernel_config())"
+)
+
+
 def execute(notebook: Path, out: Path, parameters: dict, cwd: Path, env: dict, timeout: int) -> str | None:
     """Run ``notebook`` with papermill in its own process; None if every cell ran, else where it stopped."""
     out.parent.mkdir(parents=True, exist_ok=True)
     params_file = out.with_suffix(".parameters.yaml")
     params_file.write_text(json.dumps(parameters), encoding="utf-8")  # JSON is YAML
-    command = [sys.executable, "-m", "papermill", notebook, out, "-f", params_file, "--cwd", cwd]
-    command += ["--kernel", "python3", "--no-progress-bar", "--execution-timeout", str(timeout)]  # per cell
+    command = [sys.executable, "-c", PAPERMILL, notebook, out, params_file, cwd, str(timeout), ROOT / "tools"]
     log = out.with_suffix(".log")
     try:
         with open(log, "w", encoding="utf-8") as stream:
