@@ -18,28 +18,6 @@ from helpers.data.transforms import eval_transform_spec
 from helpers.model.vit import ViT, get_config
 from helpers.serving.inference import save_detector
 
-# Slow tests in files that other work is changing at the time of issue 22: marked here, by name, until
-# their files carry @pytest.mark.slow themselves (then delete the line). `make check` leaves slow tests out.
-SLOW_ELSEWHERE = {
-    "test_demo.py": {
-        "test_server_predicts_every_kind_of_upload",  # starts the demo's server (module fixture)
-        "test_server_refuses_a_non_image_and_keeps_serving",
-        "test_app_py_without_a_detector_exits_2_and_the_fixture_shows_why",  # a subprocess importing gradio
-        "test_the_page_says_which_precision_runs",
-        "test_launch_demo_serves_with_the_upload_cap_and_returns_the_page_to_close",
-    },
-    "test_train_cli.py": {
-        "test_compile_trains_the_compiled_model_to_the_same_numbers",  # torch.compile
-        "test_pretrained_recipes_without_weights_fail_clearly_or_go_on_with_random_weights",
-    },
-}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if getattr(item, "originalname", item.name) in SLOW_ELSEWHERE.get(item.path.name, ()):
-            item.add_marker(pytest.mark.slow)
-
 
 class _RunsCodeWhenUnpickled:
     """What a malicious checkpoint holds: unpickling it runs ``exec``, which writes ``marker``."""

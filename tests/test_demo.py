@@ -274,6 +274,7 @@ def test_examples_come_from_data_toy_or_are_generated(tmp_path, predictor):
     assert not (tmp_path / "unused").exists()
 
 
+@pytest.mark.slow
 def test_the_page_says_which_precision_runs(detector, monkeypatch, tmp_path):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     for precision in ("fp32", "bf16"):
@@ -301,6 +302,7 @@ def test_the_page_shows_the_threshold_and_the_false_positive_rate_it_was_chosen_
     assert labels == ["Prediction (fake when P(fake) > 0.620)"]
 
 
+@pytest.mark.slow
 def test_launch_demo_serves_with_the_upload_cap_and_returns_the_page_to_close(
     detector, monkeypatch, tmp_path
 ):
@@ -404,12 +406,14 @@ def assert_label_output(result: dict, expected: dict[str, float]) -> None:
     assert result["label"] == max(confidences, key=confidences.get)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", UPLOAD_KINDS)
 def test_server_predicts_every_kind_of_upload(client, predictor, uploads, name):
     result = client.predict(gradio_client.handle_file(str(uploads[name])), api_name="/predict")
     assert_label_output(result, demo.classify(predictor, uploads[name]))
 
 
+@pytest.mark.slow
 def test_server_refuses_a_non_image_and_keeps_serving(client, predictor, uploads, bad_uploads):
     for name, message in [
         ("notes.txt", "'notes.txt' is not an image"),
@@ -421,6 +425,7 @@ def test_server_refuses_a_non_image_and_keeps_serving(client, predictor, uploads
     assert_label_output(result, demo.classify(predictor, uploads["grey.png"]))
 
 
+@pytest.mark.slow
 def test_app_py_without_a_detector_exits_2_and_the_fixture_shows_why(tmp_path):
     with pytest.raises(RuntimeError, match="exited with code 2") as error:
         with running_demo(tmp_path / "missing", tmp_path / "work", timeout=60):

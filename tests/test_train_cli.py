@@ -180,6 +180,7 @@ def test_data_folder_without_classes_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_pretrained_recipes_without_weights_fail_clearly_or_go_on_with_random_weights(
     easy_folder, tmp_path, monkeypatch, capsys
 ):
@@ -300,6 +301,7 @@ def test_data_may_be_the_folder_above_the_classes(easy_folder, tmp_path, capsys)
     assert train.find_class_folder(tmp_path / "two") == tmp_path / "two"  # nothing to descend into
 
 
+@pytest.mark.slow
 def test_compile_trains_the_compiled_model_to_the_same_numbers(easy_folder, tmp_path, monkeypatch):
     """--compile calls ViT.compile (torch.compile in place). Inductor takes minutes on a CPU, so the
     test compiles with the "eager" backend: the graph capture is real, the kernels are PyTorch's
