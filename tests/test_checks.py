@@ -275,6 +275,22 @@ TRAINING_WRONG = [
     ("backward_non_scalar", make_step(["zero", "forward", "logits_backward", "clip", "step"])),
 ]
 
+# --- Lesson 05: attention rollout -------------------------------------------------------------------
+
+
+def rollout_by_loop(maps):  # right: one image at a time, identity added then divided by 2
+    out = []
+    for b in range(maps[0].shape[0]):
+        r = torch.eye(maps[0].shape[-1])
+        for attn in maps:
+            r = ((torch.eye(len(r)) + attn[b].mean(0)) / 2) @ r
+        out.append(r)
+    return torch.stack(out)
+
+
+ROLLOUT_RIGHT = [checks.reference_attention_rollout, rollout_by_loop]
+ROLLOUT_WRONG = [(hint, wrong) for hint, wrong in mistakes.ROLLOUT_MISTAKES]
+
 # --- the tests ----------------------------------------------------------------------------------
 
 REFERENCES = {
@@ -284,6 +300,7 @@ REFERENCES = {
     "heads": (checks.reference_split_heads, checks.reference_merge_heads),
     "encoder_block": checks.reference_block_forward,
     "training_step": checks.reference_training_step,
+    "attention_rollout": checks.reference_attention_rollout,
 }
 CASES = {  # check name -> (check, right answers, (hint, wrong answer) pairs)
     "patchify": (checks.check_patchify, PATCHIFY_RIGHT, PATCHIFY_WRONG),
@@ -292,6 +309,7 @@ CASES = {  # check name -> (check, right answers, (hint, wrong answer) pairs)
     "heads": (lambda pair, **kw: checks.check_heads(*pair, **kw), HEADS_RIGHT, HEADS_WRONG),
     "encoder_block": (checks.check_encoder_block, BLOCK_RIGHT, BLOCK_WRONG),
     "training_step": (checks.check_training_step, TRAINING_RIGHT, TRAINING_WRONG),
+    "attention_rollout": (checks.check_attention_rollout, ROLLOUT_RIGHT, ROLLOUT_WRONG),
 }
 RIGHT = [
     pytest.param(name, i, id=f"{name}-{i}")
@@ -397,7 +415,7 @@ def test_every_known_mistake_is_far_from_the_tolerance(monkeypatch):
     monkeypatch.setattr(checks, "_diagnose", measure)
     for check, right, _ in CASES.values():
         check(right[0])
-    catalogues = ("PATCHIFY", "CLASS_TOKEN", "ATTENTION", "SPLIT", "MERGE", "BLOCK", "TRAINING")
+    catalogues = ("PATCHIFY", "CLASS_TOKEN", "ATTENTION", "SPLIT", "MERGE", "BLOCK", "TRAINING", "ROLLOUT")
     assert set(gaps) == {hint for c in catalogues for hint, _ in getattr(mistakes, f"{c}_MISTAKES")}
     assert min(gaps.values()) > 0.03, gaps
 
