@@ -194,3 +194,13 @@ def test_container_shortcut_variant_same_pixels_reals_as_jpeg_with_exif(tmp_path
     assert np.abs(real - png).mean() < 8  # the same crop, through JPEG at quality 80
     rows = list(csv.DictReader(open(shortcut / "manifest.csv", encoding="utf-8")))
     assert all((shortcut / row["file"]).is_file() for row in rows)
+
+
+def test_generators_option_uses_only_those_and_rejects_unknown(tmp_path):
+    root = make_toy_dataset(
+        tmp_path / "faint", images_per_class=3, image_size=32, generators=["deconv_faint"]
+    )
+    rows = list(csv.DictReader(open(root / "manifest.csv", encoding="utf-8")))
+    assert {row["generator"] for row in rows if row["label"] == "0"} == {"deconv_faint"}
+    with pytest.raises(ValueError, match="unknown generator"):
+        make_toy_dataset(tmp_path / "bad", images_per_class=3, image_size=32, generators=["nope"])

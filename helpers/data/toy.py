@@ -145,10 +145,12 @@ def make_toy_dataset(
     image_size: int = 64,
     seed: int = 0,
     container_shortcut: bool = False,
+    generators: Sequence[str] | None = None,
 ) -> Path:
     """Write the toy dataset to ``root`` (PNG, ImageFolder layout, ``manifest.csv`` with each file's
     label and generator) and return ``root``. Fakes cycle through :data:`GENERATORS`.
     ``container_shortcut=True``: the same pixels, but real images saved as JPEG with EXIF (lesson 05).
+    ``generators``: names of :data:`GENERATORS` or :data:`UNSEEN_GENERATORS` to cycle through instead.
 
     The same arguments give byte-identical files; a finished folder with the same arguments is reused,
     another rebuilt. Lesson 03 (through ``get_dataset("toy")``).
@@ -161,6 +163,8 @@ def make_toy_dataset(
     settings |= {"image_size": image_size, "seed": seed}
     if container_shortcut:  # only then: the default folder's marker stays as it was
         settings["container_shortcut"] = SHORTCUT_JPEG_QUALITY
+    if generators is not None:
+        settings["generators"] = [_kernel(name) and name for name in generators]  # unknown -> ValueError
     if marker_matches(root, settings):
         return root
     if root.exists() and any(root.iterdir()) and (read_marker(root) or {}).get("dataset") != "toy":
@@ -170,7 +174,7 @@ def make_toy_dataset(
 
     with building_folder(root, {**settings, "count": 2 * images_per_class}) as building:
         sources = _sources()
-        generators = sorted(GENERATORS)
+        generators = sorted(GENERATORS) if generators is None else list(generators)
         rows = ["file,label,generator"]
         for label, name in enumerate(CLASS_NAMES):
             (building / name).mkdir()
