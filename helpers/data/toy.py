@@ -164,7 +164,9 @@ def make_toy_dataset(
     if container_shortcut:  # only then: the default folder's marker stays as it was
         settings["container_shortcut"] = SHORTCUT_JPEG_QUALITY
     if generators is not None:
-        settings["generators"] = [_kernel(name) and name for name in generators]  # unknown -> ValueError
+        for name in generators:
+            _kernel(name)  # an unknown name raises ValueError
+        settings["generators"] = list(generators)
     if marker_matches(root, settings):
         return root
     if root.exists() and any(root.iterdir()) and (read_marker(root) or {}).get("dataset") != "toy":
