@@ -172,3 +172,35 @@ def test_make_toy_images_is_repeatable_new_and_fainter():
     assert 1.5 * real < faint < 0.5 * _checkerboard_strength(strong[:40])  # measured: 0.007, 0.013, 0.058
     with pytest.raises(ValueError, match="unknown generator 'gan'"):
         toy.make_toy_images("gan", images_per_class=1)
+
+
+def test_container_shortcut_variant_same_pixels_reals_as_jpeg_with_exif(tmp_path):
+    plain = make_toy_dataset(tmp_path / "plain", images_per_class=4, image_size=32, seed=3)
+    default_files = _all_files(plain)
+    shortcut = make_toy_dataset(tmp_path / "shortcut", images_per_class=4, image_size=32, seed=3,
+                                container_shortcut=True)  # fmt: skip
+    assert (
+        _all_files(make_toy_dataset(tmp_path / "plain2", 4, 32, 3, container_shortcut=False)) == default_files
+    )
+    for path in sorted((shortcut / "real_images").iterdir()):
+        with Image.open(path) as image:
+            assert image.format == "JPEG" and image.size == (32, 32)
+            assert image.getexif()[0x010F] == toy.SHORTCUT_EXIF_MAKE
+    fakes = sorted((shortcut / "fake_images").iterdir())
+    assert [p.name for p in fakes] == sorted(p.name for p in (plain / "fake_images").iterdir())
+    assert all(p.read_bytes() == (plain / "fake_images" / p.name).read_bytes() for p in fakes)  # same PNGs
+    real = np.asarray(Image.open(shortcut / "real_images" / "real_00000.jpg"), dtype=float)
+    png = np.asarray(Image.open(plain / "real_images" / "real_00000.png"), dtype=float)
+    assert np.abs(real - png).mean() < 8  # the same crop, through JPEG at quality 80
+    rows = list(csv.DictReader(open(shortcut / "manifest.csv", encoding="utf-8")))
+    assert all((shortcut / row["file"]).is_file() for row in rows)
+
+
+def test_generators_option_uses_only_those_and_rejects_unknown(tmp_path):
+    root = make_toy_dataset(
+        tmp_path / "faint", images_per_class=3, image_size=32, generators=["deconv_faint"]
+    )
+    rows = list(csv.DictReader(open(root / "manifest.csv", encoding="utf-8")))
+    assert {row["generator"] for row in rows if row["label"] == "0"} == {"deconv_faint"}
+    with pytest.raises(ValueError, match="unknown generator"):
+        make_toy_dataset(tmp_path / "bad", images_per_class=3, image_size=32, generators=["nope"])

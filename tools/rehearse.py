@@ -63,7 +63,9 @@ BUDGET_SECONDS = 8 * 60  # issue 11: the whole rehearsal on 2 CPU cores
 
 SIZES = CPU_SIZES  # papermill parameters per lesson, on top of MODE=full (rehearsal/sizes.py)
 LESSONS = list(SIZES)
-LOADS_IMAGENET_WEIGHTS = {"02_vit_blocks", "04_fine_tuning", "05_evaluation_and_interpretation"}
+LOADS_IMAGENET_WEIGHTS = {"02_vit_blocks", "04_fine_tuning"}
+# ... and 05 only with an empty home, where find_or_make makes a linear probe on the ViT-B/16 weights
+LOADS_IMAGENET_WEIGHTS_WHEN_EMPTY = {"05_evaluation_and_interpretation"}
 USES_THE_DETECTOR = {"05_evaluation_and_interpretation", "06_deployment"}  # lesson 04's
 SCENARIOS = {
     "fresh": (
@@ -118,7 +120,10 @@ def rehearse_one(run: Run, folder: Path, home: Path, out_dir: Path, setup: Setup
     toy_after = modified_times(runtime.marked_as_toy("config.json", work, home))
     made_now = [path for path, when in toy_after.items() if toy_before.get(path) != when]
     run.problems += checks.no_toy_detector(made_now)
-    if run.notebook in LOADS_IMAGENET_WEIGHTS and run.failure is None:
+    loads_weights = run.notebook in LOADS_IMAGENET_WEIGHTS or (
+        run.scenario == "empty" and run.notebook in LOADS_IMAGENET_WEIGHTS_WHEN_EMPTY
+    )
+    if loads_weights and run.failure is None:
         run.problems += checks.standin_weights_announced(runtime.output_text(executed))
     if run.notebook in USES_THE_DETECTOR and run.scenario != "empty":
         if detector_before:

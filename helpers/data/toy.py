@@ -44,6 +44,11 @@ SOURCE_FILES = (
     "gravel.png", "brick.png",
 )  # fmt: skip
 
+# ``container_shortcut=True`` (lesson 05): a planted shortcut, as in the real data's camera JPEGs versus
+# generated PNGs. Real images are saved as JPEG at this quality with an EXIF tag, fakes as PNG.
+SHORTCUT_JPEG_QUALITY = 80
+SHORTCUT_EXIF_MAKE = "FaKe-ViT toy camera"
+
 
 def _sources() -> list[np.ndarray]:
     """The photographs bundled inside scikit-image, as (H, W, 3) uint8 arrays."""
@@ -135,10 +140,17 @@ def _toy_image(sources: list[np.ndarray], stream: list[int], size: int, generato
 
 
 def make_toy_dataset(
-    root: str | os.PathLike, images_per_class: int = IMAGES_PER_CLASS, image_size: int = 64, seed: int = 0
+    root: str | os.PathLike,
+    images_per_class: int = IMAGES_PER_CLASS,
+    image_size: int = 64,
+    seed: int = 0,
+    container_shortcut: bool = False,
+    generators: Sequence[str] | None = None,
 ) -> Path:
     """Write the toy dataset to ``root`` (PNG, ImageFolder layout, ``manifest.csv`` with each file's
     label and generator) and return ``root``. Fakes cycle through :data:`GENERATORS`.
+    ``container_shortcut=True``: the same pixels, but real images saved as JPEG with EXIF (lesson 05).
+    ``generators``: names of :data:`GENERATORS` or :data:`UNSEEN_GENERATORS` to cycle through instead.
 
     The same arguments give byte-identical files; a finished folder with the same arguments is reused,
     another rebuilt. Lesson 03 (through ``get_dataset("toy")``).
@@ -149,6 +161,12 @@ def make_toy_dataset(
         raise ValueError(f"images_per_class must be >= 1, got {images_per_class}")
     settings = {"dataset": "toy", "version": VERSION, "images_per_class": images_per_class}
     settings |= {"image_size": image_size, "seed": seed}
+    if container_shortcut:  # only then: the default folder's marker stays as it was
+        settings["container_shortcut"] = SHORTCUT_JPEG_QUALITY
+    if generators is not None:
+        for name in generators:
+            _kernel(name)  # an unknown name raises ValueError
+        settings["generators"] = list(generators)
     if marker_matches(root, settings):
         return root
     if root.exists() and any(root.iterdir()) and (read_marker(root) or {}).get("dataset") != "toy":
@@ -158,7 +176,7 @@ def make_toy_dataset(
 
     with building_folder(root, {**settings, "count": 2 * images_per_class}) as building:
         sources = _sources()
-        generators = sorted(GENERATORS)
+        generators = sorted(GENERATORS) if generators is None else list(generators)
         rows = ["file,label,generator"]
         for label, name in enumerate(CLASS_NAMES):
             (building / name).mkdir()
@@ -166,8 +184,15 @@ def make_toy_dataset(
                 generator = generators[i % len(generators)] if name == "fake_images" else "none"
                 pixels = _toy_image(sources, [seed, label, i], image_size, generator)
                 filename = f"{name.split('_')[0]}_{i:05d}.png"
-                # no metadata: the same pixels always give the same bytes
-                Image.fromarray(pixels).save(building / name / filename, format="PNG", compress_level=6)
+                image = Image.fromarray(pixels)
+                if container_shortcut and name == "real_images":
+                    filename = filename.replace(".png", ".jpg")
+                    exif = Image.Exif()
+                    exif[0x010F] = SHORTCUT_EXIF_MAKE  # the "Make" tag, as a camera writes it
+                    image.save(building / name / filename, format="JPEG", quality=SHORTCUT_JPEG_QUALITY,
+                               exif=exif.tobytes())  # fmt: skip
+                else:  # no metadata: the same pixels always give the same bytes
+                    image.save(building / name / filename, format="PNG", compress_level=6)
                 rows.append(f"{name}/{filename},{label},{generator}")
         (building / "manifest.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root

@@ -461,3 +461,30 @@ def check_threshold(pick_threshold: Callable, *, strict: bool = False) -> Callab
         break
     ok = "it flags the same validation images as the reference, on two made-up validation sets."
     return _report("threshold", verdict, pick_threshold, reference_threshold, ok, strict)
+
+
+# --- Lesson 05: attention rollout -----------------------------------------------------------------------
+
+
+def reference_attention_rollout(maps: list[torch.Tensor], residual: float = 0.5) -> torch.Tensor:
+    """Abnar & Zuidema (2020): one (B, heads, T, T) map per block -> R (B, T, T), R = Â_L ... Â_1 with
+    Â_l = rows normalised(residual * I + (1 - residual) * mean over heads of A_l)."""
+    tokens = maps[0].shape[-1]
+    eye = torch.eye(tokens, device=maps[0].device)  # (T, T): the residual path, each token to itself
+    rollout = eye.expand(maps[0].shape[0], tokens, tokens)  # (B, T, T): before block 1, every token is itself
+    for attn in maps:
+        a = residual * eye + (1 - residual) * attn.mean(dim=1)  # (B, T, T): heads averaged, identity mixed in
+        a = a / a.sum(dim=-1, keepdim=True)  # rows sum to 1
+        rollout = a @ rollout  # (B, T, T): this block after all the earlier ones
+    return rollout
+
+
+def check_attention_rollout(attention_rollout: Callable, *, strict: bool = False) -> Callable:
+    """Lesson 05: ``attention_rollout(maps)``: a list of (B, heads, T, T) attention maps, one per block,
+    -> (B, T, T) rollout with the identity mixed in at 0.5 (Abnar & Zuidema 2020)."""
+    maps = [_randn(2, 3, 5, 5, seed=20 + i).mul(2).softmax(dim=-1) for i in range(3)]  # 3 blocks, 3 heads
+    advice = "Per block: average the heads, 0.5 * I + 0.5 * A, rows to sum 1, then R = A_l @ R."
+    want = (reference_attention_rollout(maps),)
+    verdict = _diagnose(lambda f: _call(f, maps), attention_rollout, want, m.ROLLOUT_MISTAKES, advice=advice)
+    ok = "same rollout as the reference for three blocks of three heads."
+    return _report("attention rollout", verdict, attention_rollout, reference_attention_rollout, ok, strict)

@@ -91,6 +91,17 @@ HINTS = {
     "returned, not on loss.item() or loss.detach().",
     "backward_non_scalar": "backward() needs one number: call it on the loss (the mean over the batch), not "
     "on the model's outputs or on one loss per image.",
+    # attention rollout (lesson 05)
+    "rollout_no_identity": "The residual path is missing: mix the identity into each block's attention, "
+    "0.5 * I + 0.5 * A, before multiplying (Abnar & Zuidema 2020).",
+    "rollout_rows_not_normalised": "The rows no longer sum to 1: with I + A, divide each row by its sum "
+    "(or use 0.5 * I + 0.5 * A).",
+    "rollout_wrong_order": "The blocks are multiplied in the wrong order: block l acts after blocks 1 to "
+    "l - 1, so R = A_l @ R (the last block on the left).",
+    "rollout_heads_not_averaged": "Average the heads, attn.mean(dim=1), before mixing in the identity; one "
+    "head (or the max over heads) is another method.",
+    "rollout_last_block_only": "You returned one block's attention; rollout multiplies the (identity-mixed) "
+    "attention of every block, first to last.",
 }
 
 
@@ -280,4 +291,32 @@ THRESHOLD_MISTAKES = (
     ("fpr_counts_fakes", lambda scores, is_fake, fpr: _kth_highest(scores, fpr)),
     ("flags_at_or_above", lambda scores, is_fake, fpr: _kth_highest(scores[~is_fake], fpr, -1)),
     ("threshold_on_fakes", lambda scores, is_fake, fpr: _kth_highest(scores[is_fake], fpr)),
+)
+
+
+# --- Lesson 05: attention rollout -----------------------------------------------------------------------
+
+
+def _rollout(maps, mix=lambda a: 0.5 * torch.eye(a.shape[-1]) + 0.5 * a, heads=lambda m: m.mean(1),
+             normalise=True, last_first=True, blocks=None):  # fmt: skip
+    """Attention rollout with one step changed; the defaults give the right answer."""
+    rollout = None
+    for attn in maps if blocks is None else maps[blocks]:
+        a = mix(heads(attn))
+        a = a / a.sum(-1, keepdim=True) if normalise else a
+        rollout = a if rollout is None else (a @ rollout if last_first else rollout @ a)
+    return rollout
+
+
+ROLLOUT_MISTAKES = (
+    ("rollout_no_identity", lambda maps: _rollout(maps, mix=lambda a: a)),
+    (
+        "rollout_rows_not_normalised",
+        lambda maps: _rollout(maps, mix=lambda a: torch.eye(a.shape[-1]) + a, normalise=False),
+    ),  # fmt: skip
+    ("rollout_wrong_order", lambda maps: _rollout(maps, last_first=False)),
+    ("rollout_heads_not_averaged", lambda maps: _rollout(maps, heads=lambda m: m[:, 0])),
+    ("rollout_heads_not_averaged", lambda maps: _rollout(maps, heads=lambda m: m.amax(1))),
+    ("rollout_last_block_only", lambda maps: _rollout(maps, blocks=slice(-1, None))),
+    ("rollout_last_block_only", lambda maps: _rollout(maps, mix=lambda a: a, blocks=slice(-1, None))),
 )

@@ -22,11 +22,6 @@ CPU_SIZES: dict[str, dict] = {
     "04_fine_tuning": {
         "OVERRIDES": {"IMAGE_SIZE": 32, "BATCH_SIZE": 8, "PROBE_EPOCHS": 2, "FINETUNE_EPOCHS": 1}
     },
-    "05_evaluation_and_interpretation": {
-        "IMAGE_SIZE": 64,
-        "PATCH_SIZE": 16,
-        "EPOCHS": 1,
-        "SPECTRUM_SIZE": 128,
-    },
+    "05_evaluation_and_interpretation": {"OVERRIDES": {"IMAGE_SIZE": 64, "EQUALISE": (128, 90)}},
     "06_deployment": {"OVERRIDES": {"BATCH_SIZES": [1, 4], "LATENCY_REPEATS": 2, "EVAL_PER_CLASS": 16}},
 }
