@@ -20,10 +20,10 @@
     03-04     train.loop             fit, set_seed, train_one_epoch
     03-06     train.precision        allow_tf32, resolve_precision
     03-04     train.recipes          RECIPES, Recipe, get_recipe, make_optimizer, ...
+    03-06     train.trust            FAKE, bootstrap_interval, check_disjoint, ...
     04-05     data.toy               GENERATORS, UNSEEN_GENERATORS, make_toy_images, phase_gains
     04-05     lessons.toy_pretrained load_source_model, source_paths, tensor_loader
     04        train.probe            fit_linear_probe
-    04-06     train.trust            FAKE, bootstrap_interval, check_disjoint, ...
     06        serving.demo           display_name, launch_demo
     06        serving.demo_server    free_port
 

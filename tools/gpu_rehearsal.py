@@ -60,7 +60,7 @@ SIZES: dict[str, dict] = {
     "04_fine_tuning": {"OVERRIDES": {"FINETUNE_EPOCHS": 2}},
     "05_evaluation_and_interpretation": {},
     "06_deployment": {},
-    "03_training_from_scratch": {"COMPARE_EPOCHS": 2, "EPOCHS": 10},
+    "03_training_from_scratch": {"OVERRIDES": {"COMPARE_EPOCHS": 2, "EPOCHS": 10}},
 }
 # --tiny: the CPU rehearsal's sizes (tools/rehearse.py), to check this script without a GPU.
 TINY_SIZES = {name: CPU_SIZES[name] for name in ORDER}

@@ -147,7 +147,9 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     if not groups:
         raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
     optimizer = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    # fused: one kernel updates every weight (CPU, CUDA); the same update, several times faster on a CPU
+    fused = all(p.device.type in ("cpu", "cuda") for group in groups for p in group["params"])
+    return optimizer(groups, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=fused or None)
 
 
 def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:

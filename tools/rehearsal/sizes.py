@@ -10,14 +10,16 @@ CPU_SIZES: dict[str, dict] = {
     "01_patch_embeddings": {},
     "02_vit_blocks": {"NUM_IMAGES": 2},
     "03_training_from_scratch": {
-        "COMPARE_PER_CLASS": 4,
-        "COMPARE_IMAGE_SIZE": 32,
-        "COMPARE_EPOCHS": 1,
-        "COMPARE_BATCH_SIZE": 8,
-        "IMAGE_SIZE": 64,
-        "PATCH_SIZE": 16,
-        "EPOCHS": 2,
-        "BATCH_SIZE": 16,
+        "OVERRIDES": {
+            "COMPARE_PER_CLASS": 4,
+            "COMPARE_IMAGE_SIZE": 32,
+            "COMPARE_EPOCHS": 1,
+            "COMPARE_BATCH_SIZE": 8,
+            "IMAGE_SIZE": 64,
+            "PATCH_SIZE": 16,
+            "EPOCHS": 2,
+            "BATCH_SIZE": 16,
+        }
     },
     "04_fine_tuning": {
         "OVERRIDES": {"IMAGE_SIZE": 32, "BATCH_SIZE": 8, "PROBE_EPOCHS": 2, "FINETUNE_EPOCHS": 1}
