@@ -4,22 +4,13 @@
     python -m helpers.train --data data/fake_or_real --model vit_b16 --recipe linear_probe --out build/probe
     python -m helpers.train --data data/fake_or_real --model vit_b16 --recipe finetune --out build/finetune
 
-``--recipe`` is one of :data:`helpers.train.recipes.RECIPES`; ``linear_probe`` and ``finetune`` start
-from torchvision's ImageNet ViT-B/16 (``--model vit_b16``). Each setting flag (``--lr``, ...) replaces
-that field of the recipe. ``--data`` holds ``fake_images/`` and ``real_images/``, or has one
-sub-folder that does: ``data/fake_or_real`` works as well as ``data/fake_or_real/train``.
-
-``--out`` receives ``metrics.json`` (test accuracy, F1 and AUROC with 95 % bootstrap intervals; the rates
-at the operating point), ``detector/`` (for ``helpers.serving.inference.load_predictor`` and the demo;
-its ``config.json`` records the split it was trained on and the threshold of P(fake) that flags at most
-``--target-fpr`` of the validation set's real photos) and ``training_state/`` (for ``--resume``).
-On a GPU ``--precision auto`` trains in bf16 (or fp16 on a T4) and fp32 matmuls may use TF32;
-``--compile`` pays on a GPU for long runs only.
-Expected failures (a full disk, an ``--out`` that cannot be written or lacks space, a training state
-that does not fit, a folder without images) end with one ``error: ...`` line (:mod:`helpers._cli`).
-
-Several GPUs: ``torchrun --nproc_per_node=4 -m helpers.train ...`` runs one process per GPU with
-DistributedDataParallel (``--batch-size`` is per process); see :mod:`helpers.train.distributed`.
+``--recipe``: :data:`helpers.train.recipes.RECIPES` (``linear_probe``, ``finetune``: ImageNet ViT-B/16);
+each setting flag (``--lr``, ...) replaces that field. ``--data`` holds ``fake_images/`` and
+``real_images/``, or one sub-folder that does. ``--out`` receives ``metrics.json`` (metrics with 95 %
+intervals, the rates at the threshold), ``detector/`` (its ``config.json`` records the split and the
+threshold that flags at most ``--target-fpr`` of validation real photos) and ``training_state/`` (for
+``--resume``). Expected failures end with one ``error: ...`` line (:mod:`helpers._cli`).
+Several GPUs: ``torchrun --nproc_per_node=4 -m helpers.train ...`` (``--batch-size`` is per process).
 """
 
 from __future__ import annotations
