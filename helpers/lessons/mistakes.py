@@ -16,7 +16,8 @@ HINTS = {
     "grid_transposed": "Your patches come column by column; number them row by row, like reading a page.",
     "pixels_transposed": "Inside each patch the pixels are (column, row); flatten as (channel, row, column).",
     "no_permute": "Reshaping without moving the axes mixes patches: permute to (B, H/P, W/P, C, P, P) first.",
-    "patches_last": "You returned (B, C*P*P, N), as F.unfold does: transpose(1, 2) to get (B, N, C*P*P).",
+    "patches_last": "You returned (B, C*P*P, N), one patch per column, as F.unfold gives it: transpose(1, "
+    "2) to get one patch per row, (B, N, C*P*P).",  # solutions 01 shows it
     # [class] token and positions (lesson 01)
     "batch_sized": "The [class] token is sized by a fixed batch: expand it to tokens.shape[0].",
     "class_token_not_expanded": "Right for one image, not a batch: class_token.expand(B, -1, -1).",
@@ -41,7 +42,8 @@ HINTS = {
     "merge_interleaved": "Put each head's d features side by side: x.transpose(1, 2).reshape(B, T, h * d).",
     "merge_view": ".view() fails after transpose (not contiguous in memory): use .reshape(B, T, D).",
     # encoder block (lesson 02)
-    "post_norm": "This is post-norm (the original Transformer); ViT is pre-norm: x = x + attn(norm1(x)).",
+    "post_norm": "This is post-norm (LayerNorm after each residual addition, as in the original "
+    "Transformer); ViT normalises before each sub-layer: x = x + attn(norm1(x)).",  # solutions 02 shows it
     "no_residual": "Both residuals are missing: x = x + attn(norm1(x)), then x = x + mlp(norm2(x)).",
     "no_residual_attention": "The residual around attention is missing: x = x + attn(norm1(x)).",
     "no_residual_mlp": "The residual around the MLP is missing: x = x + mlp(norm2(x)).",
