@@ -13,17 +13,16 @@ from helpers.model.vit import ViT, ViTConfig, interpolate_position_embedding
 
 
 def vit_from_torchvision(model_or_state_dict: nn.Module | Mapping, image_size: int | None = None) -> ViT:
-    """A ViT (on the CPU, its own copy) with a torchvision ``VisionTransformer``'s weights, module or state
-    dict; sizes read from the shapes, heads from the module or ``dim // 64`` (all torchvision ViTs).
-    Current and legacy MLP keys load; another ``image_size`` resizes the position embeddings."""
+    """A ViT (a CPU copy) with a torchvision ``VisionTransformer``'s weights (module or state dict; heads from
+    the module, else ``dim // 64``); another ``image_size`` resizes the position embeddings."""
     dropout = attention_dropout = 0.0
     heads = None
     if isinstance(model_or_state_dict, nn.Module):
         module = model_or_state_dict
         if not hasattr(module, "conv_proj"):
+            got = type(module).__name__
             raise TypeError(
-                f"from_torchvision expects torchvision's VisionTransformer or its state dict, "
-                f"got a {type(module).__name__}."
+                f"from_torchvision expects torchvision's VisionTransformer or its state dict, got a {got}."
             )
         state = module.state_dict()
         heads = module.encoder.layers[0].self_attention.num_heads
@@ -60,9 +59,8 @@ def vit_from_torchvision(model_or_state_dict: nn.Module | Mapping, image_size: i
 
     sizes = {"patch_size": patch_size, "in_channels": in_channels, "num_classes": num_classes, "dim": dim}
     sizes |= {"depth": depth, "heads": heads, "mlp_dim": mlp_dim}
-    config = ViTConfig(
-        image_size or grid * patch_size, **sizes, dropout=dropout, attention_dropout=attention_dropout
-    )
+    sizes |= {"dropout": dropout, "attention_dropout": attention_dropout}
+    config = ViTConfig(image_size or grid * patch_size, **sizes)
     new_grid = config.image_size // patch_size
     if new_grid != grid:
         state["encoder.pos_embedding"] = interpolate_position_embedding(pos, new_grid)
