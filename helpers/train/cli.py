@@ -131,8 +131,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--precision {args.precision}: {err}")
     if args.compile and not recipe.train_backbone:
         parser.error(
-            f"--compile: --recipe {recipe.name} trains one linear layer on features computed once; "
-            "there is nothing worth compiling"
+            f"--compile: --recipe {recipe.name} trains one layer on cached features, nothing worth compiling"
         )
     if not args.data.is_dir():
         parser.error(
@@ -185,9 +184,7 @@ def train(args: argparse.Namespace) -> int:
         except ValueError as err:  # a folder without two classes of images, too few images per class
             raise cli.CommandError(str(err)) from err
         train_loader, val_loader, test_loader = loaders
-        splits = {
-            name: ld.dataset.samples for name, ld in zip(("train", "val", "test"), loaders, strict=True)
-        }
+        splits = dict(zip(("train", "val", "test"), (ld.dataset.samples for ld in loaders), strict=True))
         sampler = distributed.sampler(train_loader.dataset, rank, world_size, args.seed)
         train_loader = run.repeatable_train_loader(train_loader, args.seed, sampler)
         if len(test_loader.dataset) == 0:
@@ -235,7 +232,7 @@ def train(args: argparse.Namespace) -> int:
 
 def find_class_folder(data: Path, verbose: bool = True) -> Path:
     """``data`` if its sub-folders hold the images, else its one sub-folder that does (a download's
-    ``train/``), else ``data`` as it is (indexing it then says what is missing)."""
+    ``train/``), else ``data`` (indexing it then says what is missing)."""
 
     def folders(folder: Path) -> list[Path]:  # without hidden ones and macOS's __MACOSX
         return sorted(d for d in folder.iterdir() if d.is_dir() and d.name[0] != "." and d.name != "__MACOSX")
@@ -252,8 +249,8 @@ def find_class_folder(data: Path, verbose: bool = True) -> Path:
 
 
 def space_needed(args: argparse.Namespace) -> int:
-    """Bytes ``--out`` needs: the training state twice (a save writes the new one before deleting the
-    old), less what is there already, plus the detector. ViT-B/16 fine-tuning: about 3.1 GB."""
+    """Bytes ``--out`` needs: the training state twice (a save writes the new one first), less what is
+    there, plus the detector (ViT-B/16 fine-tuning: about 3.1 GB)."""
     config = get_config(args.model, image_size=args.image_size, num_classes=len(CLASS_NAMES))
     weights = 4 * config.num_parameters  # fp32
     head = 4 * (config.dim + 1) * config.num_classes  # all a linear probe trains
@@ -265,8 +262,8 @@ def space_needed(args: argparse.Namespace) -> int:
 
 
 def operating_point(model: ViT, val_loader, test_loader, args, device) -> dict[str, Any]:
-    """The threshold of P(fake) that flags at most ``--target-fpr`` of the validation set's real photos;
-    on the test set (else validation): the rates at it, and accuracy, F1 and AUROC with 95 % intervals."""
+    """The threshold of P(fake) that flags at most ``--target-fpr`` of validation's real photos; on the test
+    set (else validation) the rates at it, and accuracy, F1 and AUROC with 95 % intervals."""
     val_probs, val_targets = evaluation.predict_loader(model, val_loader, device, precision=args.precision)
     threshold = trust.threshold_for_fpr(trust.fake_scores(val_probs), val_targets, args.target_fpr)
     probs, targets = (val_probs, val_targets) if test_loader is None else \
@@ -293,19 +290,11 @@ def write_outputs(args, model: ViT, result: dict, class_names, origin: str, worl
              "target_fpr": args.target_fpr, "split": split}  # fmt: skip
     detector = save_detector(model, out / DETECTOR_DIR, class_names, spec, model_name=args.model, extra=extra)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "recipe"}
-    metrics = {
-        "recipe": recipe.to_dict(),
-        "settings": {k: v for k, v in settings.items() if k not in recipe.to_dict()},
-        **{
-            key: result[key]
-            for key in ("history", "best_epoch", "val", "test", "intervals", "operating_point")
-        },
-        "class_names": list(class_names),
-        "weights": origin,
-        "world_size": world_size,
-        "seconds": seconds,
-        "train_images_per_second": result["train_images_per_second"],
-    }
+    fields, kept = recipe.to_dict(), ("history", "best_epoch", "val", "test", "intervals", "operating_point")
+    metrics = {"recipe": fields, "settings": {k: v for k, v in settings.items() if k not in fields},
+               **{key: result[key] for key in kept}, "class_names": list(class_names), "weights": origin,
+               "world_size": world_size, "seconds": seconds,
+               "train_images_per_second": result["train_images_per_second"]}  # fmt: skip
     path = files.write_json(out / "metrics.json", metrics)
     which = "test" if result["test"] else "val"
     print(f"best epoch {result['best_epoch']}, on the {which} images:")
