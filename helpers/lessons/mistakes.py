@@ -129,10 +129,7 @@ SPLIT_MISTAKES = (
 )
 MERGE_MISTAKES = (
     ("merge_no_transpose", lambda x: x.reshape(x.shape[0], x.shape[2], -1)),
-    (
-        "merge_interleaved",
-        lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1),
-    ),  # (B, T, d, h)
+    ("merge_interleaved", lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1)),  # (B,T,d,h)
 )
 MERGE_ERRORS = (("merge_view", r"view size is not compatible"),)
 

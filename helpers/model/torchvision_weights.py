@@ -81,16 +81,10 @@ def _torchvision_key_map(depth: int, legacy: bool = False) -> dict[str, str]:
     fc1, fc2 = ("linear_1", "linear_2") if legacy else ("0", "3")
     per_block = {"norm1": "ln_1", "norm2": "ln_2", "attn.proj": "self_attention.out_proj"}
     per_block |= {"mlp.fc1": f"mlp.{fc1}", "mlp.fc2": f"mlp.{fc2}"}
-    names = {
-        "patch_embedding.proj.weight": "conv_proj.weight",
-        "patch_embedding.proj.bias": "conv_proj.bias",
-        "patch_embedding.class_token": "class_token",
-        "patch_embedding.pos_embedding": "encoder.pos_embedding",
-        "norm.weight": "encoder.ln.weight",
-        "norm.bias": "encoder.ln.bias",
-        "head.weight": "heads.head.weight",
-        "head.bias": "heads.head.bias",
-    }
+    pairs = (("patch_embedding.proj", "conv_proj"), ("norm", "encoder.ln"), ("head", "heads.head"))
+    names = {f"{ours}.{p}": f"{tv}.{p}" for ours, tv in pairs for p in ("weight", "bias")}
+    names["patch_embedding.class_token"] = "class_token"
+    names["patch_embedding.pos_embedding"] = "encoder.pos_embedding"
     for i in range(depth):
         theirs = f"encoder.layers.encoder_layer_{i}."
         for ours, tv in per_block.items():

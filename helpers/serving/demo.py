@@ -119,10 +119,8 @@ def find_examples(data_root: Path, cache: Path, per_class: int = EXAMPLES_PER_CL
     toy = data_root / "toy"
     if not any(toy.glob("*/*.png")):
         toy = make_toy_dataset(cache, images_per_class=per_class)
-    examples: list[Path] = []
-    for class_dir in sorted(p for p in toy.iterdir() if p.is_dir()):
-        examples += sorted(class_dir.glob("*.png"))[:per_class]
-    return examples
+    class_dirs = sorted(p for p in toy.iterdir() if p.is_dir())
+    return [path for class_dir in class_dirs for path in sorted(class_dir.glob("*.png"))[:per_class]]
 
 
 PRECISION_NOTES = {
@@ -212,15 +210,8 @@ def build_demo(
         with gr.Row():
             with gr.Column():
                 # image_mode=None keeps RGBA, greyscale, CMYK, ... as uploaded; load_image_rgb converts.
-                sources = ["upload", "clipboard"]
-                image = gr.Image(
-                    type="filepath",
-                    image_mode=None,
-                    sources=sources,
-                    label="Image",
-                    height=300,
-                    elem_id="upload",
-                )
+                image = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                                 label="Image", height=300, elem_id="upload")  # fmt: skip
                 button = gr.Button("Classify", variant="primary", elem_id="classify")
             with gr.Column():
                 heading = f"Prediction (fake when P(fake) > {predictor.threshold:.3f})"
@@ -230,11 +221,8 @@ def build_demo(
         if examples:
             classes = [display_name(Path(path).parent.name) for path in examples]  # the folder is the class
             in_order = ", then ".join(f"{classes.count(c)} {c}" for c in dict.fromkeys(classes))
-            gr.Examples(
-                examples=[[str(path)] for path in examples],
-                inputs=[image],
-                label=f"Examples: {in_order} (click one, then Classify)",
-            )
+            heading = f"Examples: {in_order} (click one, then Classify)"
+            gr.Examples(examples=[[str(path)] for path in examples], inputs=[image], label=heading)
         # preprocess=False: `predict` gets the file's record unopened, so `classify` explains a bad upload.
         button.click(
             predict, image, label, api_name="predict", preprocess=False, concurrency_limit=CONCURRENCY

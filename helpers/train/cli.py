@@ -173,13 +173,11 @@ def train(args: argparse.Namespace) -> int:
         train_tf, eval_tf = make(args.image_size)
         if not recipe.train_backbone:
             train_tf = eval_tf  # features are computed once, so no random augmentation
+        fractions = {"val_fraction": args.val_fraction, "test_fraction": args.test_fraction}
         try:  # DDP: process 0 indexes the data (and checks every image), then the others reuse its index
             *loaders, class_names = distributed.rank_zero_first(
-                lambda: create_dataloaders(
-                    args.data, train_tf, eval_tf, batch_size=recipe.batch_size, seed=args.seed,
-                    val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                    num_workers=args.num_workers,
-                )
+                lambda: create_dataloaders(args.data, train_tf, eval_tf, recipe.batch_size, seed=args.seed,
+                                           num_workers=args.num_workers, **fractions)
             )  # fmt: skip
         except ValueError as err:  # a folder without two classes of images, too few images per class
             raise cli.CommandError(str(err)) from err
@@ -198,16 +196,12 @@ def train(args: argparse.Namespace) -> int:
             parameters = sum(p.numel() for p in model.parameters())
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             how = args.precision + (", TF32 matmuls" if tf32 and args.precision == "fp32" else "")
-            print(
-                f"{args.model} ({origin}), recipe {recipe.name}, "
-                f"{parameters:,} parameters ({trainable:,} trainable); "
-                f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val / "
-                f"{len(test_loader.dataset) if test_loader else 0} test images; device {device}"
-                + (f" x {world_size} processes" if world_size > 1 else "")
-                + f"; precision {how}"
-                + ("; compiled" if args.compile else ""),
-                flush=True,
-            )
+            how += "; compiled" if args.compile else ""
+            n = [0 if ld is None else len(ld.dataset) for ld in (train_loader, val_loader, test_loader)]
+            device_text = f"{device} x {world_size} processes" if world_size > 1 else str(device)
+            print(f"{args.model} ({origin}), recipe {recipe.name}, {parameters:,} parameters ({trainable:,} "
+                  f"trainable); {n[0]} train / {n[1]} val / {n[2]} test images; device {device_text}; "
+                  f"precision {how}", flush=True)  # fmt: skip
         resume_hint = "run the same command with --resume to continue from the last completed epoch"
         try:
             result = run.train_model(
@@ -215,8 +209,7 @@ def train(args: argparse.Namespace) -> int:
             )
             if rank == 0:
                 seconds = time.perf_counter() - start
-                split = split_record(args.data, args.seed, splits, val_fraction=args.val_fraction,
-                                     test_fraction=args.test_fraction)  # fmt: skip
+                split = split_record(args.data, args.seed, splits, **fractions)
                 point = operating_point(model, val_loader, test_loader, args, device)
                 write_outputs(
                     args, model, {**result, **point}, class_names, origin, world_size, seconds, split
