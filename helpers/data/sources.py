@@ -31,9 +31,8 @@ from helpers.data.toy import IMAGES_PER_CLASS, make_toy_dataset
 
 
 def get_dataset(name: str, root: str | os.PathLike | None = None, **kwargs: Any) -> Path:
-    """The image folder of dataset ``"toy"`` (``kwargs`` for ``make_toy_dataset``) or ``"fake_or_real"``
-    (the prepared copy; ``max_side=None``: the originals), made or downloaded into ``data/<name>`` if
-    needed. Lessons 03-06."""
+    """The image folder of ``"toy"`` (``kwargs`` for ``make_toy_dataset``) or ``"fake_or_real"`` (the prepared
+    copy; ``max_side=None``: the originals), made or downloaded into ``data/<name>``. Lessons 03-06."""
     if name == "toy":
         root = Path(root) if root is not None else course.data_dir() / "toy"
         before, start = read_marker(root), time.perf_counter()

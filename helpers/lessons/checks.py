@@ -1,7 +1,6 @@
 """Checks for the your-turn cells: run the learner's function on seeded inputs, answer ✓ or name the mistake
-(the known-wrong version in ``helpers.lessons.mistakes`` that computes the same). Returns the learner's
-function when right, else the reference; ``strict=True`` raises ``CheckFailed`` instead of printing.
-"""
+(the known-wrong version in ``helpers.lessons.mistakes`` computing the same); return it if right, else the
+reference. ``strict=True`` raises ``CheckFailed`` instead of printing."""
 
 from __future__ import annotations
 
@@ -434,8 +433,7 @@ def _validation_sets() -> list[tuple[torch.Tensor, torch.Tensor, float]]:
 
 def check_threshold(pick_threshold: Callable, *, strict: bool = False) -> Callable:
     """Lesson 06: ``pick_threshold(val_scores, val_is_fake, target_fpr)``: the lowest threshold of P(fake)
-    that flags (strictly above) at most ``target_fpr`` of the validation set's real photos. Right when it
-    flags the same images as the reference on two made-up validation sets."""
+    that flags (strictly above) at most ``target_fpr`` of the validation set's real photos."""
     sets = _validation_sets()
     answers = _guard(lambda: [float(*_call(pick_threshold, *validation)) for validation in sets])
     verdict, answers = (answers, []) if isinstance(answers, Verdict) else (Verdict("ok"), answers)

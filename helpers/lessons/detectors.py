@@ -1,7 +1,5 @@
-"""Which detector lessons 05 and 06 examine: a saved one, else one made here, said loudly (small mode:
-lesson 03's tiny ViT; full mode: a linear probe on the ImageNet ViT-B/16). A small-mode detector is
-never presented as the real one, nor published (:func:`check_publishable`).
-"""
+"""Which detector lessons 05 and 06 examine: a saved one, else one made here, said loudly (small mode: lesson
+03's tiny ViT; full: a linear probe on ViT-B/16); a small-mode one is never published as the real one."""
 
 from __future__ import annotations
 

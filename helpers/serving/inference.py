@@ -2,17 +2,12 @@
 
 A detector folder holds ``model.safetensors`` (loading cannot run code) and ``config.json``, e.g.::
 
-    {"format": "fake-vit/1", "model_name": "vit_tiny",
-     "vit_config": {"image_size": 64, "patch_size": 8, ...},
-     "class_names": ["fake_images", "real_images"],
-     "transform": {"resize": 64, "crop": 64, "mean": [...], "std": [...], "interpolation": "bilinear"},
-     "threshold": 0.62, "target_fpr": 0.05,
-     "split": {"root": "toy", "seed": 42, "train_files": ["fake_images/fake_00003.png", ...], ...}}
+    {"format": "fake-vit/1", "model_name": "vit_tiny", "vit_config": {"image_size": 64, ...},
+     "class_names": ["fake_images", "real_images"], "transform": {"resize": 64, "crop": 64, ...},
+     "threshold": 0.62, "target_fpr": 0.05, "split": {"train_files": [...], ...}}
 
 ``threshold``: P(fake) above which it says fake, chosen on validation for at most ``target_fpr`` of real
-photos flagged (missing: 0.5). ``split``: its training images (:func:`split_record`), which
-:func:`check_unseen` refuses. ``precision="auto"`` uses bf16/fp16 autocast where the hardware has it (a
-probability moves by less than 0.02, ``tests/test_precision.py``).
+photos flagged (missing: 0.5). ``split``: its training images, which :func:`check_unseen` refuses.
 """
 
 from __future__ import annotations

@@ -4,13 +4,9 @@
     python -m helpers.train --data data/fake_or_real --model vit_b16 --recipe linear_probe --out build/probe
     python -m helpers.train --data data/fake_or_real --model vit_b16 --recipe finetune --out build/finetune
 
-``--recipe``: :data:`helpers.train.recipes.RECIPES` (``linear_probe``, ``finetune``: ImageNet ViT-B/16);
-each setting flag (``--lr``, ...) replaces that field. ``--data`` holds ``fake_images/`` and
-``real_images/``, or one sub-folder that does. ``--out`` receives ``metrics.json`` (metrics with 95 %
-intervals, the rates at the threshold), ``detector/`` (its ``config.json`` records the split and the
-threshold that flags at most ``--target-fpr`` of validation real photos) and ``training_state/`` (for
-``--resume``). Expected failures end with one ``error: ...`` line (:mod:`helpers._cli`).
-Several GPUs: ``torchrun --nproc_per_node=4 -m helpers.train ...`` (``--batch-size`` is per process).
+Each setting flag (``--lr``, ...) replaces that field of the ``--recipe``. ``--out`` receives
+``metrics.json`` (with 95 % intervals), ``detector/`` (with its split and threshold) and
+``training_state/`` (for ``--resume``). Several GPUs: ``torchrun --nproc_per_node=4 -m helpers.train ...``.
 """
 
 from __future__ import annotations

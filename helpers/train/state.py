@@ -1,7 +1,5 @@
-"""The training state ``resumable_fit`` saves every epoch: ``weights-0003.safetensors``, ``best-0002...``,
-``optimizer-0003.pt`` and, last in one atomic rename, ``trainer.json`` naming them (a kill loses at most
-the running epoch). Loading never runs code (safetensors, weights_only, JSON).
-"""
+"""The training state ``resumable_fit`` saves every epoch: weights, best weights, optimizer, and last (one
+atomic rename) ``trainer.json`` naming them, so a kill loses at most the running epoch. Loads run no code."""
 
 from __future__ import annotations
 
