@@ -421,20 +421,14 @@ def reference_threshold(val_scores: torch.Tensor, val_is_fake: torch.Tensor, tar
     return trust.threshold_for_fpr(val_scores, (~val_is_fake).long(), target_fpr)  # label 1 = real
 
 
-def _validation_sets() -> list[tuple[torch.Tensor, torch.Tensor, float]]:
-    """Two made-up validation sets (P(fake), is_fake) of 40 fakes and 40 real photos, and a target rate."""
-    sets = []
-    for seed, fpr in ((6, 0.1), (7, 0.1)):  # one target: a function blind to the scores answers the same
-        g = torch.Generator().manual_seed(seed)
-        scores = torch.cat([0.6 + 0.4 * torch.rand(40, generator=g), 0.7 * torch.rand(40, generator=g)])
-        sets.append((scores, torch.arange(80) < 40, fpr))  # overlapping classes, distinct scores
-    return sets
-
-
 def check_threshold(pick_threshold: Callable, *, strict: bool = False) -> Callable:
     """Lesson 06: ``pick_threshold(val_scores, val_is_fake, target_fpr)``: the lowest threshold of P(fake)
     that flags (strictly above) at most ``target_fpr`` of the validation set's real photos."""
-    sets = _validation_sets()
+    sets = []  # two made-up validation sets (P(fake), is_fake) of 40 fakes and 40 real photos, a target rate
+    for seed in (6, 7):  # one target: a function blind to the scores answers the same
+        g = torch.Generator().manual_seed(seed)
+        scores = torch.cat([0.6 + 0.4 * torch.rand(40, generator=g), 0.7 * torch.rand(40, generator=g)])
+        sets.append((scores, torch.arange(80) < 40, 0.1))  # overlapping classes, distinct scores
     answers = _guard(lambda: [float(*_call(pick_threshold, *validation)) for validation in sets])
     verdict, answers = (answers, []) if isinstance(answers, Verdict) else (Verdict("ok"), answers)
     for answer, (scores, is_fake, fpr) in zip(answers, sets, strict=False):

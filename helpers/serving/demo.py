@@ -64,17 +64,6 @@ def display_name(class_name: str) -> str:
     return class_name.removesuffix("_images").replace("_", " ")
 
 
-def upload_path(upload: str | Path | Mapping[str, Any] | None) -> tuple[Path, str]:
-    """``(path on disk, the user's file name)`` for a Gradio file record or a path."""
-    if upload is None:
-        raise ImageLoadError(NO_IMAGE_YET)
-    if isinstance(upload, Mapping):
-        path = Path(upload["path"])
-        return path, str(upload.get("orig_name") or path.name)
-    path = Path(upload)
-    return path, path.name
-
-
 def uploaded_file(upload: str | Mapping[str, Any], upload_folder: str | Path) -> tuple[Path, str]:
     """``(path, the user's file name)`` if ``upload`` is a regular file in ``upload_folder``, else
     ``ImageLoadError(NOT_AN_UPLOAD)``; nothing is opened, so a FIFO cannot block the server."""
@@ -100,9 +89,12 @@ def shorten(name: str, limit: int = NAME_SHOWN) -> str:
 
 
 def classify(predictor: Predictor, upload: str | Path | Mapping[str, Any] | None) -> dict[str, float]:
-    """``{display name: probability}`` for one upload; ``ImageLoadError`` (with the user's file name) for
-    a non-image, one over :data:`MAX_UPLOAD_PIXELS` or one too elongated."""
-    path, name = upload_path(upload)
+    """``{display name: probability}`` for one upload (a Gradio file record or a path); ``ImageLoadError``
+    (with the user's file name) for a non-image, one over :data:`MAX_UPLOAD_PIXELS` or too elongated."""
+    if upload is None:
+        raise ImageLoadError(NO_IMAGE_YET)
+    path = Path(upload["path"] if isinstance(upload, Mapping) else upload)
+    name = str(upload.get("orig_name") or path.name) if isinstance(upload, Mapping) else path.name
     try:
         check_pixel_limit(path, max_pixels=MAX_UPLOAD_PIXELS)
         check_resized_size(path, int(predictor.config["transform"]["resize"]))
