@@ -147,8 +147,7 @@ def download_fake_or_real(
     root: str | os.PathLike, max_side: int | None = None, *, expected_count: int = IMAGE_COUNT
 ) -> Path:
     """``root/train``, downloaded (or from ``root/train.zip``) and extracted once; with ``max_side``, the
-    prepared copy ``<root>_<max_side>px``. A failed download is a RuntimeError saying how to place the zip
-    by hand. Lessons 03-06."""
+    prepared copy ``<root>_<max_side>px``. A failed download says how to place the zip. Lessons 03-06."""
     root = Path(root)
     data = root / "train"
     if not (read_marker(root) and data.is_dir()):
@@ -164,8 +163,7 @@ def download_fake_or_real(
             zip_path, from_hub = _fetch_zip(root)
 
             def check_listing(names: list[str]) -> None:  # another image count is announced, and kept
-                count = count_listed_images(names)
-                if count != expected_count:
+                if (count := count_listed_images(names)) != expected_count:
                     announce(
                         f"{zip_path} lists {count:,} images, expected {expected_count:,}: a different "
                         "version of the dataset, or a stand-in. Going on with the images it has."
