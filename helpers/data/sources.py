@@ -3,8 +3,7 @@
 python -m helpers.data make-toy --out data/toy [--images-per-class N --image-size S --seed K]
 python -m helpers.data download --out data/fake_or_real [--max-side 256]
 python -m helpers.data cache --data data/toy [--size 64]
-python -m helpers.data figures --data data/toy --out figures
-"""
+python -m helpers.data figures --data data/toy --out figures"""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """The ViT as a figure: the paper's Figure 1 and Eq. 1-4 with the names in helpers.model.vit (lessons 01, 02).
-Each box names the module that computes it, read from a ViT built on the ``meta`` device: it cannot drift.
-"""
+Each box names the module that computes it, read from a ViT built on the ``meta`` device: it cannot drift."""
 
 from __future__ import annotations
 

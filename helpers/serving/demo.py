@@ -3,8 +3,7 @@
 Gradio is optional (``pip install -e ".[demo]"``); run ``python app/app.py --detector DIR``. The page shows
 each class's probability and the threshold; a bad upload gets a message, and the server keeps serving.
 Against strangers: ``/predict`` opens only regular files in Gradio's upload folder; uploads are capped
-in bytes and pixels and deleted once classified or after 15 minutes; a bounded queue.
-"""
+in bytes and pixels and deleted once classified or after 15 minutes; a bounded queue."""
 
 from __future__ import annotations
 

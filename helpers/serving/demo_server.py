@@ -1,6 +1,5 @@
 """Run the web demo (``app/app.py``, in a checkout) as a separate process on a free local port, for tests
-and tools: ``with running_demo("build/detector", Path("build/server")) as url: Client(url).predict(...)``.
-"""
+and tools: ``with running_demo("build/detector", Path("build/server")) as url: Client(url).predict(...)``."""
 
 from __future__ import annotations
 

@@ -7,8 +7,7 @@ A detector folder holds ``model.safetensors`` (loading cannot run code) and ``co
      "threshold": 0.62, "target_fpr": 0.05, "split": {"train_files": [...], ...}}
 
 ``threshold``: P(fake) above which it says fake, chosen on validation for at most ``target_fpr`` of real
-photos flagged (missing: 0.5). ``split``: its training images, which :func:`check_unseen` refuses.
-"""
+photos flagged (missing: 0.5). ``split``: its training images, which :func:`check_unseen` refuses."""
 
 from __future__ import annotations
 

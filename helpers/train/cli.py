@@ -6,8 +6,7 @@
 
 Each setting flag (``--lr``, ...) replaces that field of the ``--recipe``. ``--out`` receives
 ``metrics.json`` (with 95 % intervals), ``detector/`` (with its split and threshold) and
-``training_state/`` (for ``--resume``). Several GPUs: ``torchrun --nproc_per_node=4 -m helpers.train ...``.
-"""
+``training_state/`` (for ``--resume``). Several GPUs: ``torchrun --nproc_per_node=4 -m helpers.train ...``."""
 
 from __future__ import annotations
 
