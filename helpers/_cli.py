@@ -1,6 +1,5 @@
-"""How the course's command lines fail: ONE ``error: ...`` line naming the file or value and what to do,
-status 2 for a usage error (before any work), 1 for a failure the user can fix; a bug keeps its traceback.
-"""
+"""How the course's command lines fail: ONE ``error: ...`` line, status 2 for a usage error, 1 for a failure
+the user can fix; a bug keeps its traceback."""
 
 from __future__ import annotations
 
@@ -80,10 +79,8 @@ def check_output_folder(out: Path, needed: int) -> None:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
-        reason = err.strerror or str(err)
-        raise CommandError(
-            f"--out {out}: cannot write into {existing} ({reason}); choose a folder you can write to", 2
-        ) from err
+        reason = f"cannot write into {existing} ({err.strerror or err}); choose a folder you can write to"
+        raise CommandError(f"--out {out}: {reason}", 2) from err
     free = shutil.disk_usage(existing).free
     if free < needed:
         raise CommandError(

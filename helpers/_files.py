@@ -1,6 +1,5 @@
 """Files no reader sees half-written (a temporary name, then a rename; folders marked ``.complete``
-last), a clear :class:`DiskSpaceError` for a full disk, and Google Drive spotted (slow for small files).
-"""
+last), a clear :class:`DiskSpaceError` for a full disk, and Google Drive spotted (slow for small files)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""Small mode versus full mode, and where the course reads and writes files.
-
-Full mode (default on a GPU): the paper's sizes, the real dataset, pretrained weights. Small mode
-(default without one): tiny sizes and the toy dataset, minutes on a CPU. Each notebook's ``MODE``
-parameter or ``$FAKEVIT_MODE`` overrides the choice (:func:`resolve_mode`, :func:`choose`).
-
-Files live in the course *home* (:func:`home`), laid out as in a checkout; in Colab, :func:`setup_colab`
-puts it on Google Drive so that what lesson 04 trains outlives the runtime.
-"""
+"""Small mode (tiny sizes, the toy data, a CPU) versus full mode (the paper's sizes, the real data, a GPU),
+and the course *home* where files go (:func:`home`; in Colab on Google Drive, :func:`setup_colab`)."""
 
 from __future__ import annotations
 
@@ -35,9 +28,8 @@ def in_colab() -> bool:
 
 
 def resolve_mode(mode: str = "auto", *, verbose: bool = True) -> str:
-    """``"small"`` or ``"full"``, said aloud: ``mode`` unless "auto", else ``$FAKEVIT_MODE``, else full
-    mode on a CUDA GPU, small without. Every lesson's first cell; ``verbose`` (a lesson's call) also
-    gives PyTorch one thread per idle CPU (:func:`share_cpus`)."""
+    """``"small"`` or ``"full"``, said aloud: ``mode`` unless "auto", else ``$FAKEVIT_MODE``, else full on a
+    CUDA GPU. Every lesson's first cell; ``verbose`` also calls :func:`share_cpus`."""
     requested = (mode or "auto").strip().lower()
     source = "the MODE parameter"
     if requested == "auto":
@@ -65,8 +57,7 @@ def resolve_mode(mode: str = "auto", *, verbose: bool = True) -> str:
 
 
 def busy_cpus(seconds: float = 0.5) -> float:
-    """How many CPUs other processes keep busy right now: measured from ``/proc/stat`` over ``seconds``
-    (Linux), else the 1-minute load average, which lags (it still counts a lesson that just ended)."""
+    """CPUs other processes keep busy now, from ``/proc/stat`` over ``seconds`` (else the load average)."""
 
     def sample() -> tuple[int, int]:
         with open("/proc/stat") as stat:
@@ -89,13 +80,8 @@ def free_cpus() -> tuple[int, int]:
 
 
 def share_cpus() -> tuple[int, int]:
-    """Give PyTorch one thread per idle CPU; return (its threads, the CPUs). Every lesson's first cell.
-
-    PyTorch starts one thread per core; when another process trains at the same time (a second
-    notebook, a neighbour on a shared workshop machine), its threads wait on each other's time slices
-    and a lesson that trains runs 7-14 times slower. With one thread per idle CPU it does not collapse.
-    ``$OMP_NUM_THREADS``, if set, is the user's choice and is left alone.
-    """
+    """Give PyTorch one thread per idle CPU (a second training process otherwise slows both 7-14x); return
+    (its threads, the CPUs). ``$OMP_NUM_THREADS``, if set, is left alone. Every lesson's first cell."""
     cpus, idle = free_cpus()
     if not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(idle)
@@ -104,28 +90,24 @@ def share_cpus() -> tuple[int, int]:
 
 def choose(value: T | None, *, small: T, full: T, mode: str) -> T:
     """``value`` if it was set (not None), else the default for ``mode``. Every lesson's first cell."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be 'small' or 'full', got {mode!r}; call resolve_mode first")
+    _check_mode(mode)
     return value if value is not None else small if mode == "small" else full
 
 
 def sizes(mode: str, *, small: dict[str, Any], full: dict[str, Any], overrides: dict[str, Any] | None = None):
-    """A lesson's size preset: ``small`` or ``full`` by ``mode``, updated by ``overrides`` (the
-    ``OVERRIDES`` parameter, e.g. the full-mode rehearsal's tiny sizes), as attributes: ``S.EPOCHS``.
-    An override that names no size raises, so a typo never passes silently. Lessons 03 to 06."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be 'small' or 'full', got {mode!r}; call resolve_mode first")
+    """A lesson's sizes as attributes (``S.EPOCHS``): ``small`` or ``full`` by ``mode``, updated by
+    ``overrides``; an override that names no size raises. Lessons 03 to 06."""
+    _check_mode(mode)
     if set(small) != set(full):
         raise ValueError(f"small and full presets name different sizes: {sorted(set(small) ^ set(full))}")
-    unknown = sorted(set(overrides or {}) - set(small))
-    if unknown:
+    if unknown := sorted(set(overrides or {}) - set(small)):
         raise ValueError(f"OVERRIDES names {unknown}, which are not sizes of this lesson: {sorted(small)}")
     return SimpleNamespace(**{**(small if mode == "small" else full), **(overrides or {})})
 
 
 def project_root(start: Path | None = None) -> Path:
-    """The course checkout that contains ``start`` (default: the working directory), else ``start``
-    itself (Colab, where the helpers are pip-installed). Lessons 03, 05 and 06."""
+    """The course checkout containing ``start`` (default: the working directory), else ``start``.
+    Lessons 03, 05 and 06."""
     start = Path(start or Path.cwd()).resolve()
     for folder in (start, *start.parents):
         pyproject = folder / "pyproject.toml"
@@ -135,8 +117,7 @@ def project_root(start: Path | None = None) -> Path:
 
 
 def home() -> Path:
-    """Where every file the lessons make goes: ``$FAKEVIT_HOME`` (on Drive in Colab, see
-    :func:`setup_colab`), else :func:`project_root`. Every lesson."""
+    """Where the lessons' files go: ``$FAKEVIT_HOME``, else :func:`project_root`. Every lesson."""
     chosen = os.environ.get(HOME_ENV, "").strip()
     return Path(chosen).expanduser().resolve() if chosen else project_root()
 
@@ -159,9 +140,9 @@ def detector_dir() -> Path:
 
 
 def setup_colab(use_drive: bool = True) -> Path:
-    """In Colab, make Google Drive's ``My Drive/fake-vit`` the course home (files then outlive the
-    runtime); return the home. Without Drive, or when mounting fails, files go to the runtime's disk
-    (said loudly). Outside Colab, or with ``$FAKEVIT_HOME`` set, nothing changes. Every lesson."""
+    """In Colab, make Drive's ``My Drive/fake-vit`` the home (files outlive the runtime; a failed mount is
+    said loudly); return the home. Outside Colab, or with ``$FAKEVIT_HOME`` set, nothing changes.
+    Every lesson."""
     if not in_colab():
         return home()
     if os.environ.get(HOME_ENV, "").strip():  # chosen by you, or by this function in an earlier cell
@@ -197,8 +178,7 @@ _warned: set[str] = set()  # messages expect() has already printed in this proce
 def expect(condition: bool, message: str, *, mode: str) -> bool:
     """Check a claimed result: a miss raises ``AssertionError(message)`` in small mode (proven by CI),
     warns loudly once in full mode (never tested on these numbers). Lessons 03 to 06."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be 'small' or 'full', got {mode!r}; call resolve_mode first")
+    _check_mode(mode)
     if condition:
         return True
     if mode == "small":
@@ -211,6 +191,11 @@ def expect(condition: bool, message: str, *, mode: str) -> bool:
             "other data, or another GPU can do that. Look at the figures and metrics above."
         )
     return False
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'small' or 'full', got {mode!r}; call resolve_mode first")
 
 
 def pick_device() -> torch.device:

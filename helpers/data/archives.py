@@ -19,9 +19,8 @@ def is_junk(name: str) -> bool:
 
 
 def plan_extraction(archive: zipfile.ZipFile, zip_path: Path, into: Path) -> list[zipfile.ZipInfo]:
-    """The files to extract, junk left out; a RuntimeError names a member that would land outside
-    ``into`` (zip-slip, e.g. ``../evil.jpg``). A member twice or a file that is also a folder fails
-    when written (never overwriting), and the caller removes the partial extraction."""
+    """The files to extract, junk left out; a RuntimeError names a member that would land outside ``into``
+    (zip-slip, e.g. ``../evil.jpg``). A duplicate fails when written (never overwriting)."""
     inside = into.resolve()
     for info in archive.infolist():  # every member, junk included: none may point outside
         if not (inside / info.filename).resolve().is_relative_to(inside):

@@ -1,8 +1,5 @@
-"""The real dataset (full mode): ``train.zip`` of the Hub's "Fake or Real Competition" (~9 GB, 6,750 images).
-
-Downloaded and extracted once, then resized into the prepared copy lessons 03 to 06 use (with its image
-cache); on Google Drive the copy is kept as ONE uncompressed zip (Drive reads one big file fast).
-"""
+"""The real dataset (full mode): the Hub's "Fake or Real Competition" ``train.zip`` (~9 GB, 6,750 images),
+extracted once and resized into the prepared copy lessons 03-06 use; on Drive kept as ONE uncompressed zip."""
 
 from __future__ import annotations
 
@@ -100,10 +97,8 @@ def _fetch_zip(root: Path) -> tuple[Path, bool]:
             check_free_space(hub_cache, size, f"downloading {ZIP_FILE}")
             check_free_space(root, size, f"extracting {ZIP_FILE}")
     exactly = "" if size is None else f", exactly {size_text(size)}"
-    print(
-        f"Downloading the Fake or Real Competition dataset ({IMAGE_COUNT:,} images; {ZIP_FILE} is about "
-        f"9 GB{exactly}) into the Hugging Face cache, {hub_cache} ..."
-    )
+    print(f"Downloading the Fake or Real Competition dataset ({IMAGE_COUNT:,} images; {ZIP_FILE} is about "
+          f"9 GB{exactly}) into the Hugging Face cache, {hub_cache} ...")  # fmt: skip
     try:
         with explain_disk_full(hub_cache, f"downloading {ZIP_FILE}"):
             # Timeouts: etag_timeout, HF_HUB_DOWNLOAD_TIMEOUT; HF_HUB_OFFLINE=1 fails at once unless cached.
@@ -118,9 +113,8 @@ def _fetch_zip(root: Path) -> tuple[Path, bool]:
 def _find_class_root(folder: Path) -> Path | None:
     """The folder at or below ``folder`` (2 levels at most) that holds both class folders."""
     candidates = [folder, *folder.glob("*"), *folder.glob("*/*")]
-    return next(
-        (c for c in candidates if c.name != "__MACOSX" and all((c / n).is_dir() for n in CLASS_NAMES)), None
-    )
+    is_root = lambda c: c.name != "__MACOSX" and all((c / n).is_dir() for n in CLASS_NAMES)  # noqa: E731
+    return next(filter(is_root, candidates), None)
 
 
 def count_images(class_root: str | os.PathLike) -> int:
@@ -152,9 +146,8 @@ def _remove_hub_copy(zip_path: Path) -> None:
 def download_fake_or_real(
     root: str | os.PathLike, max_side: int | None = None, *, expected_count: int = IMAGE_COUNT
 ) -> Path:
-    """The class folders ``root/train``, downloaded (or from ``root/train.zip``) and extracted once; with
-    ``max_side``, the prepared copy ``<root>_<max_side>px``. Another image count is announced; a failed
-    download or unusable archive is a RuntimeError saying how to place the file by hand. Lessons 03-06."""
+    """``root/train``, downloaded (or from ``root/train.zip``) and extracted once; with ``max_side``, the
+    prepared copy ``<root>_<max_side>px``. A failed download says how to place the zip. Lessons 03-06."""
     root = Path(root)
     data = root / "train"
     if not (read_marker(root) and data.is_dir()):
@@ -164,16 +157,13 @@ def download_fake_or_real(
                     f"{data} exists but holds {sorted(p.name for p in data.iterdir())}, not the class "
                     f"folders {list(CLASS_NAMES)}. Delete {data} and run this again."
                 )
-            if count_images(data) != expected_count:
-                announce(
-                    f"{data} holds {count_images(data):,} images, expected {expected_count:,}. Going on."
-                )
+            if (count := count_images(data)) != expected_count:
+                announce(f"{data} holds {count:,} images, expected {expected_count:,}. Going on.")
         else:
             zip_path, from_hub = _fetch_zip(root)
 
             def check_listing(names: list[str]) -> None:  # another image count is announced, and kept
-                count = count_listed_images(names)
-                if count != expected_count:
+                if (count := count_listed_images(names)) != expected_count:
                     announce(
                         f"{zip_path} lists {count:,} images, expected {expected_count:,}: a different "
                         "version of the dataset, or a stand-in. Going on with the images it has."
@@ -203,8 +193,8 @@ def download_fake_or_real(
 
 
 def prepared_name(name: str, reencoded: bool) -> str:
-    """An image's name in the prepared copy, unique: re-encoded ``photo.jpg`` -> ``photo.jpg.png``,
-    ``c.jpg.png`` -> ``c.jpg.png.png``; ``fake.png`` and a copied non-PNG keep theirs."""
+    """An image's unique name in the prepared copy: re-encoded ``a.jpg`` -> ``a.jpg.png``, ``c.jpg.png`` ->
+    ``c.jpg.png.png``; ``fake.png`` and a copied non-PNG keep theirs."""
     stem, extension = os.path.splitext(name)
     plain_png = extension.lower() == ".png" and not stem.lower().endswith(IMAGE_EXTENSIONS)
     if plain_png or (not reencoded and extension.lower() != ".png"):
@@ -234,8 +224,8 @@ def _copy_one(path: Path, target_dir: Path, max_side: int):
 
 
 def make_resized_copy(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, max_side: int) -> Path:
-    """The prepared copy of an image folder, shorter sides at most ``max_side`` px (PNG; smaller ones copied),
-    with its image cache; undecodable files skipped with one warning; reused when complete. Lessons 03-06."""
+    """The prepared copy of an image folder (shorter sides <= ``max_side`` px, PNG; smaller ones copied) with
+    its image cache; undecodable files skipped with one warning; reused when complete. Lessons 03-06."""
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
     settings = {"dataset": "prepared_copy", "source": str(src_dir.resolve()), "max_side": max_side}
     if marker_matches(dst_dir, settings):
@@ -254,10 +244,8 @@ def make_resized_copy(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, ma
             problems = []
             # Threads are enough: PIL decodes, resizes and encodes without holding the GIL.
             with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-                results = tqdm(
-                    pool.map(copy_one, samples), total=len(samples), desc=f"Resizing to {max_side} px"
-                )
-                for result in results:
+                desc = f"Resizing to {max_side} px"
+                for result in tqdm(pool.map(copy_one, samples), total=len(samples), desc=desc):
                     if isinstance(result, str):
                         problems.append(result)
                         continue
@@ -320,8 +308,8 @@ def original_fake_or_real(root: str | os.PathLike, *, expected_count: int = IMAG
 def prepared_fake_or_real(
     root: str | os.PathLike, max_side: int = PREPARED_SIDE, *, expected_count: int = IMAGE_COUNT
 ) -> Path:
-    """The prepared copy's folder: ``<root>_<max_side>px``; on a network drive (Google Drive) made on this
-    machine, the home keeping ``<root>_<max_side>px.zip`` for later runtimes to unpack. Lessons 03 to 06."""
+    """The prepared copy ``<root>_<max_side>px``; on a network drive (Google Drive) made on local disk, the
+    home keeping ``<root>_<max_side>px.zip`` for later runtimes to unpack. Lessons 03 to 06."""
     root = Path(root)
     name = f"{root.name}_{max_side}px"
     archive = root.parent / f"{name}.zip"

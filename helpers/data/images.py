@@ -75,10 +75,8 @@ def load_image_rgb(
     except FileNotFoundError:
         raise
     except Image.DecompressionBombError as error:
-        raise ImageLoadError(
-            f"{name}: refused to decode, more pixels than PIL's decompression-bomb limit "
-            f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}): {error}"
-        ) from error
+        limit = f"PIL's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS})"
+        raise ImageLoadError(f"{name}: refused to decode, more pixels than {limit}: {error}") from error
     except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, MemoryError) as error:
         # empty, truncated, corrupt or unknown files (UnidentifiedImageError is an OSError)
         raise ImageLoadError(
@@ -87,9 +85,8 @@ def load_image_rgb(
 
 
 def check_pixel_limit(path: str | os.PathLike, max_pixels: int | None = None) -> None:
-    """Refuse an image above ``max_pixels`` (default: ``PIL.Image.MAX_IMAGE_PIXELS``, where PIL only
-    warns up to twice that) from its header alone: a small file may need gigabytes decoded. Lesson 06.
-    """
+    """Refuse an image above ``max_pixels`` (default: ``PIL.Image.MAX_IMAGE_PIXELS``, where PIL only warns)
+    from its header alone: a small file may need gigabytes decoded. Lesson 06."""
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
         with Image.open(path) as header:  # reads the header only, not the pixels
@@ -131,8 +128,7 @@ def list_image_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def warn_skipped(problems: Sequence[str], where: str, *, stacklevel: int = 3) -> None:
-    """ONE warning for every file skipped ``where`` (e.g. "under data/toy"), naming the first 20,
-    pointing at the caller's caller (``stacklevel=3``). Lesson 03."""
+    """ONE warning for the files skipped ``where`` (e.g. "under data/toy"), naming the first 20. Lesson 03."""
     if not problems:
         return
     more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""

@@ -1,6 +1,5 @@
 """The decode check behind ``find_images(check=True)`` (lesson 03): every image not in the image cache is
-decoded once (JPEGs at 1/8 scale), so bad or vanished files are skipped before training with ONE warning.
-"""
+decoded once (JPEGs at 1/8 scale), so bad or vanished files are skipped before training with ONE warning."""
 
 from __future__ import annotations
 

@@ -3,8 +3,7 @@
 python -m helpers.data make-toy --out data/toy [--images-per-class N --image-size S --seed K]
 python -m helpers.data download --out data/fake_or_real [--max-side 256]
 python -m helpers.data cache --data data/toy [--size 64]
-python -m helpers.data figures --data data/toy --out figures
-"""
+python -m helpers.data figures --data data/toy --out figures"""
 
 from __future__ import annotations
 
@@ -31,9 +30,8 @@ from helpers.data.toy import IMAGES_PER_CLASS, make_toy_dataset
 
 
 def get_dataset(name: str, root: str | os.PathLike | None = None, **kwargs: Any) -> Path:
-    """The image folder of dataset ``"toy"`` (``kwargs`` for ``make_toy_dataset``) or ``"fake_or_real"``
-    (the prepared copy; ``max_side=None``: the originals), made or downloaded into ``data/<name>`` if
-    needed. Lessons 03-06."""
+    """The image folder of ``"toy"`` (``kwargs`` for ``make_toy_dataset``) or ``"fake_or_real"`` (the prepared
+    copy; ``max_side=None``: the originals), made or downloaded into ``data/<name>``. Lessons 03-06."""
     if name == "toy":
         root = Path(root) if root is not None else course.data_dir() / "toy"
         before, start = read_marker(root), time.perf_counter()

@@ -1,10 +1,6 @@
-"""Checks for the your-turn cells of lessons 01-03: run the learner's function, answer ✓ or name the mistake.
-
-A check compares the learner's numbers on seeded inputs with ``helpers.model.vit``'s; when they differ,
-the known-wrong version of ``helpers.lessons.mistakes`` that computes the same names the mistake. It
-returns the learner's function when right, else the reference; a stub counts as skipped. A wrong
-answer prints a hint, or with ``strict=True`` raises ``CheckFailed`` (``hint``: the mistake's id).
-"""
+"""Checks for the your-turn cells: run the learner's function on seeded inputs, answer ✓ or name the mistake
+(the known-wrong version in ``helpers.lessons.mistakes`` computing the same); return it if right, else the
+reference. ``strict=True`` raises ``CheckFailed`` instead of printing."""
 
 from __future__ import annotations
 
@@ -130,6 +126,18 @@ def _call(fn: Callable, *args) -> tuple:
     return tuple(out) if isinstance(out, tuple | list) else (out,)
 
 
+def _guard(run: Callable, errors=()):
+    """``run()``'s result; a stub is the verdict "skipped", an error the learner's code raised is named (as
+    the mistake whose ``errors`` pattern matches, if one does)."""
+    try:
+        return run()
+    except _Skipped:
+        return Verdict("skipped")
+    except Exception as err:
+        hint = next((h for h, pattern in errors if re.search(pattern, str(err))), None)
+        return _wrong(hint) if hint else _wrong("error", f"Your code raised {type(err).__name__}: {err}")
+
+
 def _same(seen: Sequence, want: Sequence) -> bool:
     """Same outputs, shapes and values to rounding; ``None`` in ``want`` is not compared."""
     close = lambda a, b: torch.allclose(a.detach().cpu().double(), b.double(), RTOL, ATOL, equal_nan=True)  # noqa: E731
@@ -140,13 +148,9 @@ def _same(seen: Sequence, want: Sequence) -> bool:
 def _diagnose(probe, fn, want, mistakes=(), errors=(), advice="", loose=None) -> Verdict:
     """Compare ``probe(fn)`` with ``want``; when wrong, find the mistake (hint, function) that computes
     the same, or the error (hint, regex) that matches. ``loose`` picks the parts a second search compares."""
-    try:
-        seen = probe(fn)
-    except _Skipped:
-        return Verdict("skipped")
-    except Exception as err:  # the learner's code failed: say how, in their terms when we know
-        hint = next((h for h, pattern in errors if re.search(pattern, str(err))), None)
-        return _wrong(hint) if hint else _wrong("error", f"Your code raised {type(err).__name__}: {err}")
+    seen = _guard(lambda: probe(fn), errors)
+    if isinstance(seen, Verdict):
+        return seen
     not_tensors = [type(t).__name__ for t in seen if not isinstance(t, torch.Tensor)]
     if not_tensors:
         return _wrong("not_tensor", f"Return torch tensors; got a {not_tensors[0]}.")
@@ -402,14 +406,9 @@ def _freeze_verdict(fn: Callable, train_backbone: bool) -> Verdict:
 def check_freeze_and_group(freeze_and_group: Callable, *, strict: bool = False) -> Callable:
     """Lesson 04: ``freeze_and_group(model, lr, backbone_lr_scale, train_backbone)`` freezes all but the
     head for a linear probe and returns the optimiser's parameter groups; checked in both settings."""
-    try:
-        verdict = _freeze_verdict(freeze_and_group, train_backbone=True)  # full fine-tuning
-        if verdict.status == "ok":
-            verdict = _freeze_verdict(freeze_and_group, train_backbone=False)  # the linear probe
-    except _Skipped:
-        verdict = Verdict("skipped")
-    except Exception as err:
-        verdict = _wrong("error", f"Your code raised {type(err).__name__}: {err}")
+    verdict = _guard(lambda: _freeze_verdict(freeze_and_group, train_backbone=True))  # full fine-tuning
+    if verdict.status == "ok":
+        verdict = _guard(lambda: _freeze_verdict(freeze_and_group, train_backbone=False))  # the linear probe
     ok = "the probe trains the head only; fine-tuning has every parameter in one group, at the right rate."
     return _report("freeze and group", verdict, freeze_and_group, reference_freeze_and_group, ok, strict)
 
@@ -422,30 +421,16 @@ def reference_threshold(val_scores: torch.Tensor, val_is_fake: torch.Tensor, tar
     return trust.threshold_for_fpr(val_scores, (~val_is_fake).long(), target_fpr)  # label 1 = real
 
 
-def _validation_sets() -> list[tuple[torch.Tensor, torch.Tensor, float]]:
-    """Two made-up validation sets (P(fake), is_fake) of 40 fakes and 40 real photos, and a target rate."""
-    sets = []
-    for seed, fpr in ((6, 0.1), (7, 0.1)):  # one target: a function blind to the scores answers the same
-        g = torch.Generator().manual_seed(seed)
-        scores = torch.cat([0.6 + 0.4 * torch.rand(40, generator=g), 0.7 * torch.rand(40, generator=g)])
-        sets.append((scores, torch.arange(80) < 40, fpr))  # overlapping classes, distinct scores
-    return sets
-
-
 def check_threshold(pick_threshold: Callable, *, strict: bool = False) -> Callable:
     """Lesson 06: ``pick_threshold(val_scores, val_is_fake, target_fpr)``: the lowest threshold of P(fake)
-    that flags (strictly above) at most ``target_fpr`` of the validation set's real photos. Right when it
-    flags the same images as the reference on two made-up validation sets."""
-    sets, verdict = _validation_sets(), Verdict("ok")
-    try:
-        answers = [pick_threshold(*validation) for validation in sets]
-        if any(answer is None or answer is Ellipsis for answer in answers):
-            raise _Skipped
-        answers = [float(answer) for answer in answers]
-    except (NotImplementedError, _Skipped):
-        answers, verdict = [], Verdict("skipped")
-    except Exception as err:
-        answers, verdict = [], _wrong("error", f"Your code raised {type(err).__name__}: {err}")
+    that flags (strictly above) at most ``target_fpr`` of the validation set's real photos."""
+    sets = []  # two made-up validation sets (P(fake), is_fake) of 40 fakes and 40 real photos, a target rate
+    for seed in (6, 7):  # one target: a function blind to the scores answers the same
+        g = torch.Generator().manual_seed(seed)
+        scores = torch.cat([0.6 + 0.4 * torch.rand(40, generator=g), 0.7 * torch.rand(40, generator=g)])
+        sets.append((scores, torch.arange(80) < 40, 0.1))  # overlapping classes, distinct scores
+    answers = _guard(lambda: [float(*_call(pick_threshold, *validation)) for validation in sets])
+    verdict, answers = (answers, []) if isinstance(answers, Verdict) else (Verdict("ok"), answers)
     for answer, (scores, is_fake, fpr) in zip(answers, sets, strict=False):
         flags = lambda t: scores > t  # noqa: E731, B023  (what a threshold does: strictly above)
         if torch.equal(flags(answer), flags(reference_threshold(scores, is_fake, fpr))):

@@ -1,12 +1,5 @@
-"""Which detector lessons 05 and 06 examine: found before any data is touched, or made here.
-
-A fresh Colab runtime may open lesson 05 or 06 without lesson 04's detector. :func:`find_or_make`
-looks in the course's folders first; only when nothing usable is saved does it fetch data and make one,
-saying so loudly. Small mode: lesson 03's tiny ViT (:func:`train_detector`, minutes on a CPU), which
-records its split, so a lesson can check that its images are unseen (``inference.check_unseen``).
-Full mode: a linear probe on the ImageNet ViT-B/16 (lesson 04's cheaper method, minutes on a GPU); a
-small-mode detector is never presented as the real one, nor published (:func:`check_publishable`).
-"""
+"""Which detector lessons 05 and 06 examine: a saved one, else one made here, said loudly (small mode: lesson
+03's tiny ViT; full: a linear probe on ViT-B/16); a small-mode one is never published as the real one."""
 
 from __future__ import annotations
 
@@ -72,7 +65,7 @@ def rebuild_split(
     data_root: str | Path, config: dict[str, Any]
 ) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]], list[tuple[Path, int]]]:
     """The ``(train, val, test)`` samples of ``data_root``, drawn again from ``config["split_seed"]`` as
-    :func:`helpers.data.loaders.create_dataloaders` drew them for the detector. Lessons 05 and 06."""
+    ``create_dataloaders`` drew them. Lessons 05 and 06."""
     samples, class_names = datasets.find_images(data_root)
     if list(config.get("class_names", class_names)) != class_names:
         raise inference.DetectorError(
@@ -98,10 +91,8 @@ def train_detector(
     num_workers: int = 0,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Lesson 03's ``"scratch"`` recipe (a ``vit_tiny`` from random weights, ``epochs``; 64 px) or lesson
-    04's ``"linear_probe"`` on the ImageNet ViT-B/16 (224 px), saved as a detector whose ``config.json``
-    records its split (:func:`~helpers.serving.inference.split_record`); ``extra`` adds keys. Returns
-    :func:`helpers.train.loop.fit`'s result. Lessons 05 and 06."""
+    """Lesson 03's ``"scratch"`` ``vit_tiny`` (64 px) or lesson 04's ``"linear_probe"`` on ViT-B/16 (224 px),
+    saved as a detector recording its split (and ``extra``); returns ``fit``'s result. Lessons 05 and 06."""
     loop.set_seed(seed)
     if method == "scratch":
         recipe = recipes.get_recipe("scratch", epochs=epochs, warmup_epochs=max(1, epochs // 10))
@@ -132,9 +123,7 @@ def train_detector(
 
 def find_or_make(which: str, *, mode: str, dataset: str, device: torch.device | str, **training) -> Path:
     """The folder of lesson 04's ``"finetuned"`` detector or lesson 03's ``"scratch"`` tiny ViT, reused when
-    trained with these settings and its split is recorded; else made by :func:`train_detector` with the
-    ``training`` settings (``seed``, ``image_size``, ``patch_size``, ``epochs``, ...). Small mode takes the
-    tiny ViT for a lesson-04 detector whose split is not recorded. Lessons 05 and 06."""
+    its settings match and its split is recorded, else made by :func:`train_detector`. Lessons 05 and 06."""
     if which not in ("finetuned", "scratch"):
         raise ValueError(f"which must be 'finetuned' or 'scratch', got {which!r}")
     training.setdefault("seed", 42)
@@ -191,9 +180,8 @@ def find_or_make(which: str, *, mode: str, dataset: str, device: torch.device | 
 
 
 def evaluation_split(config: dict[str, Any], data_root: str | Path) -> tuple[list, list]:
-    """The detector's ``(val, test)`` samples of ``data_root``: those its ``config.json`` records, else
-    drawn again from its ``split_seed`` (:func:`rebuild_split`); checked with
-    :func:`~helpers.serving.inference.check_unseen` (a warning when no split is recorded). Lesson 06."""
+    """The detector's ``(val, test)`` samples of ``data_root``: those its config records, else
+    :func:`rebuild_split`'s; checked by ``inference.check_unseen``. Lesson 06."""
     split, names = config.get("split") or {}, list(config["class_names"])
     if "val_files" in split:
         files = (split["val_files"], split["test_files"])

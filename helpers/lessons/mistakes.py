@@ -1,8 +1,5 @@
-"""The classic mistakes of the your-turn cells of lessons 01-03: what each one computes, and its hint.
-
-A ``_MISTAKES`` catalogue holds (hint id, known-wrong function with the learner's signature); an
-``_ERRORS`` one maps an error message (a regex) to the mistake that raises it.
-"""
+"""The classic mistakes of the your-turn cells (lessons 01-04, 06): what each computes, and its hint.
+``_MISTAKES``: (hint id, known-wrong function); ``_ERRORS``: (hint id, regex of the error it raises)."""
 
 from __future__ import annotations
 
@@ -15,82 +12,54 @@ from torch import nn
 
 HINTS = {
     # patchify (lesson 01)
-    "channels_last": "Each patch is flattened as (row, column, channel), colour last; the patch Conv2d's "
-    "weights are (channel, row, column): permute to (B, H/P, W/P, C, P, P) before flattening.",
+    "channels_last": "Patches are flattened (row, column, channel); permute to (B, H/P, W/P, C, P, P) first.",
     "grid_transposed": "Your patches come column by column; number them row by row, like reading a page.",
-    "pixels_transposed": "Inside each patch the pixels are in (column, row) order; flatten each patch as "
-    "(channel, row, column).",
-    "no_permute": "You reshaped without moving the axes, so a 'patch' is not one square of the image: "
-    "permute the grid to (B, H/P, W/P, C, P, P) first, then reshape.",
+    "pixels_transposed": "Inside each patch the pixels are (column, row); flatten as (channel, row, column).",
+    "no_permute": "Reshaping without moving the axes mixes patches: permute to (B, H/P, W/P, C, P, P) first.",
     "patches_last": "You returned (B, C*P*P, N), one patch per column, as F.unfold gives it: transpose(1, "
-    "2) to get one patch per row, (B, N, C*P*P).",
+    "2) to get one patch per row, (B, N, C*P*P).",  # solutions 01 shows it
     # [class] token and positions (lesson 01)
-    "batch_sized": "The [class] token is sized by a fixed batch size: expand the one (1, 1, D) token to "
-    "tokens.shape[0], the batch size of the input.",
-    "class_token_not_expanded": "Your code works for one image but not for a batch: expand the (1, 1, D) "
-    "token to the batch, class_token.expand(B, -1, -1) with B = tokens.shape[0].",
-    "no_positions": "The position embeddings are missing: add the (1, N+1, D) table after the concatenation.",
+    "batch_sized": "The [class] token is sized by a fixed batch: expand it to tokens.shape[0].",
+    "class_token_not_expanded": "Right for one image, not a batch: class_token.expand(B, -1, -1).",
+    "no_positions": "The position embeddings are missing: add the (1, N+1, D) table after concatenating.",
     "class_token_last": "The [class] token is at the end; it goes in front, as token 0.",
-    "class_token_no_position": "Only the patches got position embeddings; the [class] token has one too. "
-    "Concatenate first, then add the whole (1, N+1, D) table.",
-    "positions_before_concat": "You added the positions before putting the [class] token in front. "
-    "Concatenate first, then add the (1, N+1, D) table.",
-    "class_token_added": "You added the [class] token to every patch; it is one extra token in front: "
-    "torch.cat([cls, tokens], dim=1) gives N+1 tokens.",
+    "class_token_no_position": "The [class] token has a position too: concatenate, then add the whole table.",
+    "positions_before_concat": "You added positions before the [class] token: concatenate first.",
+    "class_token_added": "The [class] token is one extra token in front: torch.cat([cls, tokens], dim=1).",
     # attention (lesson 02)
-    "no_scale": "The scores are not scaled: divide q·kᵀ by sqrt(d) before the softmax, or the softmax puts "
-    "almost all weight on one token.",
+    "no_scale": "The scores are not scaled: divide q·kᵀ by sqrt(d) before the softmax.",
     "scale_by_d": "The scores are divided by d; the scale is 1/sqrt(d), with d = q.shape[-1].",
-    "scale_after_softmax": "You scaled after the softmax, so the weights no longer sum to 1: divide the "
-    "scores by sqrt(d) before the softmax.",
-    "softmax_wrong_axis": "The softmax runs over the wrong axis: each query's weights must sum to 1 over "
-    "the keys, softmax(dim=-1).",
+    "scale_after_softmax": "You scaled after the softmax (weights no longer sum to 1): scale before it.",
+    "softmax_wrong_axis": "Each query's weights must sum to 1 over the keys: softmax(dim=-1).",
     "no_softmax": "The softmax is missing: weights = softmax(q·kᵀ / sqrt(d)), positive and summing to 1.",
-    "values_not_used": "You returned the weights as the output; the output is weights @ v, a weighted sum "
-    "of v.",
-    "not_batched": "Right for one head (B, T, d), wrong for all heads at once (B, h, T, d): transpose the "
-    "last two dimensions, k.transpose(-2, -1), and take the softmax over dim=-1.",
+    "values_not_used": "You returned the weights as the output; the output is weights @ v.",
+    "not_batched": "Right for one head, wrong for (B, h, T, d): use k.transpose(-2, -1) and softmax(dim=-1).",
     # split and merge heads (lesson 02)
-    "split_interleaved": "Your heads take every h-th feature; each head takes d neighbouring features, as "
-    "trained weights expect: x.reshape(B, T, h, d).transpose(1, 2).",
-    "split_no_transpose": "Reshaping (B, T, D) straight to (B, h, T, d) mixes tokens and heads: reshape to "
-    "(B, T, h, d) first, then transpose(1, 2).",
-    "split_missing_transpose": "You stopped at (B, T, h, d); attention needs the heads before the tokens: "
-    "transpose(1, 2).",
-    "merge_no_transpose": "Reshaping (B, h, T, d) straight to (B, T, D) mixes tokens and heads: "
-    "transpose(1, 2) first, then reshape.",
-    "merge_interleaved": "Your merge interleaves the heads' features; put each head's d features side by "
-    "side: x.transpose(1, 2).reshape(B, T, h * d).",
-    "merge_view": ".view() cannot merge the heads after transpose (the tensor is not contiguous in memory): "
-    "use .reshape(B, T, D).",
+    "split_interleaved": "Each head takes d neighbouring features: x.reshape(B, T, h, d).transpose(1, 2).",
+    "split_no_transpose": "Reshaping to (B, h, T, d) mixes tokens and heads: (B, T, h, d), then transpose.",
+    "split_missing_transpose": "You stopped at (B, T, h, d); heads go before tokens: transpose(1, 2).",
+    "merge_no_transpose": "Reshaping (B, h, T, d) to (B, T, D) mixes tokens and heads: transpose first.",
+    "merge_interleaved": "Put each head's d features side by side: x.transpose(1, 2).reshape(B, T, h * d).",
+    "merge_view": ".view() fails after transpose (not contiguous in memory): use .reshape(B, T, D).",
     # encoder block (lesson 02)
     "post_norm": "This is post-norm (LayerNorm after each residual addition, as in the original "
-    "Transformer); ViT normalises before each sub-layer: x = x + attn(norm1(x)).",
-    "no_residual": "Both residual connections are missing: x = x + attn(norm1(x)), then x = x + "
-    "mlp(norm2(x)).",
-    "no_residual_attention": "The residual connection around attention is missing: x = x + attn(norm1(x)).",
-    "no_residual_mlp": "The residual connection around the MLP is missing: x = x + mlp(norm2(x)).",
+    "Transformer); ViT normalises before each sub-layer: x = x + attn(norm1(x)).",  # solutions 02 shows it
+    "no_residual": "Both residuals are missing: x = x + attn(norm1(x)), then x = x + mlp(norm2(x)).",
+    "no_residual_attention": "The residual around attention is missing: x = x + attn(norm1(x)).",
+    "no_residual_mlp": "The residual around the MLP is missing: x = x + mlp(norm2(x)).",
     "residual_after_norm": "Your residuals add the normalised input; add x itself: x = x + attn(norm1(x)).",
     "norms_mixed": "The LayerNorms are mixed up: norm1 goes before attention, norm2 before the MLP.",
     "no_norm": "The LayerNorms are missing: x = x + attn(norm1(x)), then x = x + mlp(norm2(x)).",
-    "parallel": "Attention and MLP both read the block's input; the MLP reads the output of the attention "
-    "step: x = x + attn(norm1(x)) first, then x = x + mlp(norm2(x)).",
+    "parallel": "The MLP reads the attention step's output, not the block's input: two steps in turn.",
     # training step (lesson 03)
-    "no_zero_grad": "The first step is right, the second is not: without optimizer.zero_grad() the new "
-    "gradients are added to the old ones. Call it at the start of every step.",
-    "no_step": "The parameters did not change although gradients were computed: call optimizer.step() after "
-    "loss.backward() and the clipping.",
-    "zero_grad_too_late": "The parameters did not change: zero_grad() ran after loss.backward() and wiped "
-    "the gradients. Call it at the start of the step.",
-    "no_clip": "The update used unclipped gradients: call nn.utils.clip_grad_norm_(model.parameters(), "
-    "max_norm) between loss.backward() and optimizer.step().",
-    "clip_after_step": "You clipped after optimizer.step(), when the update was already made: clip between "
-    "loss.backward() and optimizer.step().",
-    "no_return": "The update is right; now return the loss (loss.item()) so that the lesson can plot it.",
-    "backward_detached": "backward() needs the loss tensor autograd built: call it on what loss_fn "
-    "returned, not on loss.item() or loss.detach().",
-    "backward_non_scalar": "backward() needs one number: call it on the loss (the mean over the batch), not "
-    "on the model's outputs or on one loss per image.",
+    "no_zero_grad": "Step 2 is wrong: without optimizer.zero_grad() at the start, gradients accumulate.",
+    "no_step": "Gradients were computed but nothing changed: call optimizer.step() after the clipping.",
+    "zero_grad_too_late": "zero_grad() ran after loss.backward() and wiped the gradients: call it first.",
+    "no_clip": "Unclipped: call nn.utils.clip_grad_norm_(model.parameters(), max_norm) before the step.",
+    "clip_after_step": "You clipped after optimizer.step(): clip between loss.backward() and the step.",
+    "no_return": "The update is right; now return the loss (loss.item()) so the lesson can plot it.",
+    "backward_detached": "Call backward() on the loss tensor itself, not on loss.item() or loss.detach().",
+    "backward_non_scalar": "backward() needs one number: the mean loss, not the outputs or per-image losses.",
     # attention rollout (lesson 05)
     "rollout_no_identity": "The residual path is missing: mix the identity into each block's attention, "
     "0.5 * I + 0.5 * A, before multiplying (Abnar & Zuidema 2020).",
@@ -171,10 +140,7 @@ SPLIT_MISTAKES = (
 )
 MERGE_MISTAKES = (
     ("merge_no_transpose", lambda x: x.reshape(x.shape[0], x.shape[2], -1)),
-    (
-        "merge_interleaved",
-        lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1),
-    ),  # (B, T, d, h)
+    ("merge_interleaved", lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1)),  # (B,T,d,h)
 )
 MERGE_ERRORS = (("merge_view", r"view size is not compatible"),)
 
@@ -239,29 +205,17 @@ TRAINING_ERRORS = (
 
 # --- lesson 04: freeze the backbone and build the parameter groups (check_freeze_and_group) ---------
 FREEZE_HINTS = {
-    "head_frozen": "The linear probe froze the head too: after freezing the model, turn the head back on, "
-    "model.head.requires_grad_(True), or nothing can learn.",
-    "backbone_not_frozen": "The linear probe left backbone parameters trainable. `with torch.no_grad()` only "
-    "stops recording inside its block; freezing is requires_grad_(False) on every parameter but the head's.",
-    "backbone_frozen_in_finetune": "Fine-tuning (train_backbone=True) found a frozen backbone: set "
-    "requires_grad_(train_backbone) on the whole model first, then turn the head on.",
-    "in_two_groups": "A parameter is in two groups (PyTorch's optimisers refuse that): split "
-    "model.named_parameters() once into head (names starting with 'head.') and the rest.",
-    "embeddings_missing": "The [class] token and the position embeddings are in no group: they are "
-    "parameters of their own, not inside a layer. Take the backbone from model.named_parameters().",
-    "param_missing": "Some trainable parameters are in no group, so they never learn: every trainable "
-    "parameter goes into exactly one group.",
-    "frozen_in_group": "The linear probe's groups hold frozen parameters: give the optimiser only those "
-    "with requires_grad (the head), as an optimiser that must update them all would.",
-    "head_in_backbone_group": "The head learns at the backbone's slow rate. Its parameters are "
-    "'head.weight' and 'head.bias' (torchvision's are 'heads.head.*'): put names starting with 'head.' "
-    "in the group at lr.",
-    "one_learning_rate": "Every parameter learns at lr: the backbone's group needs "
-    "'lr': lr * backbone_lr_scale.",
-    "rates_swapped": "The rates are swapped: the new head learns at lr, the pretrained backbone at "
-    "lr * backbone_lr_scale.",
-    "group_without_lr": "A group has no 'lr' key, so it would take the optimiser's default: give every "
-    "group its own 'lr'.",
+    "head_frozen": "The probe froze the head too: after freezing, model.head.requires_grad_(True).",
+    "backbone_not_frozen": "The backbone is trainable (no_grad does not freeze): requires_grad_(False).",
+    "backbone_frozen_in_finetune": "Fine-tuning found a frozen backbone: requires_grad_(train_backbone).",
+    "in_two_groups": "A parameter is in two groups (optimisers refuse that): split named_parameters() once.",
+    "embeddings_missing": "The [class] token and positions are in no group: use named_parameters().",
+    "param_missing": "Some trainable parameters are in no group, so never learn: each goes in exactly one.",
+    "frozen_in_group": "The probe's groups hold frozen parameters: pass only requires_grad ones.",
+    "head_in_backbone_group": "The head learns at the slow rate: names starting 'head.' go at lr.",
+    "one_learning_rate": "Everything learns at lr: the backbone's group needs 'lr': lr * backbone_lr_scale.",
+    "rates_swapped": "The rates are swapped: the head learns at lr, the backbone at lr * backbone_lr_scale.",
+    "group_without_lr": "A group has no 'lr' (it would take the optimiser's default): give each its own.",
     "not_groups": "Return a list of dicts, each with 'params' (a list of parameters) and 'lr'.",
 }
 HINTS.update(FREEZE_HINTS)
@@ -270,15 +224,10 @@ HINTS.update(FREEZE_HINTS)
 # (learner's signature: scores = P(fake) of the validation images, is_fake (bool), target_fpr)
 
 THRESHOLD_HINTS = {
-    "fpr_counts_fakes": "You allowed target_fpr of ALL validation images to be flagged; the false-positive "
-    "rate counts real photos only: sort the scores of the real photos (~is_fake).",
-    "flags_at_or_above": "Off by one: your threshold flags one real photo fewer than allowed, as if images "
-    "at the threshold were flagged. The course flags P(fake) strictly above it: return the score of the "
-    "(k+1)-th highest real photo, k = floor(target_fpr * number of real photos).",
-    "threshold_on_fakes": "You took the threshold from the fakes' scores; the false-positive rate is about "
-    "real photos: use the scores where is_fake is False.",
-    "chose_on_test": "Your function gives the same threshold whatever validation scores it gets: choose it "
-    "from its arguments (the validation scores), never from the test scores or a fixed number.",
+    "fpr_counts_fakes": "The false-positive rate counts real photos only: rank the scores where ~is_fake.",
+    "flags_at_or_above": "Off by one: flagging is strictly above; return the (k+1)-th highest real score.",
+    "threshold_on_fakes": "You took the threshold from the fakes' scores; use the real photos'.",
+    "chose_on_test": "Same threshold whatever the scores: choose it from the validation scores it is given.",
 }
 
 

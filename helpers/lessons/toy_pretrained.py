@@ -50,16 +50,8 @@ def pretrain_source_model(
     )
     loop.set_seed(seed)
     model = ViT(get_config(MODEL, num_classes=len(class_names)))
-    result = loop.fit(
-        model,
-        train_loader,
-        val_loader,
-        recipe,
-        device="cpu",
-        test_loader=test_loader,
-        seed=seed,
-        progress=False,
-    )
+    result = loop.fit(model, train_loader, val_loader, recipe, device="cpu", test_loader=test_loader,
+                      seed=seed, progress=False)  # fmt: skip
     what = f"vit_tiny from random weights: real toy images versus the fakes of {sorted(toy.GENERATORS)}"
     info = {"name": SOURCE_NAME, "what": what, "model": MODEL, "recipe": recipe.to_dict(), "seed": seed,
             "toy_version": toy.VERSION, "class_names": class_names, "train_images": len(train_loader.dataset),
@@ -72,8 +64,8 @@ def pretrain_source_model(
 def load_source_model(
     epochs: int = SOURCE_EPOCHS, seed: int = 0, *, home: str | os.PathLike | None = None
 ) -> tuple[ViT, dict[str, Any]]:
-    """The source model and its summary: the cached one when made with this recipe, seed and toy
-    dataset, else trained (17 s on two CPU cores) and cached; ``info["cached"]`` says which. Lesson 04."""
+    """The source model and its summary, cached for this recipe, seed and toy dataset, else trained (17 s on
+    two CPU cores) and cached; ``info["cached"]`` says which. Lesson 04."""
     recipe = source_recipe(epochs)
     weights_path, info_path = source_paths(home)
     if weights_path.is_file() and info_path.is_file():

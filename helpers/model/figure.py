@@ -1,6 +1,5 @@
 """The ViT as a figure: the paper's Figure 1 and Eq. 1-4 with the names in helpers.model.vit (lessons 01, 02).
-Each box names the module that computes it, read from a ViT built on the ``meta`` device: it cannot drift.
-"""
+Each box names the module that computes it, read from a ViT built on the ``meta`` device: it cannot drift."""
 
 from __future__ import annotations
 
@@ -19,9 +18,7 @@ CLASS_COLOUR, PATCH_COLOUR, POSITION_COLOUR = "#f4a259", "#8cb8e0", "#b5d99c"
 
 
 def _box(ax, x, y, width, height, text, colour="#eeeeee", size=9):
-    ax.add_patch(
-        FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.3", facecolor=colour, edgecolor="0.3")
-    )
+    ax.add_patch(FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.3", fc=colour, ec="0.3"))
     ax.text(x + width / 2, y + height / 2, text, ha="center", va="center", fontsize=size)
 
 
@@ -62,9 +59,10 @@ def _token_row(ax, config: ViTConfig, y: float, shown: int = 7) -> None:
         left = 6 + 5 * k
         colour = CLASS_COLOUR if k == 0 else PATCH_COLOUR
         ax.add_patch(FancyBboxPatch((left, y), 3, 2.4, boxstyle="round,pad=0.15", fc=colour, ec="0.3"))
-        ax.add_patch(
-            FancyBboxPatch((left - 1.6, y + 0.5), 1.3, 1.4, boxstyle="round,pad=0.1", fc=POSITION_COLOUR)
+        position = FancyBboxPatch(
+            (left - 1.6, y + 0.5), 1.3, 1.4, boxstyle="round,pad=0.1", fc=POSITION_COLOUR
         )
+        ax.add_patch(position)
         ax.text(left - 0.95, y + 1.2, str(k), ha="center", va="center", fontsize=7)
         label = "[class]" if k == 0 else f"patch {k - 1}"
         ax.text(left + 1.5, y + 1.2, label, ha="center", va="center", fontsize=6)
@@ -141,10 +139,7 @@ def draw_architecture(config: ViTConfig | None = None, image: torch.Tensor | Non
     note = "pre-norm: a LayerNorm before each sub-layer;\nthe residual path (red) is not\nnormalised inside"
     ax.text(61.5, 58, note, fontsize=8, va="center")
 
-    ax.set_title(
-        f"helpers.model.vit.ViT, {L} blocks, D = {D}, {c.patch_size}-pixel patches: the paper's Figure 1 and "
-        "Eq. 1-4 with the names in the code (B = batch size)",
-        fontsize=11,
-    )
+    title = f"helpers.model.vit.ViT, {L} blocks, D = {D}, {c.patch_size}-pixel patches: the paper's Figure 1"
+    ax.set_title(title + " and Eq. 1-4 with the names in the code (B = batch size)", fontsize=11)
     fig.tight_layout()
     return fig

@@ -1,8 +1,5 @@
-"""torchvision's ImageNet ViT-B/16 (``IMAGENET1K_V1``, 81.1 % top-1) in our ViT, with a new head (lesson 04).
-
-The weights are read with ``weights_only=True`` from the torch hub cache (offline: put
-``vit_b_16-c867db91.pth`` in ``torch.hub.get_dir()/checkpoints``); a file whose sha256 does not start with
-the digits in its name is announced as NOT THE PUBLISHED WEIGHTS (the rehearsal's stand-ins are).
+"""torchvision's ImageNet ViT-B/16 (``IMAGENET1K_V1``, 81.1 % top-1) in our ViT, with a new head (lesson 04);
+read with ``weights_only=True``, and announced as NOT THE PUBLISHED WEIGHTS if the sha256 is not its name's.
 """
 
 from __future__ import annotations
@@ -102,8 +99,7 @@ def load_vit_b16_state_dict(timeout: float = 10.0) -> dict[str, torch.Tensor]:
         what = f"it would call {named[1]}" if named else "it is not a torch weights file"
         raise ValueError(
             f"{path} is not plain tensors ({what}) and was refused: nothing in it ran. It is not the "
-            f"published {VIT_B16_WEIGHTS_FILE}, which holds plain tensors only; delete it to download "
-            "the published weights."
+            f"published {VIT_B16_WEIGHTS_FILE}; delete it to download the published weights."
         ) from error
     check_published_weights(path)
     return state_dict
@@ -112,8 +108,8 @@ def load_vit_b16_state_dict(timeout: float = 10.0) -> dict[str, torch.Tensor]:
 def load_pretrained_vit_b16(
     num_classes: int | None, image_size: int = 224, allow_random: bool = False, timeout: float = 10.0
 ) -> ViT:
-    """Our ViT-B/16 with ImageNet weights and a new zero head (``num_classes=None``: ImageNet's); without
-    the weights, :class:`PretrainedWeightsUnavailable`, or with ``allow_random`` an announced random one.
+    """Our ViT-B/16 with ImageNet weights and a new zero head (``num_classes=None``: ImageNet's); without the
+    weights :class:`PretrainedWeightsUnavailable`, or with ``allow_random`` a random one.
     Lessons 04 and 05."""
     try:
         model = ViT.from_torchvision(load_vit_b16_state_dict(timeout=timeout), image_size=image_size)

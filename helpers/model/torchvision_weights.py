@@ -13,17 +13,16 @@ from helpers.model.vit import ViT, ViTConfig, interpolate_position_embedding
 
 
 def vit_from_torchvision(model_or_state_dict: nn.Module | Mapping, image_size: int | None = None) -> ViT:
-    """A ViT (on the CPU, its own copy) with a torchvision ``VisionTransformer``'s weights, module or state
-    dict; sizes read from the shapes, heads from the module or ``dim // 64`` (all torchvision ViTs).
-    Current and legacy MLP keys load; another ``image_size`` resizes the position embeddings."""
+    """A ViT (a CPU copy) with a torchvision ``VisionTransformer``'s weights (module or state dict; heads from
+    the module, else ``dim // 64``); another ``image_size`` resizes the position embeddings."""
     dropout = attention_dropout = 0.0
     heads = None
     if isinstance(model_or_state_dict, nn.Module):
         module = model_or_state_dict
         if not hasattr(module, "conv_proj"):
+            got = type(module).__name__
             raise TypeError(
-                f"from_torchvision expects torchvision's VisionTransformer or its state dict, "
-                f"got a {type(module).__name__}."
+                f"from_torchvision expects torchvision's VisionTransformer or its state dict, got a {got}."
             )
         state = module.state_dict()
         heads = module.encoder.layers[0].self_attention.num_heads
@@ -60,9 +59,8 @@ def vit_from_torchvision(model_or_state_dict: nn.Module | Mapping, image_size: i
 
     sizes = {"patch_size": patch_size, "in_channels": in_channels, "num_classes": num_classes, "dim": dim}
     sizes |= {"depth": depth, "heads": heads, "mlp_dim": mlp_dim}
-    config = ViTConfig(
-        image_size or grid * patch_size, **sizes, dropout=dropout, attention_dropout=attention_dropout
-    )
+    sizes |= {"dropout": dropout, "attention_dropout": attention_dropout}
+    config = ViTConfig(image_size or grid * patch_size, **sizes)
     new_grid = config.image_size // patch_size
     if new_grid != grid:
         state["encoder.pos_embedding"] = interpolate_position_embedding(pos, new_grid)
@@ -83,16 +81,10 @@ def _torchvision_key_map(depth: int, legacy: bool = False) -> dict[str, str]:
     fc1, fc2 = ("linear_1", "linear_2") if legacy else ("0", "3")
     per_block = {"norm1": "ln_1", "norm2": "ln_2", "attn.proj": "self_attention.out_proj"}
     per_block |= {"mlp.fc1": f"mlp.{fc1}", "mlp.fc2": f"mlp.{fc2}"}
-    names = {
-        "patch_embedding.proj.weight": "conv_proj.weight",
-        "patch_embedding.proj.bias": "conv_proj.bias",
-        "patch_embedding.class_token": "class_token",
-        "patch_embedding.pos_embedding": "encoder.pos_embedding",
-        "norm.weight": "encoder.ln.weight",
-        "norm.bias": "encoder.ln.bias",
-        "head.weight": "heads.head.weight",
-        "head.bias": "heads.head.bias",
-    }
+    pairs = (("patch_embedding.proj", "conv_proj"), ("norm", "encoder.ln"), ("head", "heads.head"))
+    names = {f"{ours}.{p}": f"{tv}.{p}" for ours, tv in pairs for p in ("weight", "bias")}
+    names["patch_embedding.class_token"] = "class_token"
+    names["patch_embedding.pos_embedding"] = "encoder.pos_embedding"
     for i in range(depth):
         theirs = f"encoder.layers.encoder_layer_{i}."
         for ours, tv in per_block.items():

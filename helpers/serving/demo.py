@@ -1,15 +1,9 @@
 """A web page that asks the trained detector "fake or real?" about an uploaded image (lesson 06).
 
-Gradio is an optional extra (``pip install -e ".[demo]"``), imported only in :func:`build_demo`. Run it
-with ``python app/app.py --detector DIR`` or :func:`launch_demo`. An upload is decoded to RGB, passed
-through the eval transform in ``config.json`` and the ViT; the page shows each class's probability and
-the decision threshold (``config.json``'s, chosen for a false-positive rate, else 0.5, said so).
-A bad upload gets a message on the page and a line in the log; the server keeps serving.
-
-Against strangers: ``/predict`` opens only regular files in Gradio's upload folder (anything else gets
-:data:`NOT_AN_UPLOAD`); uploads are capped (:data:`MAX_UPLOAD_BYTES`, :data:`MAX_UPLOAD_PIXELS`) and
-deleted once classified or after 15 minutes; :data:`CONCURRENCY` run at once, :data:`QUEUE_SIZE` wait.
-"""
+Gradio is optional (``pip install -e ".[demo]"``); run ``python app/app.py --detector DIR``. The page shows
+each class's probability and the threshold; a bad upload gets a message, and the server keeps serving.
+Against strangers: ``/predict`` opens only regular files in Gradio's upload folder; uploads are capped
+in bytes and pixels and deleted once classified or after 15 minutes; a bounded queue."""
 
 from __future__ import annotations
 
@@ -43,8 +37,8 @@ log = logging.getLogger(__name__)
 DETECTOR_ENV = "FAKEVIT_DETECTOR"
 # Gradio refuses larger uploads (HTTP 413) before they reach the disk; 20 MB holds any ordinary photo.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-# Refused from the header, before decoding: a 24 M-pixel photo decodes in 0.34 s (JPEG) to 0.56 s (PNG),
-# 48 M in 0.58 to 1.09 s (benchmarks/demo_decode.py, 2 cores), against a 1 s p95 target.
+# Refused from the header: 24 M pixels decode in 0.34-0.56 s, 48 M in 0.58-1.09 s (benchmarks/demo_decode.py),
+# against a 1 s p95 target.
 MAX_UPLOAD_PIXELS = 25_000_000
 # 2 at once gave no better p95 (benchmarks/demo_load.py) and double the peak memory of heavy uploads.
 CONCURRENCY = 1
@@ -53,8 +47,7 @@ DELETE_UNCLASSIFIED = (300, 900)  # every 5 min, delete uploads older than 15 mi
 NAME_SHOWN = 60  # characters of the uploader's file name shown in messages
 NO_IMAGE_YET = "No image yet: upload one (or click an example), then click Classify."
 NOT_AN_UPLOAD = (
-    "This is not an image uploaded to this page, or it was deleted after it was classified: "
-    "upload the image again."
+    "This is not an image uploaded to this page, or it was deleted once classified: upload it again."
 )
 EXAMPLES_PER_CLASS = 2
 HOW_TO_MAKE_A_DETECTOR = (
@@ -70,20 +63,9 @@ def display_name(class_name: str) -> str:
     return class_name.removesuffix("_images").replace("_", " ")
 
 
-def upload_path(upload: str | Path | Mapping[str, Any] | None) -> tuple[Path, str]:
-    """``(path on disk, the user's file name)`` for a Gradio file record or a path."""
-    if upload is None:
-        raise ImageLoadError(NO_IMAGE_YET)
-    if isinstance(upload, Mapping):
-        path = Path(upload["path"])
-        return path, str(upload.get("orig_name") or path.name)
-    path = Path(upload)
-    return path, path.name
-
-
 def uploaded_file(upload: str | Mapping[str, Any], upload_folder: str | Path) -> tuple[Path, str]:
-    """``(path on disk, the user's file name)`` when ``upload`` names a regular file in ``upload_folder``,
-    else ``ImageLoadError(NOT_AN_UPLOAD)``. Nothing is opened, so a FIFO cannot block the server."""
+    """``(path, the user's file name)`` if ``upload`` is a regular file in ``upload_folder``, else
+    ``ImageLoadError(NOT_AN_UPLOAD)``; nothing is opened, so a FIFO cannot block the server."""
     text = upload.get("path") if isinstance(upload, Mapping) else upload
     try:
         folder = Path(os.path.realpath(upload_folder))
@@ -106,19 +88,20 @@ def shorten(name: str, limit: int = NAME_SHOWN) -> str:
 
 
 def classify(predictor: Predictor, upload: str | Path | Mapping[str, Any] | None) -> dict[str, float]:
-    """``{display name: probability}`` for one uploaded file. Raises ``ImageLoadError``, naming the file
-    as the user called it, when it is not an image, over :data:`MAX_UPLOAD_PIXELS` or too elongated."""
-    path, name = upload_path(upload)
+    """``{display name: probability}`` for one upload (a Gradio file record or a path); ``ImageLoadError``
+    (with the user's file name) for a non-image, one over :data:`MAX_UPLOAD_PIXELS` or too elongated."""
+    if upload is None:
+        raise ImageLoadError(NO_IMAGE_YET)
+    path = Path(upload["path"] if isinstance(upload, Mapping) else upload)
+    name = str(upload.get("orig_name") or path.name) if isinstance(upload, Mapping) else path.name
     try:
         check_pixel_limit(path, max_pixels=MAX_UPLOAD_PIXELS)
         check_resized_size(path, int(predictor.config["transform"]["resize"]))
         probs = predictor.predict(path)
     except (ImageLoadError, OSError) as err:
         detail = str(err).replace(str(path), name).rstrip(".")  # the user's name, not Gradio's path
-        raise ImageLoadError(
-            f"{name!r} is not an image the demo can use: {detail}. "
-            "Upload a PNG, JPEG, WebP, GIF, BMP or TIFF image."
-        ) from err
+        hint = "Upload a PNG, JPEG, WebP, GIF, BMP or TIFF image."
+        raise ImageLoadError(f"{name!r} is not an image the demo can use: {detail}. {hint}") from err
     return {display_name(class_name): p for class_name, p in probs.items()}
 
 
@@ -127,10 +110,8 @@ def find_examples(data_root: Path, cache: Path, per_class: int = EXAMPLES_PER_CL
     toy = data_root / "toy"
     if not any(toy.glob("*/*.png")):
         toy = make_toy_dataset(cache, images_per_class=per_class)
-    examples: list[Path] = []
-    for class_dir in sorted(p for p in toy.iterdir() if p.is_dir()):
-        examples += sorted(class_dir.glob("*.png"))[:per_class]
-    return examples
+    class_dirs = sorted(p for p in toy.iterdir() if p.is_dir())
+    return [path for class_dir in class_dirs for path in sorted(class_dir.glob("*.png"))[:per_class]]
 
 
 PRECISION_NOTES = {
@@ -166,15 +147,12 @@ def check_predictor_answers(predictor: Predictor, detector_dir: str | Path) -> N
 
 
 def gradio_upload_folder() -> Path:
-    """Where Gradio stores uploads: ``$GRADIO_TEMP_DIR``, else ``<the system's temp dir>/gradio``, as
-    Gradio's guide to its environment variables documents (read when the demo is built)."""
+    """Where Gradio stores uploads: ``$GRADIO_TEMP_DIR``, else ``<temp dir>/gradio`` (Gradio's docs)."""
     return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
 
 
-# Gradio 6.24's /config route calls its async get_current_user without awaiting it, so every page load
-# logs "RuntimeWarning: coroutine '...get_current_user' was never awaited" (harmless: the page only gets
-# a wrong username, which this demo does not use). Gradio's bug, gradio-app/gradio#13758, fixed by
-# #13759; Colab has 6.24. Only this one message is silenced.
+# Gradio 6.24 (Colab's) warns on every page load that get_current_user was never awaited; harmless here
+# (gradio-app/gradio#13758, fixed by #13759). Only this one message is silenced.
 GRADIO_UNAWAITED_USER = r"coroutine '.*get_current_user' was never awaited"
 
 
@@ -182,7 +160,7 @@ def build_demo(
     detector_dir: str | Path, examples: list[str | Path] | None = None, precision: str = "auto"
 ) -> gr.Blocks:
     """The Gradio page for the detector in ``detector_dir`` (``DetectorError`` when missing or broken);
-    ``examples``: image files, each one's folder name its class. Serve it with :func:`launch_demo`."""
+    ``examples``: image files whose folder names their class."""
     import gradio as gr
 
     predictor = load_predictor(detector_dir, device="cpu", precision=precision)
@@ -211,11 +189,8 @@ def build_demo(
             if given in getattr(demo, "upload_file_set", ()):
                 path.unlink(missing_ok=True)
 
-    with gr.Blocks(
-        title="Fake or real? A Vision Transformer detector",
-        analytics_enabled=False,
-        delete_cache=DELETE_UNCLASSIFIED,
-    ) as demo:
+    title = "Fake or real? A Vision Transformer detector"
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=DELETE_UNCLASSIFIED) as demo:
         gr.Markdown(
             "# Fake or real?\n"
             "Upload an image: a Vision Transformer (ViT) trained in this course estimates the "
@@ -226,38 +201,22 @@ def build_demo(
         with gr.Row():
             with gr.Column():
                 # image_mode=None keeps RGBA, greyscale, CMYK, ... as uploaded; load_image_rgb converts.
-                image = gr.Image(
-                    type="filepath",
-                    image_mode=None,
-                    sources=["upload", "clipboard"],
-                    label="Image",
-                    height=300,
-                    elem_id="upload",
-                )
+                image = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                                 label="Image", height=300, elem_id="upload")  # fmt: skip
                 button = gr.Button("Classify", variant="primary", elem_id="classify")
             with gr.Column():
+                heading = f"Prediction (fake when P(fake) > {predictor.threshold:.3f})"
                 label = gr.Label(
-                    num_top_classes=len(predictor.class_names),
-                    label=f"Prediction (fake when P(fake) > {predictor.threshold:.3f})",
-                    elem_id="prediction",
+                    num_top_classes=len(predictor.class_names), label=heading, elem_id="prediction"
                 )
         if examples:
             classes = [display_name(Path(path).parent.name) for path in examples]  # the folder is the class
             in_order = ", then ".join(f"{classes.count(c)} {c}" for c in dict.fromkeys(classes))
-            gr.Examples(
-                examples=[[str(path)] for path in examples],
-                inputs=[image],
-                label=f"Examples: {in_order} (click one, then Classify)",
-            )
-        # preprocess=False: Gradio hands `predict` the uploaded file's record instead of opening it
-        # first, so a bad upload reaches `classify`, which explains what is wrong.
+            heading = f"Examples: {in_order} (click one, then Classify)"
+            gr.Examples(examples=[[str(path)] for path in examples], inputs=[image], label=heading)
+        # preprocess=False: `predict` gets the file's record unopened, so `classify` explains a bad upload.
         button.click(
-            predict,
-            inputs=image,
-            outputs=label,
-            api_name="predict",
-            preprocess=False,
-            concurrency_limit=CONCURRENCY,
+            predict, image, label, api_name="predict", preprocess=False, concurrency_limit=CONCURRENCY
         )
     demo.queue(max_size=QUEUE_SIZE)
     return demo
@@ -274,43 +233,29 @@ def launch_demo(
     quiet: bool = False,
 ) -> gr.Blocks:
     """Serve :func:`build_demo`'s page, refusing uploads over :data:`MAX_UPLOAD_BYTES` (lesson 06, the app);
-    ``block=False`` returns at once (``.close()`` stops it), ``share`` adds a public gradio.live link."""
+    ``block=False`` returns at once (``.close()`` stops it)."""
     demo = build_demo(detector_dir, examples=examples)
     warnings.filterwarnings("ignore", message=GRADIO_UNAWAITED_USER, category=RuntimeWarning)
     # Only a gr.Error's message reaches the page: strangers never see the server's paths.
-    demo.launch(
-        server_name=host,
-        server_port=port,
-        share=share,
-        ssr_mode=False,
-        max_file_size=MAX_UPLOAD_BYTES,
-        prevent_thread_lock=not block,
-        quiet=quiet,
-    )
+    limits = {"max_file_size": MAX_UPLOAD_BYTES, "ssr_mode": False, "prevent_thread_lock": not block}
+    demo.launch(server_name=host, server_port=port, share=share, quiet=quiet, **limits)
     return demo
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    """``python app/app.py``: a missing or broken detector exits with status 2 and one ``error:`` line,
-    missing gradio or a busy port with 1 (:mod:`helpers._cli`)."""
+    """``python app/app.py``: a missing or broken detector exits 2, missing gradio or a busy port 1."""
     parser = cli.ArgumentParser(
         prog="python app/app.py", description="Serve the fake-vs-real ViT detector as a web page (Gradio)."
     )
-    parser.add_argument(
-        "--detector",
-        type=Path,
-        default=None,
-        help="folder with model.safetensors and config.json, or a training run's folder "
-        f"(default: ${DETECTOR_ENV}, else build/detector)",
+    add = parser.add_argument
+    where = f"(default: ${DETECTOR_ENV}, else build/detector)"
+    add(
+        "--detector", type=Path, help=f"a detector folder (config.json, model.safetensors) or a run's {where}"
     )
-    parser.add_argument(
-        "--host", default=None, help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1)"
-    )
-    parser.add_argument(
-        "--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT, else 7860)"
-    )
-    parser.add_argument("--no-examples", action="store_true", help="do not show example images")
-    parser.add_argument("--share", action="store_true", help="also make a temporary public gradio.live link")
+    add("--host", help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1)")
+    add("--port", type=int, help="port (default: $GRADIO_SERVER_PORT, else 7860)")
+    add("--no-examples", action="store_true", help="do not show example images")
+    add("--share", action="store_true", help="also make a temporary public gradio.live link")
     args = parser.parse_args(argv)
     sys.exit(cli.run(lambda: serve(args)))
 

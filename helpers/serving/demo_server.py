@@ -1,11 +1,5 @@
-"""Run the web demo (``app/app.py``, in a checkout) as a separate process on a free local port.
-
-For the tests, ``tools/demo_screenshot.py`` or a script of your own (lesson 06 starts the demo in the
-notebook with ``helpers.serving.demo.launch_demo`` instead)::
-
-    with running_demo("build/detector", Path("build/server")) as url:
-        Client(url).predict(handle_file("photo.jpg"), api_name="/predict")
-"""
+"""Run the web demo (``app/app.py``, in a checkout) as a separate process on a free local port, for tests
+and tools: ``with running_demo("build/detector", Path("build/server")) as url: Client(url).predict(...)``."""
 
 from __future__ import annotations
 
@@ -34,8 +28,8 @@ def free_port() -> int:
 def running_demo(
     detector: str | os.PathLike, workdir: Path, *, extra_args: Sequence[str] = (), timeout: float = 90.0
 ) -> Iterator[str]:
-    """Run ``python app/app.py --detector DETECTOR`` on a free loopback port in ``workdir``; yield its URL;
-    always stop it. Its output goes to ``workdir/server.log`` (a pipe would block it once full)."""
+    """Run ``python app/app.py --detector DETECTOR`` on a free loopback port in ``workdir``, yield its URL,
+    always stop it; its output goes to ``workdir/server.log`` (a full pipe would block it)."""
     if not APP.is_file():
         raise FileNotFoundError(f"{APP} not found: running the demo this way needs a checkout of the course")
     workdir.mkdir(parents=True, exist_ok=True)

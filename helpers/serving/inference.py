@@ -2,21 +2,12 @@
 
 A detector folder holds ``model.safetensors`` (loading cannot run code) and ``config.json``, e.g.::
 
-    {"format": "fake-vit/1", "model_name": "vit_tiny",
-     "vit_config": {"image_size": 64, "patch_size": 8, ...},
-     "class_names": ["fake_images", "real_images"],
-     "transform": {"resize": 64, "crop": 64, "mean": [...], "std": [...], "interpolation": "bilinear"},
-     "threshold": 0.62, "target_fpr": 0.05,
-     "split": {"root": "toy", "seed": 42, "train_files": ["fake_images/fake_00003.png", ...], ...}}
+    {"format": "fake-vit/1", "model_name": "vit_tiny", "vit_config": {"image_size": 64, ...},
+     "class_names": ["fake_images", "real_images"], "transform": {"resize": 64, "crop": 64, ...},
+     "threshold": 0.62, "target_fpr": 0.05, "split": {"train_files": [...], ...}}
 
-``threshold``: P(fake) above which the detector says fake, chosen on validation scores for at most
-``target_fpr`` of real photos flagged (missing: 0.5). ``split``: what it was trained on
-(:func:`split_record`); :func:`check_unseen` refuses to score it on those images.
-
-``python -m helpers.train`` writes one to ``OUT/detector/``, lesson 04 to ``build/detector/``.
-``precision="auto"`` predicts with bf16 or fp16 autocast where the hardware has it: a probability
-moves by less than 0.02 (``tests/test_precision.py``).
-"""
+``threshold``: P(fake) above which it says fake, chosen on validation for at most ``target_fpr`` of real
+photos flagged (missing: 0.5). ``split``: its training images, which :func:`check_unseen` refuses."""
 
 from __future__ import annotations
 
@@ -61,13 +52,11 @@ def save_detector(
     model_name: str,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` (plus the keys of ``extra``) into ``out_dir``; return
-    it. ``transform_spec``: :func:`helpers.data.transforms.eval_transform_spec`. Lessons 03 and 04."""
+    """Write ``model.safetensors`` and ``config.json`` (plus ``extra``'s keys) into ``out_dir``; return it.
+    ``transform_spec``: :func:`helpers.data.transforms.eval_transform_spec`. Lessons 03 and 04."""
     if len(class_names) != model.config.num_classes:
-        raise ValueError(
-            f"{len(class_names)} class names {list(class_names)} for a model with "
-            f"{model.config.num_classes} outputs"
-        )
+        n = model.config.num_classes
+        raise ValueError(f"{len(class_names)} class names {list(class_names)} for a model with {n} outputs")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = {"format": FORMAT, "model_name": model_name, "vit_config": model.config.to_dict()}
@@ -118,16 +107,13 @@ class Predictor:
                 f"fake when P(fake) > {DEFAULT_THRESHOLD} (the default: no threshold chosen in config.json)"
             )
         fpr = self.config.get("target_fpr")
-        chosen = (
-            f", chosen on validation images for {fpr:.0%} of real photos flagged" if fpr is not None else ""
-        )
+        chosen = "" if fpr is None else f", chosen on validation images for {fpr:.0%} of real photos flagged"
         return f"fake when P(fake) > {self.threshold:.3f}{chosen}"
 
 
 def split_record(root, seed: int, splits: dict[str, list], **fractions: float) -> dict[str, Any]:
-    """``config.json``'s ``"split"``: the dataset folder's name, the seed, the ``fractions`` and, per
-    split of ``{"train": samples, "val": ..., "test": ...}``, its ``class/file`` names; the training
-    files' :func:`~helpers.train.trust.split_digest` too. Lessons 03 to 06, ``python -m helpers.train``."""
+    """``config.json``'s ``"split"``: the folder's name, seed, ``fractions``, each split's ``class/file``
+    names and the training files' :func:`~helpers.train.trust.split_digest`. Lessons 03 to 06."""
     record: dict[str, Any] = {"root": Path(root).name, "seed": seed, **fractions}
     for name, samples in splits.items():
         record[f"{name}_files"] = sorted(Path(path).relative_to(root).as_posix() for path, *_ in samples)
@@ -136,8 +122,8 @@ def split_record(root, seed: int, splits: dict[str, list], **fractions: float) -
 
 
 def check_unseen(config: dict[str, Any], paths) -> None:
-    """Raise :class:`DetectorError` if any of ``paths`` was one of the detector's training images (by
-    ``class/file`` name); a ``config`` that records no split gets a loud warning. Lessons 05, 06."""
+    """Raise :class:`DetectorError` if any of ``paths`` is a training image (by ``class/file``); a config
+    without a recorded split gets a loud warning. Lessons 05, 06."""
     train = (config.get("split") or {}).get("train_files")
     if train is None:
         course.announce(
@@ -155,9 +141,8 @@ def check_unseen(config: dict[str, Any], paths) -> None:
 
 
 def check_transform_spec(spec: Any, image_size: int) -> None:
-    """Raise ValueError, naming the field, unless ``spec`` is an eval transform a ViT at ``image_size``
-    can use: whole ``resize >= crop == image_size`` up to ``MAX_IMAGE_SIZE``, 3 finite ``mean`` and
-    ``std`` values, every ``std`` above 0. Lesson 06."""
+    """Raise ValueError naming the field unless ``spec`` fits a ViT at ``image_size``: whole ``resize >=
+    crop == image_size`` up to ``MAX_IMAGE_SIZE``, 3 finite ``mean`` and ``std`` (> 0) values. Lesson 06."""
     if not isinstance(spec, dict):
         raise ValueError(f"'transform' must be an object with resize, crop, mean and std, not {spec!r}")
     for key in ("resize", "crop"):
@@ -182,8 +167,8 @@ def check_transform_spec(spec: Any, image_size: int) -> None:
 
 
 def check_weights_header(weights_path: Path, vit_config: ViTConfig) -> None:
-    """Raise :class:`DetectorError` unless the names, shapes and float dtypes in a safetensors header fit
-    the model ``vit_config`` builds; reads the header only, before anything large is allocated."""
+    """Raise :class:`DetectorError` unless a safetensors header's names, shapes and float dtypes fit
+    ``vit_config``'s model; reads the header only."""
     with torch.device("meta"):
         expected = {name: tuple(t.shape) for name, t in ViT(vit_config).state_dict().items()}
     try:
@@ -192,16 +177,15 @@ def check_weights_header(weights_path: Path, vit_config: ViTConfig) -> None:
             shapes = {name: tuple(found[name].get_shape()) for name in found}
             dtypes = {name: found[name].get_dtype() for name in found}
     except Exception as err:  # safetensors raises its own SafetensorError
-        raise DetectorError(
-            f"{weights_path} is not a readable safetensors file ({err}); export the detector again."
-        ) from err
+        message = f"{weights_path} is not a readable safetensors file ({err}); export the detector again."
+        raise DetectorError(message) from err
     problems = [f"missing {name!r}" for name in expected if name not in shapes]
     problems += [f"unexpected {name!r}" for name in shapes if name not in expected]
     problems += [
         f"{n!r} is {shapes[n]}, the config needs {s}" for n, s in expected.items() if shapes.get(n, s) != s
     ]
     problems += [
-        f"{name!r} holds {dtype}, not floats" for name, dtype in dtypes.items() if dtype not in FLOAT_DTYPES
+        f"{n!r} holds {dtype}, not floats" for n, dtype in dtypes.items() if dtype not in FLOAT_DTYPES
     ]
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
@@ -214,11 +198,8 @@ def check_weights_header(weights_path: Path, vit_config: ViTConfig) -> None:
 def load_predictor(
     detector_dir: str | Path, device: str | torch.device = "cpu", precision: str = "auto"
 ) -> Predictor:
-    """Rebuild what :func:`save_detector` saved in ``detector_dir`` (or a run's ``detector/``). Lessons 04-06.
-
-    ``precision``: "auto" (fastest on ``device``), "fp32", "bf16" or "fp16". Raises :class:`DetectorError`
-    naming the file when a file is missing, unreadable, invalid, inconsistent or holds non-finite weights.
-    """
+    """Rebuild what :func:`save_detector` saved in ``detector_dir`` (or a run's ``detector/``); a missing,
+    invalid or inconsistent file, or non-finite weights, is a :class:`DetectorError`. Lessons 04-06."""
     device = torch.device(device)
     precision = resolve_precision(precision, device, inference=True)  # a bad value fails before loading
     folder = Path(detector_dir)
@@ -249,9 +230,9 @@ def load_predictor(
     if config.get("format") != FORMAT:
         raise DetectorError(f"{config_path} has format {config.get('format')!r}, expected {FORMAT!r}")
     if len(class_names) != vit_config.num_classes:
+        n = vit_config.num_classes
         raise DetectorError(
-            f"{config_path} lists {len(class_names)} class names "
-            f"but the model has {vit_config.num_classes} outputs"
+            f"{config_path} lists {len(class_names)} class names but the model has {n} outputs"
         )
 
     check_weights_header(weights_path, vit_config)  # before anything large is allocated

@@ -4,23 +4,9 @@
     python -m helpers.train --data data/fake_or_real --model vit_b16 --recipe linear_probe --out build/probe
     python -m helpers.train --data data/fake_or_real --model vit_b16 --recipe finetune --out build/finetune
 
-``--recipe`` is one of :data:`helpers.train.recipes.RECIPES`; ``linear_probe`` and ``finetune`` start
-from torchvision's ImageNet ViT-B/16 (``--model vit_b16``). Each setting flag (``--lr``, ...) replaces
-that field of the recipe. ``--data`` holds ``fake_images/`` and ``real_images/``, or has one
-sub-folder that does: ``data/fake_or_real`` works as well as ``data/fake_or_real/train``.
-
-``--out`` receives ``metrics.json`` (test accuracy, F1 and AUROC with 95 % bootstrap intervals; the rates
-at the operating point), ``detector/`` (for ``helpers.serving.inference.load_predictor`` and the demo;
-its ``config.json`` records the split it was trained on and the threshold of P(fake) that flags at most
-``--target-fpr`` of the validation set's real photos) and ``training_state/`` (for ``--resume``).
-On a GPU ``--precision auto`` trains in bf16 (or fp16 on a T4) and fp32 matmuls may use TF32;
-``--compile`` pays on a GPU for long runs only.
-Expected failures (a full disk, an ``--out`` that cannot be written or lacks space, a training state
-that does not fit, a folder without images) end with one ``error: ...`` line (:mod:`helpers._cli`).
-
-Several GPUs: ``torchrun --nproc_per_node=4 -m helpers.train ...`` runs one process per GPU with
-DistributedDataParallel (``--batch-size`` is per process); see :mod:`helpers.train.distributed`.
-"""
+Each setting flag (``--lr``, ...) replaces that field of the ``--recipe``. ``--out`` receives
+``metrics.json`` (with 95 % intervals), ``detector/`` (with its split and threshold) and
+``training_state/`` (for ``--resume``). Several GPUs: ``torchrun --nproc_per_node=4 -m helpers.train ...``."""
 
 from __future__ import annotations
 
@@ -140,8 +126,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--precision {args.precision}: {err}")
     if args.compile and not recipe.train_backbone:
         parser.error(
-            f"--compile: --recipe {recipe.name} trains one linear layer on features computed once; "
-            "there is nothing worth compiling"
+            f"--compile: --recipe {recipe.name} trains one layer on cached features, nothing worth compiling"
         )
     if not args.data.is_dir():
         parser.error(
@@ -183,20 +168,16 @@ def train(args: argparse.Namespace) -> int:
         train_tf, eval_tf = make(args.image_size)
         if not recipe.train_backbone:
             train_tf = eval_tf  # features are computed once, so no random augmentation
+        fractions = {"val_fraction": args.val_fraction, "test_fraction": args.test_fraction}
         try:  # DDP: process 0 indexes the data (and checks every image), then the others reuse its index
             *loaders, class_names = distributed.rank_zero_first(
-                lambda: create_dataloaders(
-                    args.data, train_tf, eval_tf, batch_size=recipe.batch_size, seed=args.seed,
-                    val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                    num_workers=args.num_workers,
-                )
+                lambda: create_dataloaders(args.data, train_tf, eval_tf, recipe.batch_size, seed=args.seed,
+                                           num_workers=args.num_workers, **fractions)
             )  # fmt: skip
         except ValueError as err:  # a folder without two classes of images, too few images per class
             raise cli.CommandError(str(err)) from err
         train_loader, val_loader, test_loader = loaders
-        splits = {
-            name: ld.dataset.samples for name, ld in zip(("train", "val", "test"), loaders, strict=True)
-        }
+        splits = dict(zip(("train", "val", "test"), (ld.dataset.samples for ld in loaders), strict=True))
         sampler = distributed.sampler(train_loader.dataset, rank, world_size, args.seed)
         train_loader = run.repeatable_train_loader(train_loader, args.seed, sampler)
         if len(test_loader.dataset) == 0:
@@ -210,16 +191,12 @@ def train(args: argparse.Namespace) -> int:
             parameters = sum(p.numel() for p in model.parameters())
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             how = args.precision + (", TF32 matmuls" if tf32 and args.precision == "fp32" else "")
-            print(
-                f"{args.model} ({origin}), recipe {recipe.name}, "
-                f"{parameters:,} parameters ({trainable:,} trainable); "
-                f"{len(train_loader.dataset)} train / {len(val_loader.dataset)} val / "
-                f"{len(test_loader.dataset) if test_loader else 0} test images; device {device}"
-                + (f" x {world_size} processes" if world_size > 1 else "")
-                + f"; precision {how}"
-                + ("; compiled" if args.compile else ""),
-                flush=True,
-            )
+            how += "; compiled" if args.compile else ""
+            n = [0 if ld is None else len(ld.dataset) for ld in (train_loader, val_loader, test_loader)]
+            device_text = f"{device} x {world_size} processes" if world_size > 1 else str(device)
+            print(f"{args.model} ({origin}), recipe {recipe.name}, {parameters:,} parameters ({trainable:,} "
+                  f"trainable); {n[0]} train / {n[1]} val / {n[2]} test images; device {device_text}; "
+                  f"precision {how}", flush=True)  # fmt: skip
         resume_hint = "run the same command with --resume to continue from the last completed epoch"
         try:
             result = run.train_model(
@@ -227,8 +204,7 @@ def train(args: argparse.Namespace) -> int:
             )
             if rank == 0:
                 seconds = time.perf_counter() - start
-                split = split_record(args.data, args.seed, splits, val_fraction=args.val_fraction,
-                                     test_fraction=args.test_fraction)  # fmt: skip
+                split = split_record(args.data, args.seed, splits, **fractions)
                 point = operating_point(model, val_loader, test_loader, args, device)
                 write_outputs(
                     args, model, {**result, **point}, class_names, origin, world_size, seconds, split
@@ -244,7 +220,7 @@ def train(args: argparse.Namespace) -> int:
 
 def find_class_folder(data: Path, verbose: bool = True) -> Path:
     """``data`` if its sub-folders hold the images, else its one sub-folder that does (a download's
-    ``train/``), else ``data`` as it is (indexing it then says what is missing)."""
+    ``train/``), else ``data`` (indexing it then says what is missing)."""
 
     def folders(folder: Path) -> list[Path]:  # without hidden ones and macOS's __MACOSX
         return sorted(d for d in folder.iterdir() if d.is_dir() and d.name[0] != "." and d.name != "__MACOSX")
@@ -261,8 +237,8 @@ def find_class_folder(data: Path, verbose: bool = True) -> Path:
 
 
 def space_needed(args: argparse.Namespace) -> int:
-    """Bytes ``--out`` needs: the training state twice (a save writes the new one before deleting the
-    old), less what is there already, plus the detector. ViT-B/16 fine-tuning: about 3.1 GB."""
+    """Bytes ``--out`` needs: the training state twice (a save writes the new one first), less what is
+    there, plus the detector (ViT-B/16 fine-tuning: about 3.1 GB)."""
     config = get_config(args.model, image_size=args.image_size, num_classes=len(CLASS_NAMES))
     weights = 4 * config.num_parameters  # fp32
     head = 4 * (config.dim + 1) * config.num_classes  # all a linear probe trains
@@ -274,8 +250,8 @@ def space_needed(args: argparse.Namespace) -> int:
 
 
 def operating_point(model: ViT, val_loader, test_loader, args, device) -> dict[str, Any]:
-    """The threshold of P(fake) that flags at most ``--target-fpr`` of the validation set's real photos;
-    on the test set (else validation): the rates at it, and accuracy, F1 and AUROC with 95 % intervals."""
+    """The threshold of P(fake) that flags at most ``--target-fpr`` of validation's real photos; on the test
+    set (else validation) the rates at it, and accuracy, F1 and AUROC with 95 % intervals."""
     val_probs, val_targets = evaluation.predict_loader(model, val_loader, device, precision=args.precision)
     threshold = trust.threshold_for_fpr(trust.fake_scores(val_probs), val_targets, args.target_fpr)
     probs, targets = (val_probs, val_targets) if test_loader is None else \
@@ -302,19 +278,11 @@ def write_outputs(args, model: ViT, result: dict, class_names, origin: str, worl
              "target_fpr": args.target_fpr, "split": split}  # fmt: skip
     detector = save_detector(model, out / DETECTOR_DIR, class_names, spec, model_name=args.model, extra=extra)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "recipe"}
-    metrics = {
-        "recipe": recipe.to_dict(),
-        "settings": {k: v for k, v in settings.items() if k not in recipe.to_dict()},
-        **{
-            key: result[key]
-            for key in ("history", "best_epoch", "val", "test", "intervals", "operating_point")
-        },
-        "class_names": list(class_names),
-        "weights": origin,
-        "world_size": world_size,
-        "seconds": seconds,
-        "train_images_per_second": result["train_images_per_second"],
-    }
+    fields, kept = recipe.to_dict(), ("history", "best_epoch", "val", "test", "intervals", "operating_point")
+    metrics = {"recipe": fields, "settings": {k: v for k, v in settings.items() if k not in fields},
+               **{key: result[key] for key in kept}, "class_names": list(class_names), "weights": origin,
+               "world_size": world_size, "seconds": seconds,
+               "train_images_per_second": result["train_images_per_second"]}  # fmt: skip
     path = files.write_json(out / "metrics.json", metrics)
     which = "test" if result["test"] else "val"
     print(f"best epoch {result['best_epoch']}, on the {which} images:")

@@ -32,8 +32,8 @@ def make_scaler(device: torch.device | str, precision: str) -> torch.amp.GradSca
 
 
 def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` multiplies bf16 in hardware (A100, L4, H100, not a T4; CPUs with AVX512-BF16,
-    AMX-BF16 or ARM BF16), not emulated. Lessons 03 and 06."""
+    """Whether ``device`` multiplies bf16 in hardware (A100, L4, H100, not a T4; CPUs with bf16 units).
+    Lessons 03 and 06."""
     device = torch.device(device)
     if device.type == "cuda":
         try:

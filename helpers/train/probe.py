@@ -66,19 +66,15 @@ def fit_linear_probe(
     seed: int = 42,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train only ``model.head``, in place, on cached features. Lesson 04.
-
-    Returns ``train_head``'s dict plus ``"feature_seconds"``; ``seconds`` and
-    ``train_images_per_second`` count the whole probe.
-    """
+    """Train only ``model.head``, in place, on cached features; ``train_head``'s dict plus
+    ``"feature_seconds"`` (``seconds`` and images per second count the whole probe). Lesson 04."""
     start = time.perf_counter()
-    train, val, test = feature_loaders(
-        model, train_loader, val_loader, test_loader, device=device, precision=precision, progress=progress
-    )
+    loaders = feature_loaders(model, train_loader, val_loader, test_loader, device=device,
+                              precision=precision, progress=progress)  # fmt: skip
     feature_seconds = time.perf_counter() - start
-    result = train_head(
-        model.head, train, val, recipe, device=device, test_loader=test, seed=seed, progress=progress
-    )
+    train, val, test = loaders
+    result = train_head(model.head, train, val, recipe, device=device, test_loader=test, seed=seed,
+                        progress=progress)  # fmt: skip
     result["feature_seconds"] = feature_seconds
     result["seconds"] += feature_seconds
     result["train_images_per_second"] = len(train.dataset) * recipe.epochs / result["seconds"]

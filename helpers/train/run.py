@@ -1,10 +1,5 @@
-"""What wraps :func:`helpers.train.loop.fit` for long runs: saved state, exact resume, several GPUs.
-
-Nothing here changes what ``fit`` computes. :func:`resumable_fit` saves the training state after every
-epoch (:mod:`helpers.train.state`), continues a killed run to the numbers of an uninterrupted one,
-and under ``torchrun`` trains through DistributedDataParallel (:mod:`helpers.train.distributed`).
-``python -m helpers.train`` calls it.
-"""
+"""What wraps :func:`helpers.train.loop.fit` for ``python -m helpers.train``'s long runs, without changing
+what it computes: the state saved every epoch, an exact resume, several GPUs under ``torchrun``."""
 
 from __future__ import annotations
 
@@ -32,11 +27,8 @@ from helpers.train.recipes import Recipe
 def repeatable_train_loader(
     loader: DataLoader, seed: int, sampler: DistributedSampler | None = None
 ) -> DataLoader:
-    """The train loader rebuilt without persistent workers, so ``fit`` can re-seed every epoch.
-
-    New workers per epoch take their seeds from the loader's generator, which ``fit`` re-seeds from
-    (seed, epoch). Under DDP the ``sampler`` shards and shuffles.
-    """
+    """The train loader without persistent workers: new workers each epoch take their seeds from the
+    generator ``fit`` re-seeds from (seed, epoch). Under DDP the ``sampler`` shards and shuffles."""
     return make_loader(
         loader.dataset, batch_size=loader.batch_size, shuffle=True, seed=seed, sampler=sampler,
         num_workers=loader.num_workers, persistent_workers=False,
@@ -57,12 +49,9 @@ def resumable_fit(
     seed: int = 42,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """``fit``, saving the training state in ``out_dir`` after every epoch and continuing from it with
-    ``resume=True`` (afresh when there is none); under ``torchrun`` through DDP.
-
-    Under DDP every process evaluates the whole validation and test sets with the same weights, so all
-    agree on the best epoch; only process 0 writes. The train loss and accuracy are process 0's share.
-    """
+    """``fit``, saving the state in ``out_dir`` every epoch and continuing from it with ``resume=True``.
+    Under DDP every process evaluates all of val and test (so all agree on the best epoch); process 0
+    writes, and the train loss and accuracy are its share."""
     device = torch.device(device)
     precision = resolve_precision(precision, device)
     model.to(device)
@@ -93,10 +82,10 @@ def build_model(args: argparse.Namespace, num_classes: int) -> tuple[ViT, str]:
         return ViT(get_config(args.model, image_size=args.image_size, num_classes=num_classes)), "random init"
     random_ok = args.allow_random_weights
     model = pretrained.load_pretrained_vit_b16(num_classes, args.image_size, allow_random=random_ok)
-    origin = (
-        "ImageNet" if pretrained.weights_cache_path().is_file() else "RANDOM (ImageNet weights unavailable)"
-    )
-    return pretrained.freeze_for_recipe(model, args.recipe), origin
+    found = pretrained.weights_cache_path().is_file()
+    return pretrained.freeze_for_recipe(
+        model, args.recipe
+    ), "ImageNet" if found else "RANDOM (ImageNet weights unavailable)"
 
 
 def train_model(model, train_loader, val_loader, test_loader, recipe, args, device, progress) -> dict:

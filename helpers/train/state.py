@@ -1,10 +1,5 @@
-"""The training state on disk, saved by :func:`helpers.train.run.resumable_fit` after every epoch.
-
-``OUT/training_state/`` holds ``weights-0003.safetensors`` (the model after epoch 3),
-``best-0002.safetensors`` (the best so far), ``optimizer-0003.pt`` (optimizer, schedule, scaler) and
-``trainer.json`` (epoch, history, settings, those names), written last in one atomic rename: a kill
-loses at most the running epoch. Loading never runs code (safetensors, weights_only, JSON).
-"""
+"""The training state ``resumable_fit`` saves every epoch: weights, best weights, optimizer, and last (one
+atomic rename) ``trainer.json`` naming them, so a kill loses at most the running epoch. Loads run no code."""
 
 from __future__ import annotations
 
@@ -45,11 +40,8 @@ def save_training_state(
     epoch, best_epoch = len(state.history), state.best_epoch
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    names = {
-        "weights": f"weights-{epoch:04d}.safetensors",
-        "best": f"best-{best_epoch:04d}.safetensors",
-        "optimizer": f"optimizer-{epoch:04d}.pt",
-    }
+    names = {"weights": f"weights-{epoch:04d}.safetensors", "best": f"best-{best_epoch:04d}.safetensors",
+             "optimizer": f"optimizer-{epoch:04d}.pt"}  # fmt: skip
     # 1. This epoch's files, under names no earlier epoch uses.
     _save_weights(model.state_dict(), folder / names["weights"], epoch)
     if new_best:
@@ -138,9 +130,8 @@ def load_training_state(folder: str | os.PathLike, settings: dict[str, Any]) -> 
     except Exception as error:  # missing, truncated, not a torch file, not plain tensors
         raise _unreadable(folder / names["optimizer"], error) from error
     if state_epoch != epoch:
-        raise _damaged(
-            folder, f"{folder / names['optimizer']} holds epoch {state_epoch} but {TRAINER_FILE} {epoch}"
-        )
+        problem = f"{folder / names['optimizer']} holds epoch {state_epoch} but {TRAINER_FILE} {epoch}"
+        raise _damaged(folder, problem)
     trainer["weights"] = _load_weights(folder / names["weights"], epoch)
     trainer["best_weights"] = _load_weights(folder / names["best"], best_epoch)
     trainer["state"] = state
