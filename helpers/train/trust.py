@@ -1,13 +1,6 @@
-"""Four checks before trusting a fake-image detector (lesson 05).
-
-1. Shortcut audit: can the file alone (size, format, JPEG quality, EXIF) tell the classes apart?
-2. Uncertainty: a confidence interval for a metric, or for the difference between two models.
-3. Operating point: a threshold for a chosen false-alarm rate, what a flag means when fakes are
-   rare, and probabilities made honest by temperature scaling.
-4. Leak check: no evaluation image may have been a training image.
-
-Probabilities are (N, 2) in ``CLASS_NAMES`` order (0 = fake, the positive class); a "fake score" is P(fake).
-"""
+"""Four checks before trusting a fake-image detector (lesson 05): 1. shortcut audit (can the file alone
+tell the classes?), 2. uncertainty (intervals), 3. operating point (threshold, base rate, calibration),
+4. leak check. Probabilities are (N, 2) in ``CLASS_NAMES`` order (0 = fake, the positive class)."""
 
 from __future__ import annotations
 
@@ -46,22 +39,14 @@ STANDARD_LUMINANCE_TABLE = (
 METADATA_FEATURES = ("log width", "log height", "log bytes", "is JPEG", "is PNG", "JPEG quality", "EXIF")
 
 
-def ijg_luminance_table(quality: int) -> np.ndarray:
-    """The luminance table libjpeg writes for ``quality`` (1-100): the standard table, scaled. Lesson 05."""
-    scale = 5000 // quality if quality < 50 else 200 - 2 * quality  # percent
-    return np.clip((np.array(STANDARD_LUMINANCE_TABLE) * scale + 50) // 100, 1, 255)
-
-
 def estimate_jpeg_quality(quantization: dict[int, Sequence[int]]) -> int | None:
-    """The libjpeg quality (1-100) nearest Pillow's ``image.quantization`` table 0; None without one.
-
-    Exact for files libjpeg wrote. Lesson 05.
-    """
+    """The libjpeg quality (1-100) nearest Pillow's ``image.quantization`` table 0, else None. Lesson 05."""
     table = np.asarray(quantization.get(0, ()))
     if table.shape != (64,):
         return None
-    errors = [np.abs(ijg_luminance_table(quality) - table).sum() for quality in range(1, 101)]
-    return int(np.argmin(errors)) + 1
+    scales = [5000 // quality if quality < 50 else 200 - 2 * quality for quality in range(1, 101)]  # percent
+    tables = [np.clip((np.array(STANDARD_LUMINANCE_TABLE) * scale + 50) // 100, 1, 255) for scale in scales]
+    return int(np.argmin([np.abs(scaled - table).sum() for scaled in tables])) + 1
 
 
 def image_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -79,10 +64,7 @@ def image_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def metadata_table(samples: Samples, class_names: Sequence[str] = CLASS_NAMES) -> list[dict[str, Any]]:
-    """One row per class summarising its ``(path, label)`` files' :func:`image_metadata`. Lesson 05.
-
-    Sizes are width x height; "smallest" and "largest" take width and height each on its own.
-    """
+    """One row per class summarising its files' :func:`image_metadata` (min/max per dimension). Lesson 05."""
     found = [(image_metadata(path), label) for path, label in samples]
     rows = []
     for label, name in enumerate(class_names):
@@ -116,11 +98,9 @@ def metadata_features(meta: dict[str, Any]) -> list[float]:
 
 
 def metadata_baseline(train_samples: Samples, test_samples: Samples) -> tuple[torch.Tensor, torch.Tensor]:
-    """A detector blind to pixels: logistic regression on :func:`metadata_features`. Lesson 05.
+    """Logistic regression on :func:`metadata_features`, blind to pixels: test probs (N, 2), targets (N,).
 
-    Returns the test samples' probabilities (N, 2) and targets (N,). Well above chance means the files
-    alone give the label away, a shortcut a pixel detector may have learnt too.
-    """
+    Well above chance means the files alone give the label away. Lesson 05."""
     from sklearn.linear_model import LogisticRegression  # only this function needs sklearn
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -147,8 +127,7 @@ def _jpeg_bytes(image: ImageSource, size: int, quality: int) -> bytes:
 
 
 def equalise_container(path_or_image: ImageSource, size: int = 256, quality: int = 90) -> Image.Image:
-    """The image as if every file had been saved alike: a centred square of ``size`` pixels, JPEG at
-    ``quality``, decoded again; size, format, quality and EXIF no longer tell the classes. Lesson 05."""
+    """The image saved like every other (centred square, JPEG at ``quality``), decoded again. Lesson 05."""
     return load_image_rgb(io.BytesIO(_jpeg_bytes(path_or_image, size, quality)))
 
 
@@ -159,8 +138,7 @@ def write_equalised_copy(
     quality: int = 90,
     class_names: Sequence[str] = CLASS_NAMES,
 ) -> list[tuple[Path, int]]:
-    """:func:`equalise_container` for every sample, written to ``out_root/<class>/<name>.jpg``; returns
-    the new ``(path, label)`` samples. Lesson 05."""
+    """:func:`equalise_container` per sample, to ``out_root/<class>/<name>.jpg``: new samples. Lesson 05."""
     written = []
     for path, label in samples:
         out = Path(out_root) / class_names[label] / f"{Path(path).stem}.jpg"
@@ -183,56 +161,56 @@ def _score(metric: Metric, probs: torch.Tensor, targets: torch.Tensor) -> float 
     return compute_metrics(probs, targets, positive_class=FAKE)[metric]
 
 
-def _bootstrap(statistic: Callable, n: int, metric: Metric, n_boot: int, seed: int, level: float) -> dict:
-    """Percentile bootstrap of ``statistic(indices)`` (None where undefined) over ``n`` images."""
-    value = statistic(torch.arange(n))
-    if value is None:
-        raise ValueError(f"{metric} is undefined on these images (only one class?)")
+def _bootstrap(statistics: Callable, n: int, n_boot: int, seed: int, level: float) -> dict[str, dict]:
+    """Percentile bootstrap over ``n`` images of ``statistics(indices) -> {name: value or None}``."""
+    values = statistics(torch.arange(n))
     generator = torch.Generator().manual_seed(seed)
-    resampled = []
+    draws: dict[str, list[float]] = {name: [] for name in values}
     for _ in range(n_boot):
-        result = statistic(torch.randint(n, (n,), generator=generator))  # n images, drawn with replacement
-        if result is not None:  # e.g. AUROC on a resample that holds one class only
-            resampled.append(result)
-    if len(resampled) < n_boot / 2:
-        raise ValueError(f"{metric} is undefined on most resamples: too few images of each class")
-    low, high = np.quantile(resampled, [(1 - level) / 2, (1 + level) / 2])
-    name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
-    return {"metric": name, "value": value, "low": float(low), "high": float(high), "level": level,
-            "n": n, "skipped": n_boot - len(resampled)}  # fmt: skip
+        resample = statistics(torch.randint(n, (n,), generator=generator))  # drawn with replacement
+        for name, value in resample.items():
+            if value is not None:  # e.g. AUROC on a resample that holds one class only
+                draws[name].append(value)
+    results = {}
+    for name, value in values.items():
+        if value is None or len(draws[name]) < n_boot / 2:
+            raise ValueError(f"{name} is undefined on these images or most resamples (one class only?)")
+        low, high = np.quantile(draws[name], [(1 - level) / 2, (1 + level) / 2])
+        results[name] = {"metric": name, "value": value, "low": float(low), "high": float(high),
+                         "level": level, "n": n, "skipped": n_boot - len(draws[name])}  # fmt: skip
+    return results
+
+
+def _name_of(metric: Metric) -> str:
+    return metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
 
 
 def bootstrap_interval(
     probs: torch.Tensor, targets: torch.Tensor, metric: Metric = "accuracy",
     n_boot: int = 1000, seed: int = 0, level: float = 0.95,
 ) -> dict[str, Any]:  # fmt: skip
-    """A confidence interval for ``metric`` on a test set (percentile bootstrap). Lesson 05.
-
-    Draws ``n_boot`` same-size test sets with replacement and keeps the middle ``level`` of the metric's
-    values. ``metric``: a key of :func:`compute_metrics` or a function ``(probs, targets) -> float``.
-    Resamples where it is undefined are skipped and counted. Returns ``{"metric", "value", "low",
-    "high", "level", "n", "skipped"}``, the same for the same ``seed``.
-    """
+    """A seeded percentile-bootstrap interval for ``metric`` (a :func:`compute_metrics` key or a function
+    ``(probs, targets) -> float``): ``{"metric", "value", "low", "high", "level", "n", "skipped"}``.
+    Lesson 05."""
+    name = _name_of(metric)
     return _bootstrap(
-        lambda i: _score(metric, probs[i], targets[i]), len(targets), metric, n_boot, seed, level
-    )
+        lambda i: {name: _score(metric, probs[i], targets[i])}, len(targets), n_boot, seed, level
+    )[name]
 
 
 def paired_bootstrap_difference(
     probs_a: torch.Tensor, probs_b: torch.Tensor, targets: torch.Tensor, metric: Metric = "accuracy",
     n_boot: int = 1000, seed: int = 0, level: float = 0.95,
 ) -> dict[str, Any]:  # fmt: skip
-    """An interval for ``metric(a) - metric(b)``, two models on the same images. Lesson 05.
+    """An interval for ``metric(a) - metric(b)`` on the same resampled images, where the luck of the draw
+    cancels; as :func:`bootstrap_interval`, plus ``"difference": True``. Lesson 05."""
+    name = _name_of(metric)
 
-    Both models see the same resampled images, so the luck of the draw cancels. If it excludes 0, the
-    difference is more than luck. As :func:`bootstrap_interval`, plus ``"difference": True``.
-    """
-
-    def difference(i: torch.Tensor) -> float | None:
+    def difference(i: torch.Tensor) -> dict[str, float | None]:
         a, b = _score(metric, probs_a[i], targets[i]), _score(metric, probs_b[i], targets[i])
-        return None if a is None or b is None else a - b
+        return {name: None if a is None or b is None else a - b}
 
-    return {**_bootstrap(difference, len(targets), metric, n_boot, seed, level), "difference": True}
+    return {**_bootstrap(difference, len(targets), n_boot, seed, level)[name], "difference": True}
 
 
 def format_interval(result: dict[str, Any]) -> str:
@@ -251,26 +229,15 @@ def metric_intervals(
     probs: torch.Tensor, targets: torch.Tensor, metrics: Sequence[str] = ("accuracy", "f1", "auroc"),
     n_boot: int = 1000, seed: int = 0, level: float = 0.95,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """Each of ``metrics`` (keys of :func:`compute_metrics`) with its bootstrap interval, all from the
-    same resampled test sets: ``{metric: bootstrap_interval's dict}``. Lessons 03 to 06, the CLI."""
+    """:func:`bootstrap_interval` for each of ``metrics``, all from the same resampled test sets:
+    ``{metric: interval}``. Lessons 03 to 06, the CLI."""
     probs, targets = probs.float().cpu(), targets.long().cpu()
-    n, generator = len(targets), torch.Generator().manual_seed(seed)
-    full = compute_metrics(probs, targets, positive_class=FAKE)
-    draws: dict[str, list[float]] = {m: [] for m in metrics}
-    for _ in range(n_boot):
-        i = torch.randint(n, (n,), generator=generator)  # n images, drawn with replacement
-        scores = compute_metrics(probs[i], targets[i], positive_class=FAKE)
-        for m in metrics:
-            if scores[m] is not None:  # AUROC is undefined on a resample that holds one class only
-                draws[m].append(scores[m])
-    result = {}
-    for m in metrics:
-        if full[m] is None or len(draws[m]) < n_boot / 2:
-            raise ValueError(f"{m} is undefined on these images (too few of each class?)")
-        low, high = np.quantile(draws[m], [(1 - level) / 2, (1 + level) / 2])
-        result[m] = {"metric": m, "value": full[m], "low": float(low), "high": float(high), "level": level,
-                     "n": n, "skipped": n_boot - len(draws[m])}  # fmt: skip
-    return result
+
+    def scores(i: torch.Tensor) -> dict[str, float | None]:
+        computed = compute_metrics(probs[i], targets[i], positive_class=FAKE)
+        return {m: computed[m] for m in metrics}
+
+    return _bootstrap(scores, len(targets), n_boot, seed, level)
 
 
 def format_metric_intervals(intervals: dict[str, dict[str, Any]]) -> str:
@@ -289,10 +256,8 @@ def fake_scores(probs: torch.Tensor) -> torch.Tensor:
 def threshold_for_fpr(
     val_probs_fake: torch.Tensor, val_targets: torch.Tensor, target_fpr: float = 0.01
 ) -> float:
-    """The lowest threshold that flags (scores *above* it) at most ``target_fpr`` of the validation
-    set's R real photos: ``floor(target_fpr * R)`` of them, so 1 % of 50 flags none. Measure it on
-    test images (:func:`rates_at_threshold`), where the rate can differ. Lesson 05.
-    """
+    """The lowest threshold flagging (scores *above* it) at most ``floor(target_fpr * R)`` of the R real
+    validation photos (1 % of 50 flags none); test it with :func:`rates_at_threshold`. Lesson 05."""
     if not 0 <= target_fpr < 1:
         raise ValueError(f"target_fpr must be in [0, 1), got {target_fpr}")
     real = fake_scores(val_probs_fake)[val_targets != FAKE].sort(descending=True).values
@@ -317,15 +282,13 @@ def rates_at_threshold(probs: torch.Tensor, targets: torch.Tensor, threshold: fl
 
 def precision_at_base_rate(tpr: float, fpr: float, base_rate: float) -> float:
     """The fraction of flags that are fake when ``base_rate`` of all images are (Bayes' rule; NaN if
-    nothing is flagged). With 1 % fakes, TPR 0.9 and FPR 0.05 give 15 %: most flags are false. Lesson 05.
-    """
+    nothing is flagged): 1 % fakes, TPR 0.9 and FPR 0.05 give 15 %. Lesson 05."""
     flagged = tpr * base_rate + fpr * (1 - base_rate)
     return tpr * base_rate / flagged if flagged > 0 else math.nan
 
 
 def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> float:
-    """The gap between P(fake) and the fraction of fakes, averaged over ``n_bins`` bins weighted by
-    their images (torchmetrics). 0 = calibrated. Lesson 05."""
+    """The gap between P(fake) and the fraction of fakes over ``n_bins`` bins (0 = calibrated). Lesson 05."""
     return binary_calibration_error(
         fake_scores(probs).float().contiguous(), (targets == FAKE).long(), n_bins=n_bins
     ).item()
@@ -347,10 +310,8 @@ def reliability_bins(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 1
 
 
 def fit_temperature(val_logits: torch.Tensor, val_targets: torch.Tensor) -> float:
-    """The temperature T (of 401 from 0.05 to 20, log-spaced) whose ``softmax(logits / T)`` has the
-    lowest validation cross-entropy. T > 1 softens an over-confident model; the predicted class never
-    changes. ``probs.clamp_min(1e-12).log()`` can stand in for logits. Lesson 05.
-    """
+    """The T in 0.05-20 (401, log-spaced) whose ``softmax(logits / T)`` has the lowest validation
+    cross-entropy; T > 1 softens an over-confident model (``probs.log()`` may stand in). Lesson 05."""
     logits, targets = val_logits.detach().float(), val_targets.long()
     temperatures = torch.logspace(math.log10(0.05), math.log10(20), 401)
     losses = torch.stack([F.cross_entropy(logits / t, targets) for t in temperatures])
@@ -377,10 +338,7 @@ def check_disjoint(
     eval_paths: Iterable[str | os.PathLike],
     root: str | os.PathLike | None = None,
 ) -> None:
-    """Raise ValueError if any evaluation file was also a training file. Lesson 05.
-
-    Compared by name (relative to ``root``, else ``<class folder>/<file name>``), not by contents.
-    """
+    """Raise ValueError if any evaluation file was also a training file (by :func:`_name`). Lesson 05."""
     overlap = sorted({_name(p, root) for p in train_paths} & {_name(p, root) for p in eval_paths})
     if overlap:
         shown = ", ".join(overlap[:5]) + (", ..." if len(overlap) > 5 else "")
