@@ -28,7 +28,7 @@ help:
 	@echo "make check      ruff and the quick unit tests, no notebooks (about 2 min on 2 cores)"
 	@echo "make test       what CI runs: ruff, pytest (all unit tests, every notebook), make rehearse"
 	@echo "make lab        open the course in JupyterLab, on the course's kernel"
-	@echo "make figures    regenerate every figure in figures/ (lessons + demo screenshot)"
+	@echo "make figures    regenerate every figure in figures/ (lessons, toy data, demo screenshot)"
 	@echo "make rehearse   every lesson in full mode, offline, each in a fresh folder, against stand-ins"
 	@echo "make lint       ruff check and ruff format --check, notebook checks"
 	@echo "make mutants    mutation testing of the modules that carry the promises (slow, not in CI)"
@@ -54,6 +54,7 @@ run: $(STAMP)
 	MPLBACKEND=Agg $(PY) tools/run_notebooks.py --mode small
 
 figures: run
+	$(PY) tools/toy_figures.py --data data/toy --out figures
 	$(PY) tools/demo_screenshot.py --out figures/demo.png
 
 # JupyterLab on the checkout, opened at notebooks/. It offers only the course's kernel, so every notebook

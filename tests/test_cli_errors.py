@@ -265,7 +265,7 @@ def test_helpers_data_failures_are_one_line(tmp_path, capsys):
     from helpers.data import sources as data
 
     with pytest.raises(SystemExit) as exit_info:
-        data.main(["figures", "--data", str(tmp_path / "nowhere")])
+        data.main(["cache", "--data", str(tmp_path / "nowhere")])
     assert exit_info.value.code == 2
     assert data.main(["make-toy", "--out", str(tmp_path / "toy"), "--images-per-class", "0"]) == 1
     lines = capsys.readouterr().err.strip().splitlines()

@@ -1,14 +1,22 @@
-"""helpers.data.plots: the mean spectrum shows a period-2 pattern; the figures command draws both figures."""
+"""The toy fakes' fingerprint in the mean spectrum (helpers.data.toy), and tools/toy_figures.py."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.data import sources as data
-from helpers.data.plots import mean_log_spectrum, nyquist_peak
-from helpers.data.toy import make_toy_dataset
+from helpers.data.toy import make_toy_dataset, mean_log_spectrum, nyquist_peak
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "toy_figures.py"
+
+
+def toy_figures(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, timeout=300)
 
 
 def test_mean_log_spectrum_shows_a_checkerboard_at_the_nyquist_frequency():
@@ -39,10 +47,18 @@ def test_a_hann_window_removes_the_cross_from_the_image_edges_and_keeps_a_checke
 
 def test_figures_command_draws_samples_and_spectra(tmp_path):
     toy = make_toy_dataset(tmp_path / "toy", images_per_class=8, image_size=16)
-    assert data.main(["figures", "--data", str(toy), "--out", str(tmp_path / "figs")]) == 0
+    result = toy_figures("--data", str(toy), "--out", str(tmp_path / "figs"))
+    assert result.returncode == 0, result.stderr
     for name in ("toy_samples.png", "toy_spectra.png"):
         with Image.open(tmp_path / "figs" / name) as figure:
             assert figure.size[0] > 500
+
+
+def test_figures_command_without_the_folder_is_a_one_line_usage_error(tmp_path):
+    result = toy_figures("--data", str(tmp_path / "nowhere"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(tmp_path / "nowhere") in lines[0], lines
 
 
 def test_nyquist_peak_measures_a_period_2_pattern():

@@ -1,5 +1,5 @@
 """The data: from image files to batches (lesson 03; 04 to 06 reuse it). ``python -m helpers.data`` makes
-the toy set, downloads the real one, builds a cache and draws the data figures.
+the toy set, downloads the real one and builds a cache.
 
     images        safe decoding of any image file to RGB; the pixel-limit check
     datasets      indexing a folder, the plain Dataset, the stratified split (lesson 03)
@@ -8,7 +8,6 @@ the toy set, downloads the real one, builds a cache and draws the data figures.
     toy           the toy fake-versus-real dataset (small mode)
     fake_or_real  the real dataset: download, checked extraction, the prepared copy (full mode)
     sources       datasets by name: get_dataset("toy" | "fake_or_real")
-    plots         sample grids and mean spectra (lessons 03 and 05)
     perturbations JPEG re-compression and resizing, to test a detector's robustness (lesson 05)
     index         the decode check: which files of a folder decode (hardening)
     cache         every image of a folder decoded once; CachedImageFolder reads pixels, not files (hardening)

@@ -2,8 +2,7 @@
 
 python -m helpers.data make-toy --out data/toy [--images-per-class N --image-size S --seed K]
 python -m helpers.data download --out data/fake_or_real [--max-side 256]
-python -m helpers.data cache --data data/toy [--size 64]
-python -m helpers.data figures --data data/toy --out figures"""
+python -m helpers.data cache --data data/toy [--size 64]"""
 
 from __future__ import annotations
 
@@ -25,7 +24,6 @@ from helpers.data.fake_or_real import (
     original_fake_or_real,
     prepared_fake_or_real,
 )
-from helpers.data.plots import plot_samples, plot_spectra
 from helpers.data.toy import IMAGES_PER_CLASS, make_toy_dataset
 
 
@@ -52,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (see :mod:`helpers._cli`)."""
     parser = cli.ArgumentParser(
         prog="python -m helpers.data",
-        description="Make the toy dataset, download the Fake or Real dataset, or draw figures of one.",
+        description="Make the toy dataset, download the Fake or Real dataset, or cache an image folder.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     toy = commands.add_parser("make-toy", help="write the toy dataset (seconds)")
@@ -66,16 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = commands.add_parser("cache", help="decode an image folder once into its image cache")
     cache.add_argument("--data", type=Path, required=True, help="image folder (fake_images/, real_images/)")
     cache.add_argument("--size", type=int, default=PREPARED_SIDE, help="cached images' shorter side, px")
-    figures = commands.add_parser("figures", help="draw sample and spectrum figures of an image folder")
-    figures.add_argument("--data", type=Path, default=None, help="image folder (default: data/toy)")
-    figures.add_argument("--out", type=Path, default=None, help="figures folder (default: figures/)")
     args = parser.parse_args(argv)
     if args.command == "cache" and not args.data.is_dir():
         parser.error(f"--data {args.data}: no such folder; give the image folder to cache")
-    if args.command == "figures" and args.data is not None and not args.data.is_dir():
-        parser.error(
-            f"--data {args.data}: no such folder; make the toy set with `python -m helpers.data make-toy`"
-        )
     # RuntimeError: the download failed; ValueError: a folder without the two classes of images
     return cli.run(lambda: run(args), expected=(RuntimeError, ValueError))
 
@@ -91,17 +82,7 @@ def run(args: argparse.Namespace) -> int:
         out = args.out or course.data_dir() / "fake_or_real"
         data = download_fake_or_real(out, max_side=args.max_side)
         print(f"{data}: {count_images(data)} images ready")
-    elif args.command == "cache":  # a full disk: helpers._files.DiskSpaceError, a RuntimeError
+    else:  # cache; a full disk: helpers._files.DiskSpaceError, a RuntimeError
         folder = build_image_cache(args.data, args.size)
         print(f"{folder}: image cache at {args.size} px ready; loaders of {args.data} now read it")
-    else:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        data = args.data or course.data_dir() / "toy"
-        out = args.out or course.figures_dir()
-        out.mkdir(parents=True, exist_ok=True)
-        plot_samples(data, out / "toy_samples.png")
-        plot_spectra(data, out / "toy_spectra.png")
-        print(f"wrote {out / 'toy_samples.png'} and {out / 'toy_spectra.png'}")
     return 0

@@ -9,7 +9,7 @@ apart. Lesson 03; ``data/README.md``; ``python -m helpers.data make-toy``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -215,3 +215,36 @@ def make_toy_images(
             images.append(_toy_image(sources, [seed, label, i], image_size, kind))
             labels.append(label)
     return np.stack(images), np.array(labels, dtype=np.int64)
+
+
+# The fingerprint, measured (tests and tools/toy_figures.py's README figure) ------------------------
+
+
+def mean_log_spectrum(images: Iterable[Image.Image | np.ndarray], *, window: bool = False) -> np.ndarray:
+    """Mean over same-sized images of log(1 + |2-D FFT|) of the grey image, centred, DC removed: (H, W).
+    Upsampling shows as peaks at the Nyquist frequency (Durall et al. 2020); ``window=True`` (Hann) removes
+    the cross the jump between opposite edges draws. ``tools/toy_figures.py``."""
+    total, count, shape, taper = None, 0, None, None
+    for image in images:
+        pixels = np.asarray(image, dtype=np.float64)
+        grey = pixels.mean(axis=2) if pixels.ndim == 3 else pixels  # (H, W)
+        if shape is None:
+            shape = grey.shape
+            taper = np.outer(*(np.hanning(n + 1)[:-1] for n in shape)) if window else np.ones(shape)
+        elif grey.shape != shape:
+            raise ValueError(f"all images must have the same size, got {grey.shape} after {shape}")
+        centred = grey - (taper * grey).sum() / taper.sum()  # the (weighted) mean removed: DC = 0
+        spectrum = np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(taper * centred))))
+        total = spectrum if total is None else total + spectrum
+        count += 1
+    if count == 0:
+        raise ValueError("mean_log_spectrum needs at least one image")
+    return total / count
+
+
+def nyquist_peak(spectrum: np.ndarray) -> float:
+    """How much a period-2 pattern stands out in a :func:`mean_log_spectrum` (log units, ~0 without): the
+    Nyquist row and column minus those two steps inside."""
+    border = np.r_[spectrum[0, 1:], spectrum[1:, 0]].mean()
+    inside = np.r_[spectrum[2, 2:], spectrum[2:, 2]].mean()
+    return float(border - inside)

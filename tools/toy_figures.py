@@ -1,47 +1,24 @@
-"""Sample grids and mean Fourier spectra of real and fake images (lessons 03 and 05,
-``python -m helpers.data figures``): the spectra show the toy fakes' fingerprint."""
+"""Draw the toy data's two README figures: sample images, and the mean spectra of real and fake ones.
+
+    python tools/toy_figures.py --data data/toy --out figures
+
+writes toy_samples.png and toy_spectra.png (``make figures`` runs it); the spectra show the period-2
+fingerprint of the toy fakes. No lesson uses them; data/README.md says how to make the toy set first.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from helpers import _cli as cli
+from helpers import course
 from helpers.data.datasets import CLASS_NAMES
 from helpers.data.images import list_image_files, load_image_rgb
-
-
-def mean_log_spectrum(images: Iterable[Image.Image | np.ndarray], *, window: bool = False) -> np.ndarray:
-    """Mean over same-sized images of log(1 + |2-D FFT|) of the grey image, centred, DC removed: (H, W).
-    Upsampling shows as peaks at the Nyquist frequency (Durall et al. 2020); ``window=True`` (Hann) removes
-    the cross the jump between opposite edges draws. Lesson 05."""
-    total, count, shape, taper = None, 0, None, None
-    for image in images:
-        pixels = np.asarray(image, dtype=np.float64)
-        grey = pixels.mean(axis=2) if pixels.ndim == 3 else pixels  # (H, W)
-        if shape is None:
-            shape = grey.shape
-            taper = np.outer(*(np.hanning(n + 1)[:-1] for n in shape)) if window else np.ones(shape)
-        elif grey.shape != shape:
-            raise ValueError(f"all images must have the same size, got {grey.shape} after {shape}")
-        centred = grey - (taper * grey).sum() / taper.sum()  # the (weighted) mean removed: DC = 0
-        spectrum = np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(taper * centred))))
-        total = spectrum if total is None else total + spectrum
-        count += 1
-    if count == 0:
-        raise ValueError("mean_log_spectrum needs at least one image")
-    return total / count
-
-
-def nyquist_peak(spectrum: np.ndarray) -> float:
-    """How much a period-2 pattern stands out in a :func:`mean_log_spectrum` (log units, ~0 without): the
-    Nyquist row and column minus those two steps inside. Lesson 05."""
-    border = np.r_[spectrum[0, 1:], spectrum[1:, 0]].mean()
-    inside = np.r_[spectrum[2, 2:], spectrum[2:, 2]].mean()
-    return float(border - inside)
+from helpers.data.toy import mean_log_spectrum
 
 
 def _finish(fig, title: str, path: str | os.PathLike | None):
@@ -116,3 +93,32 @@ def plot_spectra(root: str | os.PathLike, path: str | os.PathLike | None = None,
         ax.set_ylabel("vertical frequency (cycles per image)")
     title = f"Mean spectra of {root.name}: fakes lose fine detail and gain peaks at the Nyquist frequency"
     return _finish(fig, title, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Draw both figures of ``--data`` into ``--out``; returns the exit status."""
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None, help="image folder (default: data/toy)")
+    parser.add_argument("--out", type=Path, default=None, help="figures folder (default: figures/)")
+    args = parser.parse_args(argv)
+    if args.data is not None and not args.data.is_dir():
+        parser.error(
+            f"--data {args.data}: no such folder; make the toy set with `python -m helpers.data make-toy`"
+        )
+
+    def draw() -> int:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        data, out = args.data or course.data_dir() / "toy", args.out or course.figures_dir()
+        out.mkdir(parents=True, exist_ok=True)
+        plot_samples(data, out / "toy_samples.png")
+        plot_spectra(data, out / "toy_spectra.png")
+        print(f"wrote {out / 'toy_samples.png'} and {out / 'toy_spectra.png'}")
+        return 0
+
+    return cli.run(draw, expected=(ValueError,))  # ValueError: a folder without the two classes of images
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
