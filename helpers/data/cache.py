@@ -1,25 +1,15 @@
-"""The decoded image cache: every image of a folder decoded once into one file of raw pixels, and
-:class:`CachedImageFolder`, the Dataset that reads it (full mode of lessons 03 to 06).
+"""The decoded image cache, and :class:`CachedImageFolder`, the Dataset that reads it (full mode of lessons 03
+to 06). Decoding is a DataLoader's dearest step (~2.7 ms per 256-pixel PNG), so every image is decoded
+once, as ``Resize(S)`` (shorter side S), uint8 (3, H, W), read through ``np.memmap``::
 
-Decoding costs more than anything else a DataLoader does (~2.7 ms per 256-pixel PNG on one core), so
-the cache stores each image's pixels once, uint8, channels first, one after the other, read through
-``np.memmap`` (``benchmarks/data_loading.py`` measures it)::
-
-    root/.image_cache/pixels.u8    image after image, (3, H, W) uint8 each
+    root/.image_cache/pixels.u8    image after image
     root/.image_cache/index.json   {"size": S, "images": [[name, bytes, mtime_ns, H, W, offset, side], ...]}
     root/.image_cache/.complete    written last (helpers._files.building_folder)
 
-It stores ``Resize(S)`` of each file (shorter side S, as the course's transforms resize first), the whole
-image; ``side`` is the file's own shorter side. The pixels are the decoded path's when the transform
-resizes to S first (Resize then has nothing to do), or when the file's side already is S (a transform
-resizing elsewhere resizes the uint8 tensor; torchvision's uint8 resize follows Pillow's within 1/255);
-``tests/test_image_cache.py`` checks both. Anything else, a transform that is not ``v2``, or a changed
-file (size, mtime) is decoded as before. Made by the prepared copy and by :func:`build_image_cache`
-(``python -m helpers.data cache``).
-
-A worker then only copies: when the transform ends with the course's "to ImageNet-normalised floats"
-steps, :class:`CachedImageFolder` hands out the uint8 pixels (cropped, flipped) and the training step
-finishes them on the device, a whole batch at once, with :func:`normalise_batch`.
+A file is read from the cache when unchanged (size, mtime) and when the v2 transform resizes to S first,
+or the file's side already is S (``tests/test_image_cache.py`` checks both match decoding); else it is
+decoded. When the transform ends with ImageNet normalisation, samples stay uint8 and :func:`normalise_batch`
+finishes the batch on the device. ``python -m helpers.data cache``; ``benchmarks/data_loading.py``.
 """
 
 from __future__ import annotations
@@ -97,8 +87,7 @@ def _decode_for_cache(path: Path, size: int) -> tuple[np.ndarray, os.stat_result
 
 
 def build_image_cache(root: str | os.PathLike, size: int) -> Path:
-    """Decode every image under ``root`` once into ``root/.image_cache`` at shorter side ``size``;
-    undecodable files are skipped with one warning; reused when nothing changed. Returns the folder."""
+    """Decode every image under ``root`` into ``root/.image_cache`` at ``size`` (reused if unchanged)."""
     root = Path(root)
     folder, files = root / CACHE_FOLDER, list_image_files(root)
     existing = ImageCache.open(root)
@@ -129,8 +118,7 @@ def _read_index(index_path: str, stamp: int) -> dict:
 
 
 class ImageCache:
-    """A complete image cache, opened for reading: ``row(path)`` finds a file's image, ``tensor(row)``
-    its pixels. Picklable: each DataLoader worker maps ``pixels.u8`` itself, on first use."""
+    """A complete cache, read: ``row(path)`` finds a file's image, ``tensor(row)`` its pixels (picklable)."""
 
     def __init__(self, folder: Path, index: dict):
         self.folder = Path(folder)
@@ -165,8 +153,8 @@ class ImageCache:
         return None
 
     def row(self, path: str | os.PathLike, resize: int | None = None) -> int | None:
-        """The cached image of ``path``, or None if not cached, changed, or (``resize``: the size a
-        transform resizes to first) neither that nor the file's side is the cache's size."""
+        """The cached image of ``path``, or None: not cached, changed, or the cache's size is neither
+        ``resize`` (a transform's first resize) nor the file's side."""
         path = Path(path)
         try:
             i = self.rows.get(path.relative_to(self.root).as_posix())
@@ -207,8 +195,8 @@ def _first_resize(transform: Callable | None) -> int | None:
 
 
 def _before_normalisation(transform: Callable | None) -> list[Callable] | None:
-    """The steps of a v2 ``Compose`` before its closing ToImage, ToDtype(float32), Normalize(ImageNet),
-    ToPureTensor (:mod:`helpers.data.transforms`), or None when it does not end with exactly those."""
+    """A v2 ``Compose``'s steps before its closing ToImage, ToDtype(float32), Normalize(ImageNet),
+    ToPureTensor, or None when it does not end with exactly those."""
     steps = list(getattr(transform, "transforms", []))
     tail = steps[-4:]
     kinds = [v2.ToImage, v2.ToDtype, v2.Normalize, v2.ToPureTensor]
@@ -219,8 +207,7 @@ def _before_normalisation(transform: Callable | None) -> list[Callable] | None:
 
 
 def normalise_batch(images: torch.Tensor) -> torch.Tensor:
-    """A batch as models take it: uint8 (B, 3, H, W) from :class:`CachedImageFolder` -> float32 in
-    [0, 1] standardised with ImageNet's statistics, on its device (the GPU); a float batch passes as is."""
+    """uint8 (B, 3, H, W) from :class:`CachedImageFolder` -> ImageNet-normalised float32 on its device."""
     if images.dtype != torch.uint8:
         return images
     return TF.normalize(
@@ -229,10 +216,8 @@ def normalise_batch(images: torch.Tensor) -> torch.Tensor:
 
 
 class CachedImageFolder(ImageFolderDataset):
-    """An :class:`~helpers.data.datasets.ImageFolderDataset` that reads what it can from the folder's
-    image cache as uint8 (3, H, W) tensors. ``cache_rows[i]``: sample ``i``'s image (None: decoded);
-    ``cached``: how many are read from the cache. When ``transform`` ends with ImageNet normalisation,
-    every sample stays uint8 (those steps dropped; :func:`normalise_batch` does them, batched)."""
+    """An :class:`~helpers.data.datasets.ImageFolderDataset` reading what it can from the image cache;
+    ``cache_rows[i]`` (None: decoded), ``cached`` (how many). Samples stay uint8 as the module says."""
 
     def __init__(self, samples: Sequence[tuple[str | os.PathLike, int]], transform: Callable | None = None):
         super().__init__(samples, transform)

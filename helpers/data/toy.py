@@ -1,10 +1,6 @@
-"""The toy fake-versus-real dataset: generated in seconds on a CPU, used by small mode and the tests.
-
-Real images are crops of scikit-image's bundled photographs; "fakes" are halved and upsampled again by
-a transposed convolution, which leaves periodic "checkerboard" fingerprints as in GAN images (Odena et
-al. 2016; Durall et al. 2020). Colour statistics are matched, so only the fingerprint tells the classes
-apart. Lesson 03; ``data/README.md``; ``python -m helpers.data make-toy``.
-"""
+"""The toy fake-versus-real dataset (small mode, tests; lesson 03, ``data/README.md``): real images are crops
+of scikit-image's photographs; fakes are halved and upsampled by a transposed convolution, whose
+"checkerboard" fingerprint (Odena et al. 2016; Durall et al. 2020) is all that tells the classes apart."""
 
 from __future__ import annotations
 
@@ -31,8 +27,7 @@ GENERATORS = {
     "deconv_5tap": (0.05, 0.45, 0.85, 0.45, 0.1),  # wide and smooth, still 1.0 versus 0.9
 }
 
-# Kept out of the dataset for lesson 04's question: does a detector spot a generator it never saw?
-# The same kind of fingerprint, five times fainter: 1.0 versus 0.98.
+# Lesson 04: does a detector spot a generator it never saw? The same fingerprint, 5x fainter (1.0 vs 0.98).
 UNSEEN_GENERATORS = {
     "deconv_faint": (0.49, 1.0, 0.49),
 }
@@ -44,8 +39,7 @@ SOURCE_FILES = (
     "gravel.png", "brick.png",
 )  # fmt: skip
 
-# ``container_shortcut=True`` (lesson 05): a planted shortcut, as in the real data's camera JPEGs versus
-# generated PNGs. Real images are saved as JPEG at this quality with an EXIF tag, fakes as PNG.
+# ``container_shortcut=True`` (lesson 05) plants the real data's shortcut: real JPEGs with EXIF, fake PNGs.
 SHORTCUT_JPEG_QUALITY = 80
 SHORTCUT_EXIF_MAKE = "FaKe-ViT toy camera"
 
@@ -82,9 +76,8 @@ def _random_crop(rng: np.random.Generator, sources: list[np.ndarray], size: int)
 
 
 def _transposed_conv_upsample(low: np.ndarray, kernel: Sequence[float]) -> np.ndarray:
-    """Double height and width with a stride-2 transposed convolution and a separable 1-D kernel:
-    input pixel i adds ``kernel[j] * low[i]`` to output ``2 i + j - (len(kernel) - 1) // 2``, edges
-    repeated so that only the kernel leaves a trace."""
+    """Double height and width by a stride-2 transposed convolution with a separable 1-D kernel: input
+    pixel i adds ``kernel[j] * low[i]`` to output ``2 i + j - (len(kernel) - 1) // 2``; edges repeated."""
     offset = (len(kernel) - 1) // 2
     out = low  # (h, w, 3)
     for axis in (0, 1):
@@ -99,8 +92,8 @@ def _transposed_conv_upsample(low: np.ndarray, kernel: Sequence[float]) -> np.nd
 
 
 def phase_gains(kernel: Sequence[float]) -> tuple[float, float]:
-    """The sums of ``kernel``'s taps reaching even and odd output pixels of a stride-2 transposed
-    convolution; the further apart, the stronger the checkerboard (lesson 04)."""
+    """The sums of ``kernel``'s taps reaching even and odd outputs: the further apart, the stronger the
+    checkerboard (lesson 04)."""
     offset = (len(kernel) - 1) // 2  # output pixel 2 i + j - offset gets tap j
     even = sum(w for j, w in enumerate(kernel) if (j - offset) % 2 == 0)
     odd = sum(w for j, w in enumerate(kernel) if (j - offset) % 2 == 1)
@@ -131,8 +124,7 @@ def _check_size(image_size: int) -> None:
 
 
 def _toy_image(sources: list[np.ndarray], stream: list[int], size: int, generator: str) -> np.ndarray:
-    """One image, uint8 (size, size, 3): a crop, through ``generator`` unless "none". One random
-    stream per image (``[seed, label, i]``), so images do not depend on their order."""
+    """One uint8 (size, size, 3) crop, through ``generator`` unless "none"; its own random stream."""
     crop = _random_crop(np.random.default_rng(stream), sources, size)
     if generator != "none":
         crop = _generate_fake(crop, generator)
@@ -147,14 +139,9 @@ def make_toy_dataset(
     container_shortcut: bool = False,
     generators: Sequence[str] | None = None,
 ) -> Path:
-    """Write the toy dataset to ``root`` (PNG, ImageFolder layout, ``manifest.csv`` with each file's
-    label and generator) and return ``root``. Fakes cycle through :data:`GENERATORS`.
-    ``container_shortcut=True``: the same pixels, but real images saved as JPEG with EXIF (lesson 05).
-    ``generators``: names of :data:`GENERATORS` or :data:`UNSEEN_GENERATORS` to cycle through instead.
-
-    The same arguments give byte-identical files; a finished folder with the same arguments is reused,
-    another rebuilt. Lesson 03 (through ``get_dataset("toy")``).
-    """
+    """Write the toy dataset to ``root`` (ImageFolder PNGs, ``manifest.csv``: label, generator); fakes
+    cycle through ``generators`` (default :data:`GENERATORS`). ``container_shortcut``: real images as JPEG
+    with EXIF (lesson 05). Byte-identical for the same arguments; reused if finished. Lesson 03."""
     root = Path(root)
     _check_size(image_size)
     if images_per_class < 1:
@@ -201,10 +188,8 @@ def make_toy_dataset(
 def make_toy_images(
     generator: str, images_per_class: int, image_size: int = 64, seed: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``images_per_class`` fakes of one ``generator``, then as many real crops, made in memory:
-    ``(images, labels)``, uint8 ``(N, S, S, 3)`` and int64 ``(N,)`` (0 = fake). With ``seed != 0`` none
-    is in the toy dataset. Lesson 04 (a generator of :data:`UNSEEN_GENERATORS`).
-    """
+    """In memory, fakes of one ``generator`` then as many real crops (``seed != 0``: not in the toy set):
+    uint8 (N, S, S, 3) images, int64 (N,) labels (0 = fake). Lesson 04."""
     _kernel(generator)  # unknown name -> ValueError before any work
     _check_size(image_size)
     sources = _sources()
@@ -221,9 +206,8 @@ def make_toy_images(
 
 
 def mean_log_spectrum(images: Iterable[Image.Image | np.ndarray], *, window: bool = False) -> np.ndarray:
-    """Mean over same-sized images of log(1 + |2-D FFT|) of the grey image, centred, DC removed: (H, W).
-    Upsampling shows as peaks at the Nyquist frequency (Durall et al. 2020); ``window=True`` (Hann) removes
-    the cross the jump between opposite edges draws. ``tools/toy_figures.py``."""
+    """Mean log(1 + |2-D FFT|) of same-sized grey images, centred, DC removed (H, W): upsampling peaks at the
+    Nyquist frequency (Durall et al. 2020). ``window=True`` (Hann): no cross from the image edges."""
     total, count, shape, taper = None, 0, None, None
     for image in images:
         pixels = np.asarray(image, dtype=np.float64)
@@ -243,8 +227,7 @@ def mean_log_spectrum(images: Iterable[Image.Image | np.ndarray], *, window: boo
 
 
 def nyquist_peak(spectrum: np.ndarray) -> float:
-    """How much a period-2 pattern stands out in a :func:`mean_log_spectrum` (log units, ~0 without): the
-    Nyquist row and column minus those two steps inside."""
+    """A period-2 pattern in a :func:`mean_log_spectrum`: Nyquist row and column minus two steps in."""
     border = np.r_[spectrum[0, 1:], spectrum[1:, 0]].mean()
     inside = np.r_[spectrum[2, 2:], spectrum[2:, 2]].mean()
     return float(border - inside)
