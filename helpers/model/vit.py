@@ -48,8 +48,7 @@ class ViTConfig:
 
     @property
     def num_parameters(self) -> int:
-        """How many parameters :class:`ViT` has for this config, without building it (lesson 02): patch
-        embedding, [class] token, N + 1 positions, ``depth`` blocks, final LayerNorm, head."""
+        """How many parameters :class:`ViT` has for this config, counted part by part (lesson 02)."""
         D, M, P, C = self.dim, self.mlp_dim, self.patch_size, self.in_channels
         embedding = C * P * P * D + D + D + (self.num_patches + 1) * D
         block = 2 * D + (3 * D * D + 3 * D) + (D * D + D) + 2 * D + (D * M + M) + (M * D + D)
@@ -76,26 +75,21 @@ class ViTConfig:
 
 PRESETS: dict[str, ViTConfig] = {
     "vit_b16": ViTConfig(),  # as in the paper and torchvision: 86,567,656 parameters with 1000 classes
-    # Small enough to train on a 2-core CPU: 64x64 images in 8x8 patches (64 tokens + [class]), width
-    # 192, 6 blocks of 3 heads: 1.83 M parameters, ~5 s per epoch over ~500 images on one core.
+    # Small enough for a 2-core CPU: 64 tokens + [class], 1.83 M parameters, ~5 s per epoch of ~500 images.
     "vit_tiny": ViTConfig(image_size=64, patch_size=8, num_classes=2, dim=192, depth=6, heads=3, mlp_dim=384),
 }
 
 
 def get_config(name: str, **overrides) -> ViTConfig:
-    """A copy of ``PRESETS[name]`` with some fields changed, e.g. ``get_config("vit_b16", num_classes=2)``.
-    Lessons 02 and 03."""
+    """``PRESETS[name]`` with fields changed: ``get_config("vit_b16", num_classes=2)``. Lessons 02, 03."""
     if name not in PRESETS:
         raise ValueError(f"Unknown ViT preset {name!r}; valid names are {sorted(PRESETS)}.")
     return replace(PRESETS[name], **overrides)  # replace() returns a new, validated config
 
 
 class PatchEmbedding(nn.Module):
-    """Eq. 1: z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos. Lesson 01.
-
-    A Conv2d with kernel = stride = P multiplies each P x P patch, flattened, by E (P*P*C x D); the
-    [class] token is expanded to the batch and put in front; the N + 1 position embeddings are added.
-    """
+    """Eq. 1: z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos. A Conv2d with kernel = stride = P multiplies
+    each flattened P x P patch by E (P*P*C x D); the [class] token goes in front. Lesson 01."""
 
     def __init__(self, image_size: int, patch_size: int, in_channels: int, dim: int):
         super().__init__()
@@ -136,11 +130,8 @@ class PatchEmbedding(nn.Module):
 
 
 class MultiHeadSelfAttention(nn.Module):
-    """Multi-head self-attention (MSA, Appendix A of the paper). Lesson 02.
-
-    ``to_qkv`` makes queries, keys and values for all heads at once; ``forward`` computes softmax(q k^T /
-    sqrt(d)) v in one fused kernel; :meth:`attention_weights` writes it out (lesson 05 draws the weights).
-    """
+    """Multi-head self-attention (MSA, Appendix A): softmax(q k^T / sqrt(d)) v in one fused kernel;
+    :meth:`attention_weights` writes the weights out (lesson 05 draws them). Lesson 02."""
 
     def __init__(self, dim: int, heads: int, attention_dropout: float = 0.0):
         super().__init__()
@@ -207,11 +198,8 @@ class MLPBlock(nn.Module):
 
 
 class TransformerEncoderBlock(nn.Module):
-    """Eq. 2-3, one encoder block with LayerNorm *before* each sub-layer ("pre-norm"). Lesson 02.
-
-    z' = MSA(LN(z)) + z
-    z  = MLP(LN(z')) + z'
-    """
+    """Eq. 2-3, LayerNorm *before* each sub-layer ("pre-norm"): z' = MSA(LN(z)) + z, z = MLP(LN(z')) + z'.
+    Lesson 02."""
 
     def __init__(
         self, dim: int, heads: int, mlp_dim: int, dropout: float = 0.0, attention_dropout: float = 0.0

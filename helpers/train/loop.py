@@ -4,10 +4,9 @@
     train_one_epoch   -- forward, loss, backward, clip, step, over one pass of the data
     fit               -- a whole run of a recipe: epochs, validation, the best epoch's weights
 
-*What* to train with is a :class:`helpers.train.recipes.Recipe`; saving, resuming and several GPUs
-wrap ``fit`` from outside (:mod:`helpers.train.run`). Every epoch re-seeds the random generators from
-``(seed, epoch)``, so a resumed run ends with exactly the numbers of an uninterrupted one (on a CPU).
-"""
+*What* to train with is a :class:`~helpers.train.recipes.Recipe`; saving, resuming and several GPUs wrap
+``fit`` from outside (:mod:`helpers.train.run`). Each epoch re-seeds from ``(seed, epoch)``, so a resumed run
+ends with the numbers of an uninterrupted one (on a CPU)."""
 
 from __future__ import annotations
 
@@ -51,10 +50,8 @@ def train_one_epoch(
     progress: bool = True,
     description: str = "train",
 ) -> dict[str, float]:
-    """One pass over ``loader``; the scheduler steps after every batch. Lesson 03.
-
-    Returns the mean ``loss`` and ``accuracy`` over the images seen, ``images`` and ``seconds``.
-    """
+    """One pass over ``loader``, the scheduler stepped after every batch: mean ``loss`` and ``accuracy``,
+    ``images`` and ``seconds``. Lesson 03."""
     device = torch.device(device)
     scaler = make_scaler(device, precision) if scaler is None else scaler  # scales fp16 only
     model.train()
@@ -148,13 +145,10 @@ def fit(
     after_epoch: Callable[[TrainingState, bool], None] | None = None,
     train_model: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` for ``recipe.epochs`` epochs and keep the best epoch's weights. Lessons 03 to 06.
-
-    Best = highest validation accuracy, ties broken by lower validation loss; those weights end in
-    the model and give the final ``val`` and ``test`` metrics. ``state``, ``after_epoch(state,
-    improved)`` and ``train_model`` (a multi-GPU wrapper) are for :mod:`helpers.train.run`.
-    Returns ``{"history", "best_epoch", "val", "test", "train_images_per_second", "seconds"}``.
-    """
+    """Train for ``recipe.epochs`` epochs; the best (validation accuracy, then lower loss) epoch's weights end
+    in the model and give ``val`` and ``test``. ``state``, ``after_epoch`` and ``train_model`` (a multi-GPU
+    wrapper) serve :mod:`helpers.train.run`. Returns ``{"history", "best_epoch", "val", "test",
+    "train_images_per_second", "seconds"}``. Lessons 03 to 06."""
     start_time = time.perf_counter()
     device = torch.device(device)
     precision = resolve_precision(precision, device)  # "auto" -> what this device runs fastest
@@ -184,7 +178,6 @@ def fit(
             "seconds": time.perf_counter() - epoch_start,
         }
         state.history.append(entry)
-        # keep the best weights: higher validation accuracy wins; on a tie, lower validation loss
         best = state.history[state.best_epoch - 1] if state.best_epoch else None
         improved = best is None or (val["accuracy"], -val["loss"]) > (best["val_accuracy"], -best["val_loss"])
         if improved:
