@@ -11,8 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from helpers.data.cache import CachedImageFolder
 from helpers.data.datasets import ImageFolderDataset, find_images, stratified_split
 
-# 8 workers feed even a fast GPU fine-tuning ViT-B/16 (benchmarks/data_loading.py); each is a process
-# holding torch (a few hundred MB), so more only add start-up time and memory.
+# 8 feed even a fast GPU fine-tuning ViT-B/16 (benchmarks/data_loading.py); more cost start-up and memory.
 MAX_DEFAULT_WORKERS = 8
 
 
@@ -36,14 +35,9 @@ def make_loader(
     collate_fn: Callable | None = None,
     drop_last: bool = False,
 ) -> DataLoader:
-    """A DataLoader over ``dataset`` by the course's rules. Lessons 03 to 06.
-
-    ``shuffle``: by the loader's own ``torch.Generator`` seeded with ``seed`` (None: from torch's global
-    one), kept as ``loader.generator`` so training can re-seed it each epoch; a ``sampler`` (e.g.
-    ``DistributedSampler``) picks the order instead. None means: :func:`default_num_workers` workers,
-    pinned memory when CUDA is present, workers persistent between epochs (False for a loader read once).
-    Every sample is kept unless ``drop_last``.
-    """
+    """A DataLoader by the course's rules: ``shuffle`` by its own generator seeded with ``seed`` (kept as
+    ``loader.generator``, re-seeded per epoch) unless a ``sampler`` orders; None: :func:`default_num_workers`,
+    pinned memory with CUDA, persistent workers (False for a loader read once). Lessons 03 to 06."""
     num_workers = default_num_workers() if num_workers is None else num_workers
     generator = None
     if shuffle:
@@ -83,10 +77,8 @@ def create_dataloaders(
     num_workers: int | None = None,
     pin_memory: bool | None = None,
 ) -> tuple[DataLoader, DataLoader, DataLoader, list[str]]:
-    """Index ``data_dir``, split it (stratified, seeded) and wrap each split in a loader: train shuffled
-    with ``train_transform``; val and test in order with ``eval_transform`` (None: ``train_transform``),
-    the test loader without persistent workers. Returns ``(train, val, test, class_names)``. Lessons 03-06.
-    """
+    """``(train, val, test, class_names)``: ``data_dir`` split (stratified, seeded), train shuffled with
+    ``train_transform``, val and test in order with ``eval_transform`` (None: the same). Lessons 03-06."""
     samples, class_names = find_images(data_dir)
     train_idx, val_idx, test_idx = stratified_split(
         [label for _, label in samples], val_fraction, test_fraction, seed

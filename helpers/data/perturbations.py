@@ -1,7 +1,5 @@
-"""What images go through on their way around the internet, as functions of a PIL image (lesson 05):
-JPEG re-compression, shrinking and enlarging back, an anti-aliased downscale (Pillow widens its filter by
-the factor, as ``Resize(antialias=True)``). Lesson 05 tests whether a detector's evidence survives them.
-"""
+"""What images go through around the internet (JPEG re-compression, shrinking, enlarging back), as functions
+of a PIL image: lesson 05 tests whether a detector's evidence survives them."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Every image transform of the course (``torchvision.transforms.v2``, ImageNet's mean and std): from scratch
-(lesson 03), fine-tuning (04), and the eval transform a detector stores in its ``config.json`` (04, 06).
-Each takes a PIL image or a uint8 (3, H, W) tensor and resizes and crops before converting to floats.
-"""
+"""Every image transform of the course (``torchvision.transforms.v2``): from scratch (lesson 03), fine-tuning
+(04), a detector's stored eval transform (04, 06). PIL or uint8 (3, H, W) in, resized and cropped first."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Measuring a model: predictions over a loader, classification metrics, a frozen backbone's features.
-
-Every model runs in eval mode under ``torch.inference_mode()``; ``precision`` is the numeric format of
-the forward pass (:mod:`helpers.train.precision`), the metric of that name a key of :func:`compute_metrics`.
-"""
+"""Measuring a model (eval mode, ``torch.inference_mode()``): predictions over a loader, classification
+metrics, a frozen backbone's features. ``precision`` is the forward pass's number format."""
 
 from __future__ import annotations
 
@@ -20,8 +17,7 @@ from helpers.train.precision import autocast
 
 
 def progress_bar(loader: Iterable, description: str, enabled: bool) -> tqdm:
-    """A bar over ``len(loader)`` batches, advanced with ``bar.update()``: wrapped around a DataLoader,
-    ``tqdm.auto`` would call ``iter(loader)`` twice (a second draw from its generator, workers twice)."""
+    """A bar over ``len(loader)`` batches, advanced by hand: wrapping a DataLoader iterates it twice."""
     return tqdm(total=len(loader), desc=description, disable=not enabled, leave=False)
 
 
@@ -52,12 +48,8 @@ def predict_loader(model: nn.Module, loader: Iterable, device, *, precision="fp3
 
 
 def compute_metrics(probs: torch.Tensor, targets: torch.Tensor, *, positive_class: int = 0) -> dict[str, Any]:
-    """Classification metrics from probabilities (N, C) and labels (N,), as plain numbers. Lessons 03 to 05.
-
-    With 2 classes ``precision``, ``recall``, ``f1`` and ``auroc`` are for ``positive_class`` (0 =
-    ``fake_images``: the detector's job is to find fakes), else macro averages; ``auroc`` is None for
-    one class. ``confusion_matrix``: rows = true class, columns = predicted; ``num_samples``: N.
-    """
+    """Metrics of probabilities (N, C) against labels (N,): with 2 classes for ``positive_class`` (0 = fake),
+    else macro averages; ``auroc`` None for one class; ``confusion_matrix`` rows = true. Lessons 03 to 05."""
     if probs.ndim != 2 or targets.ndim != 1 or len(probs) != len(targets):
         raise ValueError(
             f"expected probs (N, C) and targets (N,), got {tuple(probs.shape)} and {tuple(targets.shape)}"
