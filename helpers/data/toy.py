@@ -28,9 +28,7 @@ GENERATORS = {
 }
 
 # Lesson 04: does a detector spot a generator it never saw? The same fingerprint, 5x fainter (1.0 vs 0.98).
-UNSEEN_GENERATORS = {
-    "deconv_faint": (0.49, 1.0, 0.49),
-}
+UNSEEN_GENERATORS = {"deconv_faint": (0.49, 1.0, 0.49)}
 
 # Photographs inside the scikit-image package (``skimage/data/``): nothing is downloaded.
 SOURCE_FILES = (
