@@ -25,8 +25,9 @@ from helpers.data.images import load_image_rgb
 from helpers.train.evaluation import compute_metrics
 
 FAKE = CLASS_NAMES.index("fake_images")  # 0: the positive class, as in compute_metrics
-Samples = Sequence[tuple[str | os.PathLike, int]]  # (path, label) pairs, as find_images returns them
-ImageSource = str | os.PathLike | BinaryIO | Image.Image
+PathLike = str | os.PathLike
+Samples = Sequence[tuple[PathLike, int]]  # (path, label) pairs, as find_images returns them
+ImageSource = PathLike | BinaryIO | Image.Image
 
 # 1. Shortcut audit ----------------------------------------------------------------------------------
 
@@ -49,7 +50,7 @@ def estimate_jpeg_quality(quantization: dict[int, Sequence[int]]) -> int | None:
     return int(np.argmin([np.abs(scaled - table).sum() for scaled in tables])) + 1
 
 
-def image_metadata(path: str | os.PathLike) -> dict[str, Any]:
+def image_metadata(path: PathLike) -> dict[str, Any]:
     """What the original file's header says: width, height, format, jpeg_quality, bytes, exif. Lesson 05."""
     with Image.open(path) as image:
         is_jpeg = image.format in ("JPEG", "MPO")  # MPO: a camera's JPEG holding more than one picture
@@ -133,7 +134,7 @@ def equalise_container(path_or_image: ImageSource, size: int = 256, quality: int
 
 def write_equalised_copy(
     samples: Samples,
-    out_root: str | os.PathLike,
+    out_root: PathLike,
     size: int = 256,
     quality: int = 90,
     class_names: Sequence[str] = CLASS_NAMES,
@@ -272,12 +273,9 @@ def rates_at_threshold(probs: torch.Tensor, targets: torch.Tensor, threshold: fl
     FPR = real photos flagged (false alarms). Lesson 05."""
     flagged, is_fake = fake_scores(probs) > threshold, targets == FAKE
     n_fake, n_real = int(is_fake.sum()), int((~is_fake).sum())
-    return {
-        "tpr": float((flagged & is_fake).sum()) / n_fake if n_fake else math.nan,
-        "fpr": float((flagged & ~is_fake).sum()) / n_real if n_real else math.nan,
-        "n_fake": n_fake,
-        "n_real": n_real,
-    }
+    tpr = float((flagged & is_fake).sum()) / n_fake if n_fake else math.nan
+    fpr = float((flagged & ~is_fake).sum()) / n_real if n_real else math.nan
+    return {"tpr": tpr, "fpr": fpr, "n_fake": n_fake, "n_real": n_real}
 
 
 def precision_at_base_rate(tpr: float, fpr: float, base_rate: float) -> float:
@@ -321,22 +319,20 @@ def fit_temperature(val_logits: torch.Tensor, val_targets: torch.Tensor) -> floa
 # 4. Leak check ----------------------------------------------------------------------------------------
 
 
-def _name(path: str | os.PathLike, root: str | os.PathLike | None) -> str:
+def _name(path: PathLike, root: PathLike | None) -> str:
     """The name a file is compared by: relative to ``root``, else ``<class folder>/<file name>``."""
     path = Path(path)
     return path.relative_to(root).as_posix() if root is not None else "/".join(path.parts[-2:])
 
 
-def split_digest(paths: Iterable[str | os.PathLike], root: str | os.PathLike | None = None) -> str:
+def split_digest(paths: Iterable[PathLike], root: PathLike | None = None) -> str:
     """A split's fingerprint: the sha256 of its sorted file names, the same on any machine. Lesson 05."""
     names = sorted(_name(path, root) for path in paths)
     return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()
 
 
 def check_disjoint(
-    train_paths: Iterable[str | os.PathLike],
-    eval_paths: Iterable[str | os.PathLike],
-    root: str | os.PathLike | None = None,
+    train_paths: Iterable[PathLike], eval_paths: Iterable[PathLike], root: PathLike | None = None
 ) -> None:
     """Raise ValueError if any evaluation file was also a training file (by :func:`_name`). Lesson 05."""
     overlap = sorted({_name(p, root) for p in train_paths} & {_name(p, root) for p in eval_paths})
