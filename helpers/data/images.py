@@ -29,8 +29,7 @@ _SIXTEEN_TO_EIGHT_BITS = ((np.arange(65536, dtype=np.uint32) + 128) // 257).asty
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB, the way an image viewer would show it."""
     if image.mode.startswith("I;16") or image.mode == "I":
-        # 16-bit: convert("RGB") would clip at 255, so scale with the table (no float copy). Mode "I"
-        # (32-bit) holding values <= 255 is treated as 8-bit data.
+        # 16-bit: convert("RGB") would clip at 255, so use the table; mode "I" with values <= 255 is 8-bit.
         values = np.asarray(image)  # (H, W) uint16 (I;16), or int32 (I)
         if image.mode.startswith("I;16") or values.max(initial=0) > 255:
             gray = _SIXTEEN_TO_EIGHT_BITS[np.clip(values, 0, 65535) if image.mode == "I" else values]

@@ -18,9 +18,8 @@ from helpers.data.images import load_image_rgb
 IMAGES_PER_CLASS = 500  # default size: ~3 s to generate, tiny ViT >= 90 % in 1-2 CPU minutes
 VERSION = 2  # bump when the recipe below changes, so that old folders are regenerated
 
-# Stand-in generators: a 2x2 average, then a stride-2 transposed convolution with this separable 1-D
-# kernel. Even and odd output pixels collect different taps; when their sums differ, the output carries
-# a period-2 checkerboard, a Nyquist peak in its spectrum (pixel repetition, (1, 1), would leave none).
+# Stand-in generators: a 2x2 average, then a stride-2 transposed convolution with this separable 1-D kernel.
+# Even and odd outputs collect different taps; unequal sums leave a period-2 checkerboard (Nyquist peak).
 GENERATORS = {
     "deconv_4tap": (0.3, 1.0, 0.6, 0.1),  # even outputs: taps 1 + 3 = 1.1, odd outputs: 0 + 2 = 0.9
     "deconv_3tap": (0.45, 1.0, 0.45),  # even outputs: 1.0, odd outputs: 0.45 + 0.45 = 0.9

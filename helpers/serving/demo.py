@@ -37,9 +37,8 @@ log = logging.getLogger(__name__)
 DETECTOR_ENV = "FAKEVIT_DETECTOR"
 # Gradio refuses larger uploads (HTTP 413) before they reach the disk; 20 MB holds any ordinary photo.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-# Refused from the header: 24 M pixels decode in 0.34-0.56 s, 48 M in 0.58-1.09 s (benchmarks/demo_decode.py),
-# against a 1 s p95 target.
-MAX_UPLOAD_PIXELS = 25_000_000
+# 24 M pixels decode in 0.34-0.56 s, 48 M in 0.58-1.09 s, against a 1 s p95 (benchmarks/demo_decode.py).
+MAX_UPLOAD_PIXELS = 25_000_000  # refused from the header, before decoding
 # 2 at once gave no better p95 (benchmarks/demo_load.py) and double the peak memory of heavy uploads.
 CONCURRENCY = 1
 QUEUE_SIZE = 64
