@@ -1,4 +1,4 @@
-"""``python -m helpers.data``: make the toy set, download the real one, build a cache, draw figures."""
+"""``python -m helpers.data``: make the toy set, download the real one, build a cache."""
 
 from helpers.data.sources import main
 
