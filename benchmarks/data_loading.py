@@ -10,7 +10,7 @@ second that a DataLoader with ``--workers`` worker processes delivers for 224-pi
 
 - decodes the PNG files (the same files, hard-linked into a folder without a cache), and
 - reads the image cache (no decoding: a memory-mapped uint8 array, cropped and flipped as a tensor,
-  handed out as uint8; the training step normalises the batch on the device, ``normalise_batch``).
+  handed out as uint8; the training step normalises the batch on the device, ``transforms.normalise_batch``).
 
 Each is timed over whole epochs after one warm-up epoch (workers started, files in the page cache),
 best of two rounds taken alternately. Two ceilings are printed too: one process reading the cache

@@ -18,11 +18,10 @@ from helpers.data.cache import (
     CachedImageFolder,
     ImageCache,
     build_image_cache,
-    normalise_batch,
 )
 from helpers.data.datasets import CLASS_NAMES, ImageFolderDataset, find_images
 from helpers.data.loaders import create_dataloaders, folder_dataset, make_loader
-from helpers.data.transforms import IMAGENET_STD, pretrained_transforms, scratch_transforms
+from helpers.data.transforms import IMAGENET_STD, normalise_batch, pretrained_transforms, scratch_transforms
 from helpers.train import loop
 
 

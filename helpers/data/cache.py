@@ -8,8 +8,9 @@ once, as ``Resize(S)`` (shorter side S), uint8 (3, H, W), read through ``np.memm
 
 A file is read from the cache when unchanged (size, mtime) and when the v2 transform resizes to S first,
 or the file's side already is S (``tests/test_image_cache.py`` checks both match decoding); else it is
-decoded. When the transform ends with ImageNet normalisation, samples stay uint8 and :func:`normalise_batch`
-finishes the batch on the device. ``python -m helpers.data cache``; ``benchmarks/data_loading.py``.
+decoded. When the transform ends with ImageNet normalisation, samples stay uint8 and
+``transforms.normalise_batch`` finishes the batch on the device. ``python -m helpers.data cache``;
+``benchmarks/data_loading.py``.
 """
 
 from __future__ import annotations
@@ -204,15 +205,6 @@ def _before_normalisation(transform: Callable | None) -> list[Callable] | None:
         return None
     same = list(tail[2].mean) == list(IMAGENET_MEAN) and list(tail[2].std) == list(IMAGENET_STD)
     return steps[:-4] if same else None
-
-
-def normalise_batch(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) from :class:`CachedImageFolder` -> ImageNet-normalised float32 on its device."""
-    if images.dtype != torch.uint8:
-        return images
-    return TF.normalize(
-        TF.to_dtype(images, torch.float32, scale=True), list(IMAGENET_MEAN), list(IMAGENET_STD)
-    )
 
 
 class CachedImageFolder(ImageFolderDataset):

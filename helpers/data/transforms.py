@@ -82,3 +82,12 @@ def pretrained_transforms(image_size: int = 224) -> tuple[Callable, Callable]:
         ]
     )
     return train_tf, eval_tf
+
+
+def normalise_batch(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) from the image cache (``helpers.data.cache``) -> ImageNet-normalised float32."""
+    if images.dtype != torch.uint8:
+        return images
+    return T.functional.normalize(
+        T.functional.to_dtype(images, torch.float32, scale=True), list(IMAGENET_MEAN), list(IMAGENET_STD)
+    )

@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics.functional import classification as tmc
 from tqdm.auto import tqdm
 
-from helpers.data.cache import normalise_batch
+from helpers.data.transforms import normalise_batch
 from helpers.train.precision import autocast
 
 

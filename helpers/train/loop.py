@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from helpers.data.cache import normalise_batch
+from helpers.data.transforms import normalise_batch
 from helpers.train.evaluation import evaluate, progress_bar
 from helpers.train.precision import autocast, make_scaler, resolve_precision
 from helpers.train.recipes import Recipe, make_optimizer, make_schedule
