@@ -20,7 +20,7 @@ LAB_ARGS ?=
 # Notebook figures go to figures/ for `make run`; tests write theirs to build/ so the tree stays clean.
 TEST_ENV := FAKEVIT_MODE=small FAKEVIT_FIGURES=$(CURDIR)/build/test-figures MPLBACKEND=Agg
 
-.PHONY: help setup run check test lint figures clean distclean set-repo clean-notebooks rehearse lab mutants \
+.PHONY: help setup run check test test-notebooks test-units lint figures clean distclean set-repo clean-notebooks rehearse lab mutants \
 	lock test-colab colab-constraints
 
 help:
@@ -82,8 +82,16 @@ lint: $(STAMP)
 check: lint
 	$(TEST_ENV) $(PY) -m pytest tests -m "not slow and not browser"
 
+# Two streams at once, which on 2 cores fill each other's idle time: every notebook through nbval, in
+# lesson order in one process; the unit tests, then the rehearsal. Each stream's output is printed as it ends.
 test: lint
-	$(TEST_ENV) $(PY) -m pytest tests notebooks
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-notebooks test-units
+
+test-notebooks: $(STAMP)
+	$(TEST_ENV) $(PY) -m pytest notebooks
+
+test-units: $(STAMP)
+	$(TEST_ENV) $(PY) -m pytest tests
 	$(PY) tools/rehearse.py
 
 # Mutation testing (not part of `make test`: about 10 minutes on 2 cores). The module -> tests table is

@@ -179,11 +179,12 @@ def test_the_rehearsals_sizes_table_matches_every_lessons_parameters():
     assert "matches the parameters of 6 lessons" in done.stdout
 
 
-def test_make_test_runs_the_rehearsal_so_ci_does():
-    makefile = (ROOT / "Makefile").read_text()
-    recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
-    assert "tools/rehearse.py" in recipe
-    assert "rehearse:" in makefile
+def test_make_test_runs_every_unit_test_every_notebook_and_the_rehearsal_so_ci_does():
+    dry = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    for command in ("-m pytest tests", "-m pytest notebooks", "tools/rehearse.py"):
+        assert command in dry.stdout, f"`make test` does not run {command!r}:\n{dry.stdout}"
+    assert "rehearse:" in (ROOT / "Makefile").read_text()
 
 
 # --------------------------------------------------------------------------------------------------
