@@ -55,15 +55,12 @@ def run(command: Callable[[], int], *, expected: tuple[type[BaseException], ...]
     Ctrl-C 130, each printed as one line. Other exceptions propagate."""
     try:
         return command()
-    except CommandError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return error.status
     except OSError as error:
         print(f"error: {one_line(describe_os_error(error))}", file=sys.stderr)
         return RUNTIME_ERROR
-    except expected as error:
+    except (CommandError, *expected) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
-        return RUNTIME_ERROR
+        return error.status if isinstance(error, CommandError) else RUNTIME_ERROR
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -1,4 +1,4 @@
-"""Tests for helpers/lessons/checks.py, the checks of the your-turn cells (issue 14).
+"""Tests for helpers/lessons/checks.py and detector_checks.py, the checks of the your-turn cells (issue 14).
 
 Every check must accept right answers written in several ways, reject each mistake it claims to catch
 with that mistake's hint, and treat a stub as skipped. The wrong answers below are written as a learner
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.lessons import checks, mistakes
+from helpers.lessons import checks, detector_checks, mistakes
 from helpers.model import pretrained
 from helpers.model.vit import MultiHeadSelfAttention, PatchEmbedding, TransformerEncoderBlock
 from helpers.train import recipes
@@ -355,7 +355,7 @@ def make_freeze(freeze="right", groups="right"):
     return freeze_and_group
 
 
-FREEZE_RIGHT = [checks.reference_freeze_and_group, freeze_with_helpers, freeze_by_flag]
+FREEZE_RIGHT = [detector_checks.reference_freeze_and_group, freeze_with_helpers, freeze_by_flag]
 FREEZE_WRONG = [
     ("head_frozen", make_freeze(freeze="head_too")),
     ("backbone_not_frozen", make_freeze(freeze="no_grad")),
@@ -386,7 +386,7 @@ def rollout_by_loop(maps):  # right: one image at a time, identity added then di
     return torch.stack(out)
 
 
-ROLLOUT_RIGHT = [checks.reference_attention_rollout, rollout_by_loop]
+ROLLOUT_RIGHT = [detector_checks.reference_attention_rollout, rollout_by_loop]
 ROLLOUT_WRONG = [(hint, wrong) for hint, wrong in mistakes.ROLLOUT_MISTAKES]
 
 # --- the tests ----------------------------------------------------------------------------------
@@ -398,8 +398,8 @@ REFERENCES = {
     "heads": (checks.reference_split_heads, checks.reference_merge_heads),
     "encoder_block": checks.reference_block_forward,
     "training_step": checks.reference_training_step,
-    "freeze_and_group": checks.reference_freeze_and_group,
-    "attention_rollout": checks.reference_attention_rollout,
+    "freeze_and_group": detector_checks.reference_freeze_and_group,
+    "attention_rollout": detector_checks.reference_attention_rollout,
 }
 CASES = {  # check name -> (check, right answers, (hint, wrong answer) pairs)
     "patchify": (checks.check_patchify, PATCHIFY_RIGHT, PATCHIFY_WRONG),
@@ -408,8 +408,8 @@ CASES = {  # check name -> (check, right answers, (hint, wrong answer) pairs)
     "heads": (lambda pair, **kw: checks.check_heads(*pair, **kw), HEADS_RIGHT, HEADS_WRONG),
     "encoder_block": (checks.check_encoder_block, BLOCK_RIGHT, BLOCK_WRONG),
     "training_step": (checks.check_training_step, TRAINING_RIGHT, TRAINING_WRONG),
-    "freeze_and_group": (checks.check_freeze_and_group, FREEZE_RIGHT, FREEZE_WRONG),
-    "attention_rollout": (checks.check_attention_rollout, ROLLOUT_RIGHT, ROLLOUT_WRONG),
+    "freeze_and_group": (detector_checks.check_freeze_and_group, FREEZE_RIGHT, FREEZE_WRONG),
+    "attention_rollout": (detector_checks.check_attention_rollout, ROLLOUT_RIGHT, ROLLOUT_WRONG),
 }
 RIGHT = [
     pytest.param(name, i, id=f"{name}-{i}")
@@ -513,6 +513,7 @@ def test_every_known_mistake_is_far_from_the_tolerance(monkeypatch):
         return diagnose(probe, fn, want, mistakes, *args, **kwargs)
 
     monkeypatch.setattr(checks, "_diagnose", measure)
+    monkeypatch.setattr(detector_checks, "_diagnose", measure)
     for check, right, _ in CASES.values():
         check(right[0])
     catalogues = ("PATCHIFY", "CLASS_TOKEN", "ATTENTION", "SPLIT", "MERGE", "BLOCK", "TRAINING", "ROLLOUT")
@@ -575,7 +576,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 LESSONS = sorted((ROOT / "notebooks").glob("0[1-6]_*.ipynb"))  # every lesson with a your-turn cell
 MIN_YOUR_TURN = 9  # issue 21: at least 9 across the lessons, at least one in each
-CHECKS = {name for name in dir(checks) if name.startswith("check_")}
+CHECKS = {name for module in (checks, detector_checks) for name in dir(module) if name.startswith("check_")}
 
 
 def _your_turn_pairs(path: Path) -> list[tuple[str, str]]:
@@ -635,7 +636,7 @@ def _real_ranked(scores, is_fake):
 
 
 THRESHOLD_RIGHT = [
-    checks.reference_threshold,
+    detector_checks.reference_threshold,
     lambda s, f, fpr: _real_ranked(s, f)[int(fpr * (~f).sum() + 1e-9)].item(),
     lambda s, f, fpr: torch.quantile(s[~f], 1 - fpr).item(),  # between two scores: flags the same images
 ]
@@ -644,7 +645,8 @@ THRESHOLD_WRONG = [
     ("fpr_counts_fakes", lambda s, f, fpr: s.sort(descending=True).values[int(fpr * len(s))].item()),
     ("flags_at_or_above", lambda s, f, fpr: _real_ranked(s, f)[int(fpr * (~f).sum()) - 1].item()),
     ("threshold_on_fakes", lambda s, f, fpr: s[f].sort(descending=True).values[int(fpr * f.sum())].item()),
-    ("chose_on_test", lambda s, f, fpr: checks.reference_threshold(*_FIXED_TEST, fpr)),  # ignores s and f
+    # ignores s and f: the threshold chosen on a fixed test set
+    ("chose_on_test", lambda s, f, fpr: detector_checks.reference_threshold(*_FIXED_TEST, fpr)),
     ("chose_on_test", lambda s, f, fpr: 0.5),
     ("values", lambda s, f, fpr: _real_ranked(s, f)[0].item()),  # flags nothing
     ("error", lambda s, f, fpr: s[~f][len(s)].item()),  # IndexError
@@ -653,14 +655,14 @@ THRESHOLD_WRONG = [
 
 @pytest.mark.parametrize("answer", THRESHOLD_RIGHT)
 def test_check_threshold_accepts_right_answers(answer, capsys):
-    assert checks.check_threshold(answer, strict=True) is answer
+    assert detector_checks.check_threshold(answer, strict=True) is answer
     assert capsys.readouterr().out.startswith("✓ threshold")
 
 
 @pytest.mark.parametrize(("hint", "answer"), THRESHOLD_WRONG, ids=[h for h, _ in THRESHOLD_WRONG])
 def test_check_threshold_names_the_mistake(hint, answer):
     with pytest.raises(checks.CheckFailed) as failure:
-        checks.check_threshold(answer, strict=True)
+        detector_checks.check_threshold(answer, strict=True)
     assert failure.value.hint == hint, failure.value.message
     if hint in mistakes.THRESHOLD_HINTS:
         assert mistakes.THRESHOLD_HINTS[hint] in failure.value.message
@@ -669,7 +671,7 @@ def test_check_threshold_names_the_mistake(hint, answer):
 def test_check_threshold_tests_every_hint_and_skips_a_stub(capsys):
     assert set(mistakes.THRESHOLD_HINTS) <= {hint for hint, _ in THRESHOLD_WRONG}
     for stub in STUBS.values():
-        assert checks.check_threshold(stub, strict=True) is checks.reference_threshold
+        assert detector_checks.check_threshold(stub, strict=True) is detector_checks.reference_threshold
     assert "skipped" in capsys.readouterr().out
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.data.toy import make_toy_dataset, mean_log_spectrum, nyquist_peak
+from helpers.data.toy import make_toy_dataset, mean_log_spectrum
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "toy_figures.py"
 
@@ -59,6 +59,13 @@ def test_figures_command_without_the_folder_is_a_one_line_usage_error(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(tmp_path / "nowhere") in lines[0], lines
+
+
+def nyquist_peak(spectrum: np.ndarray) -> float:
+    """A period-2 pattern in a :func:`mean_log_spectrum`: Nyquist row and column minus two steps in."""
+    border = np.r_[spectrum[0, 1:], spectrum[1:, 0]].mean()
+    inside = np.r_[spectrum[2, 2:], spectrum[2:, 2]].mean()
+    return float(border - inside)
 
 
 def test_nyquist_peak_measures_a_period_2_pattern():

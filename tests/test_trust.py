@@ -13,7 +13,6 @@ from helpers.train.evaluation import compute_metrics
 from helpers.train.trust import (
     bootstrap_interval,
     check_disjoint,
-    equalise_container,
     expected_calibration_error,
     fit_temperature,
     format_interval,
@@ -123,14 +122,11 @@ def test_metadata_baseline_finds_a_container_shortcut_and_nothing_without_one(tm
     assert fake["median size"] == "64x48" and real["smallest"] == "120x90" and real["largest"] == "123x90"
 
 
-def test_equalise_container_gives_one_size_and_one_encoding(tmp_path):
+def test_write_equalised_copy_gives_one_size_and_one_encoding(tmp_path):
     noise_image(0, 200, 100).save(tmp_path / "wide.png")
     exif = Image.Exif()
     exif[0x010F] = "Camera maker"
     smooth_image(1, 300).save(tmp_path / "photo.jpg", quality=98, exif=exif)
-    for source in (tmp_path / "wide.png", Image.open(tmp_path / "photo.jpg")):
-        image = equalise_container(source, size=32, quality=70)
-        assert image.size == (32, 32) and image.mode == "RGB"
     samples = [(tmp_path / "wide.png", 0), (tmp_path / "photo.jpg", 1)]
     written = write_equalised_copy(samples, tmp_path / "out", size=32, quality=70)
     assert [p.relative_to(tmp_path / "out").as_posix() for p, _ in written] == [
@@ -139,7 +135,7 @@ def test_equalise_container_gives_one_size_and_one_encoding(tmp_path):
     ]
     for path, _ in written:
         meta = image_metadata(path)
-        assert (meta["width"], meta["format"], meta["exif"]) == (32, "JPEG", False)
+        assert (meta["width"], meta["height"], meta["format"], meta["exif"]) == (32, 32, "JPEG", False)
         assert abs(meta["jpeg_quality"] - 70) <= 2
 
 

@@ -72,7 +72,7 @@ def table() -> str:
     for lesson, uses in lesson_map().items():
         for module, names in uses.items():
             by_module[module][lesson] |= names
-    lines = ["    lessons   module                 what the lessons use from it"]
+    lines = ["    lessons   module                  what the lessons use from it"]
     order = sorted(by_module, key=lambda m: (min(by_module[m]), m))
     for module in order:
         lessons = spans(sorted(by_module[module]))
@@ -82,7 +82,7 @@ def table() -> str:
             if len(", ".join(names)) <= 60
             else ", ".join(names)[:57].rsplit(", ", 1)[0] + ", ..."
         )
-        lines.append(f"    {lessons:<9} {module.removeprefix('helpers.'):<22} {shown}".rstrip())
+        lines.append(f"    {lessons:<9} {module.removeprefix('helpers.'):<23} {shown}".rstrip())
     return "\n".join(lines)
 
 

@@ -41,8 +41,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         if values.max(initial=0) <= 1.0:  # floats in [0, 1]
             values = values * 255.0
         return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L").convert("RGB")
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-    if has_alpha:
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:  # has alpha
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")  # on white, as in a browser
@@ -69,8 +68,7 @@ def load_image_rgb(
             if draft_size is not None and image.format == "JPEG":
                 image.draft("RGB", (draft_size, draft_size))
             image.load()  # full decode: truncated data fails here, not later in a DataLoader
-            image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
+            return _to_rgb(ImageOps.exif_transpose(image))
     except FileNotFoundError:
         raise
     except Image.DecompressionBombError as error:

@@ -26,11 +26,3 @@ def down_up(image: Image.Image, factor: float) -> Image.Image:
         raise ValueError(f"factor must be in (0, 1], got {factor}")
     small_size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
     return image.resize(small_size, Image.Resampling.BILINEAR).resize(image.size, Image.Resampling.BILINEAR)
-
-
-def shrink(image: Image.Image, factor: int = 2) -> Image.Image:
-    """``image`` made ``factor`` times smaller on each side (a whole factor >= 1), anti-aliased."""
-    if not (isinstance(factor, int) and factor >= 1):
-        raise ValueError(f"factor must be a whole number >= 1, got {factor!r}")
-    size = (max(1, image.width // factor), max(1, image.height // factor))
-    return image.resize(size, Image.Resampling.BILINEAR)

@@ -129,13 +129,9 @@ def _toy_image(sources: list[np.ndarray], stream: list[int], size: int, generato
 
 
 def make_toy_dataset(
-    root: str | os.PathLike,
-    images_per_class: int = IMAGES_PER_CLASS,
-    image_size: int = 64,
-    seed: int = 0,
-    container_shortcut: bool = False,
-    generators: Sequence[str] | None = None,
-) -> Path:
+    root: str | os.PathLike, images_per_class: int = IMAGES_PER_CLASS, image_size: int = 64, seed: int = 0,
+    container_shortcut: bool = False, generators: Sequence[str] | None = None,
+) -> Path:  # fmt: skip
     """Write the toy dataset to ``root`` (ImageFolder PNGs, ``manifest.csv``: label, generator); fakes
     cycle through ``generators`` (default :data:`GENERATORS`). ``container_shortcut``: real images as JPEG
     with EXIF (lesson 05). Byte-identical for the same arguments; reused if finished. Lesson 03."""
@@ -221,10 +217,3 @@ def mean_log_spectrum(images: Iterable[Image.Image | np.ndarray], *, window: boo
     if count == 0:
         raise ValueError("mean_log_spectrum needs at least one image")
     return total / count
-
-
-def nyquist_peak(spectrum: np.ndarray) -> float:
-    """A period-2 pattern in a :func:`mean_log_spectrum`: Nyquist row and column minus two steps in."""
-    border = np.r_[spectrum[0, 1:], spectrum[1:, 0]].mean()
-    inside = np.r_[spectrum[2, 2:], spectrum[2:, 2]].mean()
-    return float(border - inside)

@@ -78,19 +78,10 @@ def rebuild_split(
 
 
 def train_detector(
-    method: str,
-    data_root: str | Path,
-    out_dir: str | Path,
-    *,
-    device: torch.device | str,
-    seed: int = 42,
-    image_size: int | None = None,
-    patch_size: int = 8,
-    epochs: int = 4,
-    precision: str = "fp32",
-    num_workers: int = 0,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    method: str, data_root: str | Path, out_dir: str | Path, *, device: torch.device | str, seed: int = 42,
+    image_size: int | None = None, patch_size: int = 8, epochs: int = 4, precision: str = "fp32",
+    num_workers: int = 0, extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Lesson 03's ``"scratch"`` ``vit_tiny`` (64 px) or lesson 04's ``"linear_probe"`` on ViT-B/16 (224 px),
     saved as a detector recording its split (and ``extra``); returns ``fit``'s result. Lessons 05 and 06."""
     loop.set_seed(seed)
@@ -162,11 +153,7 @@ def find_or_make(which: str, *, mode: str, dataset: str, device: torch.device | 
     config = read_config(folder) or {}
     wanted = {"image_size": training.get("image_size") or 64, "patch_size": training.get("patch_size", 8)}
     wanted |= {"dataset": dataset, "split_seed": training["seed"]}
-    found = {
-        "dataset": config.get("dataset"),
-        "split_seed": config.get("split_seed"),
-        **config.get("vit_config", {}),
-    }
+    found = {**config.get("vit_config", {}), **{key: config.get(key) for key in ("dataset", "split_seed")}}
     if all(found.get(key) == value for key, value in wanted.items()) and "split" in config:
         print(f"Reusing the tiny ViT saved in {folder} (notebook 03's recipe, its split recorded).")
         return folder

@@ -1,4 +1,4 @@
-"""The classic mistakes of the your-turn cells (lessons 01-04, 06): what each computes, and its hint.
+"""The classic mistakes of the your-turn cells (lessons 01-06): what each computes, and its hint.
 ``_MISTAKES``: (hint id, known-wrong function); ``_ERRORS``: (hint id, regex of the error it raises)."""
 
 from __future__ import annotations
@@ -60,6 +60,19 @@ HINTS = {
     "no_return": "The update is right; now return the loss (loss.item()) so the lesson can plot it.",
     "backward_detached": "Call backward() on the loss tensor itself, not on loss.item() or loss.detach().",
     "backward_non_scalar": "backward() needs one number: the mean loss, not the outputs or per-image losses.",
+    # freeze the backbone and build the parameter groups (lesson 04)
+    "head_frozen": "The probe froze the head too: after freezing, model.head.requires_grad_(True).",
+    "backbone_not_frozen": "The backbone is trainable (no_grad does not freeze): requires_grad_(False).",
+    "backbone_frozen_in_finetune": "Fine-tuning found a frozen backbone: requires_grad_(train_backbone).",
+    "in_two_groups": "A parameter is in two groups (optimisers refuse that): split named_parameters() once.",
+    "embeddings_missing": "The [class] token and positions are in no group: use named_parameters().",
+    "param_missing": "Some trainable parameters are in no group, so never learn: each goes in exactly one.",
+    "frozen_in_group": "The probe's groups hold frozen parameters: pass only requires_grad ones.",
+    "head_in_backbone_group": "The head learns at the slow rate: names starting 'head.' go at lr.",
+    "one_learning_rate": "Everything learns at lr: the backbone's group needs 'lr': lr * backbone_lr_scale.",
+    "rates_swapped": "The rates are swapped: the head learns at lr, the backbone at lr * backbone_lr_scale.",
+    "group_without_lr": "A group has no 'lr' (it would take the optimiser's default): give each its own.",
+    "not_groups": "Return a list of dicts, each with 'params' (a list of parameters) and 'lr'.",
     # attention rollout (lesson 05)
     "rollout_no_identity": "The residual path is missing: mix the identity into each block's attention, "
     "0.5 * I + 0.5 * A, before multiplying (Abnar & Zuidema 2020).",
@@ -203,26 +216,8 @@ TRAINING_ERRORS = (
 )
 
 
-# --- lesson 04: freeze the backbone and build the parameter groups (check_freeze_and_group) ---------
-FREEZE_HINTS = {
-    "head_frozen": "The probe froze the head too: after freezing, model.head.requires_grad_(True).",
-    "backbone_not_frozen": "The backbone is trainable (no_grad does not freeze): requires_grad_(False).",
-    "backbone_frozen_in_finetune": "Fine-tuning found a frozen backbone: requires_grad_(train_backbone).",
-    "in_two_groups": "A parameter is in two groups (optimisers refuse that): split named_parameters() once.",
-    "embeddings_missing": "The [class] token and positions are in no group: use named_parameters().",
-    "param_missing": "Some trainable parameters are in no group, so never learn: each goes in exactly one.",
-    "frozen_in_group": "The probe's groups hold frozen parameters: pass only requires_grad ones.",
-    "head_in_backbone_group": "The head learns at the slow rate: names starting 'head.' go at lr.",
-    "one_learning_rate": "Everything learns at lr: the backbone's group needs 'lr': lr * backbone_lr_scale.",
-    "rates_swapped": "The rates are swapped: the head learns at lr, the backbone at lr * backbone_lr_scale.",
-    "group_without_lr": "A group has no 'lr' (it would take the optimiser's default): give each its own.",
-    "not_groups": "Return a list of dicts, each with 'params' (a list of parameters) and 'lr'.",
-}
-HINTS.update(FREEZE_HINTS)
-
 # --- lesson 06: a threshold for a target false-positive rate (check_threshold) ---------------------------
 # (learner's signature: scores = P(fake) of the validation images, is_fake (bool), target_fpr)
-
 THRESHOLD_HINTS = {
     "fpr_counts_fakes": "The false-positive rate counts real photos only: rank the scores where ~is_fake.",
     "flags_at_or_above": "Off by one: flagging is strictly above; return the (k+1)-th highest real score.",

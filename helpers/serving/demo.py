@@ -222,15 +222,9 @@ def build_demo(
 
 
 def launch_demo(
-    detector_dir: str | Path,
-    *,
-    examples: list[str | Path] | None = None,
-    host: str | None = None,
-    port: int | None = None,
-    share: bool = False,
-    block: bool = True,
-    quiet: bool = False,
-) -> gr.Blocks:
+    detector_dir: str | Path, *, examples: list[str | Path] | None = None, host: str | None = None,
+    port: int | None = None, share: bool = False, block: bool = True, quiet: bool = False,
+) -> gr.Blocks:  # fmt: skip
     """Serve :func:`build_demo`'s page, refusing uploads over :data:`MAX_UPLOAD_BYTES` (lesson 06, the app);
     ``block=False`` returns at once (``.close()`` stops it)."""
     demo = build_demo(detector_dir, examples=examples)
@@ -247,10 +241,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         prog="python app/app.py", description="Serve the fake-vs-real ViT detector as a web page (Gradio)."
     )
     add = parser.add_argument
-    where = f"(default: ${DETECTOR_ENV}, else build/detector)"
-    add(
-        "--detector", type=Path, help=f"a detector folder (config.json, model.safetensors) or a run's {where}"
-    )
+    where = f"or a run's (default: ${DETECTOR_ENV}, else build/detector)"
+    add("--detector", type=Path, help=f"a detector folder (config.json, model.safetensors) {where}")
     add("--host", help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1)")
     add("--port", type=int, help="port (default: $GRADIO_SERVER_PORT, else 7860)")
     add("--no-examples", action="store_true", help="do not show example images")

@@ -45,13 +45,9 @@ class DetectorError(ValueError):
 
 
 def save_detector(
-    model: ViT,
-    out_dir: str | Path,
-    class_names: list[str] | tuple[str, ...],
-    transform_spec: dict[str, Any],
-    model_name: str,
-    extra: dict[str, Any] | None = None,
-) -> Path:
+    model: ViT, out_dir: str | Path, class_names: list[str] | tuple[str, ...], transform_spec: dict[str, Any],
+    model_name: str, extra: dict[str, Any] | None = None,
+) -> Path:  # fmt: skip
     """Write ``model.safetensors`` and ``config.json`` (plus ``extra``'s keys) into ``out_dir``; return it.
     ``transform_spec``: :func:`helpers.data.transforms.eval_transform_spec`. Lessons 03 and 04."""
     if len(class_names) != model.config.num_classes:
@@ -103,9 +99,8 @@ class Predictor:
     def threshold_note(self) -> str:
         """Where the threshold comes from, in one sentence (the demo page shows it)."""
         if "threshold" not in self.config:
-            return (
-                f"fake when P(fake) > {DEFAULT_THRESHOLD} (the default: no threshold chosen in config.json)"
-            )
+            default = "the default: no threshold chosen in config.json"
+            return f"fake when P(fake) > {DEFAULT_THRESHOLD} ({default})"
         fpr = self.config.get("target_fpr")
         chosen = "" if fpr is None else f", chosen on validation images for {fpr:.0%} of real photos flagged"
         return f"fake when P(fake) > {self.threshold:.3f}{chosen}"

@@ -83,9 +83,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and check the command line; ``args.recipe`` becomes a :class:`Recipe`. Errors exit with 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    overrides: dict[str, Any] = {
-        field: getattr(args, field) for _, field, _, _ in RECIPE_FLAGS if getattr(args, field) is not None
-    }
+    given: dict[str, Any] = {field: getattr(args, field) for _, field, _, _ in RECIPE_FLAGS}
+    overrides = {field: value for field, value in given.items() if value is not None}
     if "epochs" in overrides and "warmup_epochs" not in overrides:  # short runs: warm up a tenth of them
         overrides["warmup_epochs"] = min(RECIPES[args.recipe].warmup_epochs, overrides["epochs"] / 10)
     if overrides.get("grad_clip") == 0:

@@ -25,17 +25,15 @@ def _loader(features: torch.Tensor, targets: torch.Tensor, batch_size: int, shuf
     )
 
 
-def feature_loaders(
-    model: nn.Module,
-    train_loader: DataLoader,
-    val_loader: DataLoader,
-    test_loader: Iterable | None,
-    *,
-    device: torch.device | str,
-    precision: str = "fp32",
-    progress: bool = True,
-) -> tuple[DataLoader, DataLoader, DataLoader | None]:
-    """Freeze ``model`` but its head; loaders of its features: train (shuffled), val, test. Lesson 04."""
+def fit_linear_probe(
+    model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, recipe: Recipe, *,
+    train_head: Callable[..., dict[str, Any]] = fit,  # the command line passes run.resumable_fit
+    precision: str = "fp32",  # of the features; the head trains in fp32
+    device: torch.device | str, test_loader: Iterable | None = None, seed: int = 42, progress: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    """Freeze ``model`` but its head; train the head, in place, on features computed once. ``train_head``'s
+    dict plus ``"feature_seconds"`` (``seconds`` and images per second count the whole probe). Lesson 04."""
+    start = time.perf_counter()
     device = torch.device(device)
     model.to(device)
     model.requires_grad_(False)
@@ -50,29 +48,7 @@ def feature_loaders(
     test = None
     if test_loader is not None:
         test = _loader(*extract_features(model, test_loader, **extract), batch_size, shuffle=False)
-    return train, val, test
-
-
-def fit_linear_probe(
-    model: nn.Module,
-    train_loader: DataLoader,
-    val_loader: DataLoader,
-    recipe: Recipe,
-    *,
-    train_head: Callable[..., dict[str, Any]] = fit,  # the command line passes run.resumable_fit
-    precision: str = "fp32",  # of the features; the head trains in fp32
-    device: torch.device | str,
-    test_loader: Iterable | None = None,
-    seed: int = 42,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train only ``model.head``, in place, on cached features; ``train_head``'s dict plus
-    ``"feature_seconds"`` (``seconds`` and images per second count the whole probe). Lesson 04."""
-    start = time.perf_counter()
-    loaders = feature_loaders(model, train_loader, val_loader, test_loader, device=device,
-                              precision=precision, progress=progress)  # fmt: skip
     feature_seconds = time.perf_counter() - start
-    train, val, test = loaders
     result = train_head(model.head, train, val, recipe, device=device, test_loader=test, seed=seed,
                         progress=progress)  # fmt: skip
     result["feature_seconds"] = feature_seconds

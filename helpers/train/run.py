@@ -36,19 +36,10 @@ def repeatable_train_loader(
 
 
 def resumable_fit(
-    model: nn.Module,
-    train_loader: Iterable,
-    val_loader: Iterable,
-    recipe: Recipe,
-    *,
-    device: torch.device | str,
-    out_dir: str | Path | None,
-    resume: bool = False,
-    test_loader: Iterable | None = None,
-    precision: str = "fp32",
-    seed: int = 42,
-    progress: bool = True,
-) -> dict[str, Any]:
+    model: nn.Module, train_loader: Iterable, val_loader: Iterable, recipe: Recipe, *,
+    device: torch.device | str, out_dir: str | Path | None, resume: bool = False,
+    test_loader: Iterable | None = None, precision: str = "fp32", seed: int = 42, progress: bool = True,
+) -> dict[str, Any]:  # fmt: skip
     """``fit``, saving the state in ``out_dir`` every epoch and continuing from it with ``resume=True``.
     Under DDP every process evaluates all of val and test (so all agree on the best epoch); process 0
     writes, and the train loss and accuracy are its share."""
@@ -83,9 +74,8 @@ def build_model(args: argparse.Namespace, num_classes: int) -> tuple[ViT, str]:
     random_ok = args.allow_random_weights
     model = pretrained.load_pretrained_vit_b16(num_classes, args.image_size, allow_random=random_ok)
     found = pretrained.weights_cache_path().is_file()
-    return pretrained.freeze_for_recipe(
-        model, args.recipe
-    ), "ImageNet" if found else "RANDOM (ImageNet weights unavailable)"
+    origin = "ImageNet" if found else "RANDOM (ImageNet weights unavailable)"
+    return pretrained.freeze_for_recipe(model, args.recipe), origin
 
 
 def train_model(model, train_loader, val_loader, test_loader, recipe, args, device, progress) -> dict:

@@ -5,14 +5,13 @@ tell the classes?), 2. uncertainty (intervals), 3. operating point (threshold, b
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from statistics import median
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +26,6 @@ from helpers.train.evaluation import compute_metrics
 FAKE = CLASS_NAMES.index("fake_images")  # 0: the positive class, as in compute_metrics
 PathLike = str | os.PathLike
 Samples = Sequence[tuple[PathLike, int]]  # (path, label) pairs, as find_images returns them
-ImageSource = PathLike | BinaryIO | Image.Image
 
 # 1. Shortcut audit ----------------------------------------------------------------------------------
 
@@ -119,32 +117,17 @@ def metadata_baseline(train_samples: Samples, test_samples: Samples) -> tuple[to
     return torch.from_numpy(probs).float(), torch.from_numpy(y_test).long()
 
 
-def _jpeg_bytes(image: ImageSource, size: int, quality: int) -> bytes:
-    """``image`` cropped to a centred square, resized to ``size`` x ``size``, as JPEG file bytes."""
-    square = ImageOps.fit(load_image_rgb(image), (size, size), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    square.save(buffer, format="JPEG", quality=quality, subsampling="4:2:0")  # no EXIF is written
-    return buffer.getvalue()
-
-
-def equalise_container(path_or_image: ImageSource, size: int = 256, quality: int = 90) -> Image.Image:
-    """The image saved like every other (centred square, JPEG at ``quality``), decoded again. Lesson 05."""
-    return load_image_rgb(io.BytesIO(_jpeg_bytes(path_or_image, size, quality)))
-
-
 def write_equalised_copy(
-    samples: Samples,
-    out_root: PathLike,
-    size: int = 256,
-    quality: int = 90,
-    class_names: Sequence[str] = CLASS_NAMES,
+    samples: Samples, out_root: PathLike, size: int = 256, quality: int = 90
 ) -> list[tuple[Path, int]]:
-    """:func:`equalise_container` per sample, to ``out_root/<class>/<name>.jpg``: new samples. Lesson 05."""
+    """Every image saved alike: a centred square of ``size`` pixels, JPEG at ``quality``, no EXIF, to
+    ``out_root/<class>/<name>.jpg``; returns the new samples. Lesson 05."""
     written = []
     for path, label in samples:
-        out = Path(out_root) / class_names[label] / f"{Path(path).stem}.jpg"
+        out = Path(out_root) / CLASS_NAMES[label] / f"{Path(path).stem}.jpg"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(_jpeg_bytes(path, size, quality))
+        square = ImageOps.fit(load_image_rgb(path), (size, size), Image.Resampling.LANCZOS)
+        square.save(out, format="JPEG", quality=quality, subsampling="4:2:0")  # no EXIF is written
         written.append((out, label))
     return written
 
@@ -287,9 +270,8 @@ def precision_at_base_rate(tpr: float, fpr: float, base_rate: float) -> float:
 
 def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> float:
     """The gap between P(fake) and the fraction of fakes over ``n_bins`` bins (0 = calibrated). Lesson 05."""
-    return binary_calibration_error(
-        fake_scores(probs).float().contiguous(), (targets == FAKE).long(), n_bins=n_bins
-    ).item()
+    scores, is_fake = fake_scores(probs).float().contiguous(), (targets == FAKE).long()
+    return binary_calibration_error(scores, is_fake, n_bins=n_bins).item()
 
 
 def reliability_bins(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 10) -> list[dict[str, float]]:
