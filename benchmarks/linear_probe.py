@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from helpers import course
+from helpers.data.cache import folder_dataset
 from helpers.data.loaders import create_dataloaders
 from helpers.data.toy import make_toy_dataset
 from helpers.data.transforms import pretrained_transforms
@@ -72,7 +73,9 @@ def main() -> None:
         settings = dict(device=device, seed=0, progress=False)
 
         def make_loaders():
-            return create_dataloaders(folder, eval_tf, eval_tf, batch_size=recipe.batch_size, num_workers=0)
+            return create_dataloaders(
+                folder, eval_tf, eval_tf, batch_size=recipe.batch_size, num_workers=0, dataset=folder_dataset
+            )
 
         train, val, test, _ = make_loaders()
         print(

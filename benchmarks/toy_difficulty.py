@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from helpers.data.cache import folder_dataset
 from helpers.data.datasets import find_images
 from helpers.data.images import load_image_rgb
 from helpers.data.loaders import create_dataloaders
@@ -77,6 +78,7 @@ def train_tiny_vit(root: Path, epochs: int, lr: float, batch_size: int, seed: in
         test_fraction=0.2,
         seed=seed,
         num_workers=0,
+        dataset=folder_dataset,
     )
     model = ViT(get_config("vit_tiny"))
     print(

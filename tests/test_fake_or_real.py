@@ -24,11 +24,10 @@ from helpers import _files as files
 from helpers._files import DiskSpaceError
 from helpers.data import archives, fake_or_real
 from helpers.data import sources as data
-from helpers.data.cache import ImageCache, resize_for_cache
+from helpers.data.cache import ImageCache, folder_dataset, resize_for_cache
 from helpers.data.datasets import CLASS_NAMES, find_images
 from helpers.data.fake_or_real import download_fake_or_real, make_resized_copy, prepared_name
 from helpers.data.images import load_image_rgb
-from helpers.data.loaders import folder_dataset
 from helpers.data.transforms import pretrained_transforms, scratch_transforms
 
 

@@ -18,9 +18,10 @@ from helpers.data.cache import (
     CachedImageFolder,
     ImageCache,
     build_image_cache,
+    folder_dataset,
 )
 from helpers.data.datasets import CLASS_NAMES, ImageFolderDataset, find_images
-from helpers.data.loaders import create_dataloaders, folder_dataset, make_loader
+from helpers.data.loaders import create_dataloaders, make_loader
 from helpers.data.transforms import IMAGENET_STD, normalise_batch, pretrained_transforms, scratch_transforms
 from helpers.train import loop
 
@@ -103,8 +104,9 @@ def test_the_toy_set_is_cached_and_read_through_create_dataloaders(tmp_path):
     toy = data.get_dataset("toy", root=tmp_path / "toy", images_per_class=6, image_size=16)
     build_image_cache(toy, 16)
     train_tf, eval_tf = scratch_transforms(16)
-    loaders = create_dataloaders(toy, train_tf, eval_tf, batch_size=4, num_workers=0)
+    loaders = create_dataloaders(toy, train_tf, eval_tf, batch_size=4, num_workers=0, dataset=folder_dataset)
     assert all(loader.dataset.cached == len(loader.dataset) for loader in loaders[:3])
+    assert type(create_dataloaders(toy, eval_tf, num_workers=0)[0].dataset) is ImageFolderDataset, "plain"
     images, labels = next(iter(loaders[2]))
     files = [eval_tf(Image.open(path).convert("RGB")) for path, _ in loaders[2].dataset.samples[:4]]
     assert images.dtype == torch.uint8 and torch.equal(normalise_batch(images), torch.stack(files))

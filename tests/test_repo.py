@@ -288,9 +288,6 @@ HELPERS_MAX_LINES, MODULE_MAX_LINES, MIN_SUBPACKAGES, CORE_MAX_LINES = 6000, 400
 # The files the lessons point a learner to: plain, with the hardening (DDP, resume, caches) outside them.
 CORE = ("model/vit.py", "train/loop.py", "train/evaluation.py", "train/recipes.py", "data/datasets.py",
         "data/transforms.py", "data/loaders.py")  # fmt: skip
-# Still to remove (issue 19): folder_dataset (so create_dataloaders) picks CachedImageFolder when cached.
-# The test fails once the allowance outlives the import, and it covers no other import.
-CORE_ALLOWED = {"data/loaders.py": {"helpers.data.cache", "helpers.data.cache.CachedImageFolder"}}
 CORE_MAY_NOT_IMPORT = (
     "torch.distributed",
     "helpers.train.state",
@@ -357,13 +354,7 @@ def test_the_learner_read_core_is_short_and_plain():
     for name, path in core.items():
         imported = _imported(ast.parse(path.read_text(encoding="utf-8")))
         banned = {m for m in imported for b in CORE_MAY_NOT_IMPORT if m == b or m.startswith(b + ".")}
-        allowed = CORE_ALLOWED.get(name, set())
-        assert banned <= allowed, (
-            f"helpers/{name} imports {sorted(banned - allowed)}: wrap the core from outside"
-        )
-        assert allowed <= banned, (
-            f"helpers/{name} no longer imports {sorted(allowed - banned)}: drop the allowance"
-        )
+        assert not banned, f"helpers/{name} imports {sorted(banned)}: wrap the core from outside"
 
 
 def test_dataloaders_are_built_in_one_helper_only():

@@ -10,6 +10,6 @@ the toy set, downloads the real one and builds a cache.
     sources       datasets by name: get_dataset("toy" | "fake_or_real")
     perturbations JPEG re-compression and resizing, to test a detector's robustness (lesson 05)
     index         the decode check: which files of a folder decode (hardening)
-    cache         every image of a folder decoded once; CachedImageFolder reads pixels, not files (hardening)
+    cache         every image of a folder decoded once; folder_dataset reads pixels, not files (full mode)
     archives      checked zip extraction (hardening)
 """

@@ -229,3 +229,13 @@ class CachedImageFolder(ImageFolderDataset):
             return super().__getitem__(index)  # decoded, as in the plain dataset
         image = self.cache.tensor(row)  # (3, H, W) uint8, shorter side = the cache's size
         return self.transform(image), self.samples[index][1]  # a v2 transform: never None here
+
+
+def folder_dataset(
+    samples: Sequence[tuple[str | os.PathLike, int]], transform: Callable | None = None
+) -> ImageFolderDataset:
+    """The Dataset of an image folder's ``samples``: a :class:`CachedImageFolder` when the folder's cache
+    serves this ``transform``, else an ``ImageFolderDataset`` (``create_dataloaders(dataset=...)``). Lessons
+    03-06."""
+    dataset = CachedImageFolder(samples, transform)
+    return dataset if dataset.cached else ImageFolderDataset(samples, transform)

@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from helpers.data.cache import CachedImageFolder
 from helpers.data.datasets import ImageFolderDataset, find_images, stratified_split
 
 # 8 feed even a fast GPU fine-tuning ViT-B/16 (benchmarks/data_loading.py); more cost start-up and memory.
@@ -57,15 +56,6 @@ def make_loader(
     )
 
 
-def folder_dataset(
-    samples: Sequence[tuple[str | os.PathLike, int]], transform: Callable | None = None
-) -> ImageFolderDataset:
-    """The Dataset of an image folder's ``samples``: a :class:`~helpers.data.cache.CachedImageFolder`
-    when the folder's cache serves this ``transform``, else an ``ImageFolderDataset``. Lessons 03-06."""
-    dataset = CachedImageFolder(samples, transform)
-    return dataset if dataset.cached else ImageFolderDataset(samples, transform)
-
-
 def create_dataloaders(
     data_dir: str | os.PathLike,
     train_transform: Callable,
@@ -76,9 +66,12 @@ def create_dataloaders(
     seed: int = 42,
     num_workers: int | None = None,
     pin_memory: bool | None = None,
+    dataset: Callable[[Sequence[tuple[os.PathLike, int]], Callable], Dataset] = ImageFolderDataset,
 ) -> tuple[DataLoader, DataLoader, DataLoader, list[str]]:
     """``(train, val, test, class_names)``: ``data_dir`` split (stratified, seeded), train shuffled with
-    ``train_transform``, val and test in order with ``eval_transform`` (None: the same). Lessons 03-06."""
+    ``train_transform``, val and test in order with ``eval_transform`` (None: the same). ``dataset`` builds
+    each split's Dataset from its samples and transform; ``helpers.data.cache.folder_dataset`` reads a
+    prepared folder's image cache. Lessons 03-06."""
     samples, class_names = find_images(data_dir)
     train_idx, val_idx, test_idx = stratified_split(
         [label for _, label in samples], val_fraction, test_fraction, seed
@@ -86,9 +79,9 @@ def create_dataloaders(
     eval_transform = train_transform if eval_transform is None else eval_transform
 
     def loader(indices: list[int], transform: Callable, **rules) -> DataLoader:
-        dataset = folder_dataset([samples[i] for i in indices], transform)
+        split = dataset([samples[i] for i in indices], transform)
         return make_loader(
-            dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, **rules
+            split, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, **rules
         )
 
     return (

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from helpers import course
-from helpers.data import datasets, loaders, transforms
+from helpers.data import cache, datasets, loaders, transforms
 from helpers.data import sources as data
 from helpers.model import pretrained
 from helpers.model.vit import ViT, get_config
@@ -95,8 +95,9 @@ def train_detector(
         model = pretrained.load_pretrained_vit_b16(num_classes=2, image_size=image_size or 224)
         train_tf = eval_tf = transforms.pretrained_transforms(model.config.image_size)[1]
     *splits, names = loaders.create_dataloaders(
-        data_root, train_tf, eval_tf, recipe.batch_size, seed=seed, num_workers=num_workers
-    )
+        data_root, train_tf, eval_tf, recipe.batch_size, seed=seed, num_workers=num_workers,
+        dataset=cache.folder_dataset,
+    )  # fmt: skip
     result = fit(
         model, *splits[:2], recipe, device=device, test_loader=splits[2], precision=precision, seed=seed,
         progress=method != "scratch",

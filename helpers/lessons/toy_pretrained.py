@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from helpers import course
 from helpers._files import atomic_write, write_json
-from helpers.data import loaders, toy, transforms
+from helpers.data import cache, loaders, toy, transforms
 from helpers.model.vit import ViT, get_config
 from helpers.train import loop, recipes
 
@@ -46,8 +46,9 @@ def pretrain_source_model(
     start = time.perf_counter()
     train_tf, eval_tf = transforms.scratch_transforms(64)  # flips and whole-pixel shifts: no resampling
     train_loader, val_loader, test_loader, class_names = loaders.create_dataloaders(
-        data_root, train_tf, eval_tf, batch_size=recipe.batch_size, seed=seed, num_workers=0
-    )
+        data_root, train_tf, eval_tf, batch_size=recipe.batch_size, seed=seed, num_workers=0,
+        dataset=cache.folder_dataset,
+    )  # fmt: skip
     loop.set_seed(seed)
     model = ViT(get_config(MODEL, num_classes=len(class_names)))
     result = loop.fit(model, train_loader, val_loader, recipe, device="cpu", test_loader=test_loader,

@@ -21,6 +21,7 @@ import torch
 from helpers import _cli as cli
 from helpers import _files as files
 from helpers.data import transforms
+from helpers.data.cache import folder_dataset
 from helpers.data.datasets import CLASS_NAMES
 from helpers.data.images import list_image_files
 from helpers.data.loaders import create_dataloaders
@@ -171,7 +172,7 @@ def train(args: argparse.Namespace) -> int:
         try:  # DDP: process 0 indexes the data (and checks every image), then the others reuse its index
             *loaders, class_names = distributed.rank_zero_first(
                 lambda: create_dataloaders(args.data, train_tf, eval_tf, recipe.batch_size, seed=args.seed,
-                                           num_workers=args.num_workers, **fractions)
+                                           num_workers=args.num_workers, dataset=folder_dataset, **fractions)
             )  # fmt: skip
         except ValueError as err:  # a folder without two classes of images, too few images per class
             raise cli.CommandError(str(err)) from err
