@@ -4,8 +4,8 @@
     python tools/lesson_map.py --check  exit 1 if the table is not what the notebooks import (make lint)
 
 For every lesson (notebooks/NN_*.ipynb) it lists each helpers module the lesson imports and the names it
-takes from it or calls on it, so the map a learner reads is generated and never drifts. Each module's
-own docstring names the lessons that explain it; tests/test_repo.py checks those tags against this map.
+takes from it or calls on it, so the map a learner reads is generated, and ``make lint`` runs ``--check``
+so that it cannot drift from the notebooks.
 """
 
 from __future__ import annotations
