@@ -24,7 +24,7 @@
     03-06     train.trust             FAKE, bootstrap_interval, check_disjoint, ...
     04-05     data.toy                GENERATORS, UNSEEN_GENERATORS, make_toy_images, phase_gains
     04-06     lessons.detector_checks check_attention_rollout, check_freeze_and_group, ...
-    04-05     lessons.toy_pretrained  load_source_model, source_paths, tensor_loader
+    04-05     lessons.toy_pretrained  load_source_model, tensor_loader
     04        train.probe             fit_linear_probe
     06        serving.demo            display_name, launch_demo
     06        serving.demo_server     free_port

@@ -1,67 +1,42 @@
-"""helpers.lessons.toy_pretrained: lesson 04's source model is repeatable, cached in the home and reused."""
+"""helpers.lessons.toy_pretrained: lesson 04's source model is lesson 03's tiny ViT, read from the home."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
-from helpers.data.toy import make_toy_dataset
-from helpers.lessons import toy_pretrained
+from helpers.data import transforms
+from helpers.lessons import detectors, toy_pretrained
+from helpers.model.vit import ViT, get_config
+from helpers.serving import inference
+from helpers.train import trust
 
 
-@pytest.fixture(scope="module")
-def tiny_toy(tmp_path_factory):
-    """A toy dataset of 10 images per class: enough for one quick epoch."""
-    return make_toy_dataset(tmp_path_factory.mktemp("toy") / "toy", images_per_class=10)
+def test_the_source_model_is_lesson_03s_tiny_vit_read_from_the_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKEVIT_HOME", str(tmp_path))
+    torch.manual_seed(0)
+    saved = ViT(get_config("vit_tiny", image_size=64, patch_size=8, num_classes=2))
+    train = [(tmp_path / "toy" / "real_images" / f"{i}.png", 1) for i in range(7)]
+    split = inference.split_record(tmp_path / "toy", 42, {"train": train, "val": [], "test": []})
+    right = trust.metric_intervals(torch.tensor([[0.9, 0.1], [0.2, 0.8]] * 5), torch.tensor([0, 1] * 5))
+    extra = {"dataset": "toy", "split_seed": 42, "split": split, "test_metrics": right}
+    spec = transforms.eval_transform_spec(64, pretrained=False)
+    names = ["fake_images", "real_images"]
+    inference.save_detector(
+        saved.eval(), detectors.scratch_detector_dir(), names, spec, "vit_tiny", extra=extra
+    )
 
+    def no_training(*args, **kwargs):
+        raise AssertionError("lesson 03's tiny ViT is in the home: nothing should be trained")
 
-RECIPE = toy_pretrained.source_recipe(epochs=1)
-
-
-def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-@pytest.mark.slow
-def test_pretraining_is_repeatable_for_a_seed_and_differs_for_another(tiny_toy):
-    first, info = toy_pretrained.pretrain_source_model(tiny_toy, RECIPE, seed=0)
-    again, _ = toy_pretrained.pretrain_source_model(tiny_toy, RECIPE, seed=0)
-    other, _ = toy_pretrained.pretrain_source_model(tiny_toy, RECIPE, seed=1)
-    assert _same_weights(first, again)
-    assert not _same_weights(first, other)
-    assert info["recipe"] == RECIPE.to_dict() and info["seed"] == 0 and info["model"] == "vit_tiny"
-    assert 0.0 <= info["source_test_accuracy"] <= 1.0
-
-
-@pytest.mark.slow
-def test_the_source_model_is_cached_in_the_home_and_reused(tiny_toy, tmp_path, monkeypatch):
-    calls = []
-    real_pretrain = toy_pretrained.pretrain_source_model
-
-    def pretrain_on_the_tiny_set(data_root, recipe, **options):
-        calls.append(recipe.epochs)
-        return real_pretrain(tiny_toy, recipe, **options)
-
-    monkeypatch.setattr(toy_pretrained, "pretrain_source_model", pretrain_on_the_tiny_set)
-    monkeypatch.setattr("helpers.data.sources.get_dataset", lambda name, root=None, **kw: tiny_toy)
-    home = tmp_path / "home"
-
-    made, info = toy_pretrained.load_source_model(epochs=1, home=home)
-    weights, info_file = toy_pretrained.source_paths(home)
-    assert weights == home / "build" / "pretrained" / "toy_vit_tiny_source.safetensors"
-    assert weights.is_file() and info_file.is_file() and not info["cached"] and calls == [1]
-
-    reused, info = toy_pretrained.load_source_model(epochs=1, home=home)
-    assert info["cached"] and calls == [1]  # read back, not trained again
-    assert _same_weights(made, reused)
-
-    toy_pretrained.load_source_model(epochs=2, home=home)  # another recipe: trained again
-    assert calls == [1, 2]
-    info_file.write_text(info_file.read_text().replace('"seed": 0', '"seed": 7'))
-    toy_pretrained.load_source_model(epochs=2, home=home)  # the JSON no longer matches: trained again
-    assert calls == [1, 2, 2]
+    monkeypatch.setattr(detectors, "train_detector", no_training)
+    model, info = toy_pretrained.load_source_model()
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), saved.state_dict().values(), strict=True)
+    )
+    assert not model.training and info["model"] == "vit_tiny" and info["train_images"] == 7
+    assert info["source_test_accuracy"] == 1.0  # read from lesson 03's interval record
 
 
 def test_tensor_loader_gives_normalised_images_in_order():

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.train import trust
 from helpers.train.evaluation import compute_metrics
 from helpers.train.trust import (
     bootstrap_interval,
@@ -261,3 +262,15 @@ def test_metric_intervals_share_resamples_and_agree_with_bootstrap_interval():
     assert lines[0].startswith("accuracy") and "n = 120" in lines[0] and lines[1].startswith("auroc")
     with pytest.raises(ValueError, match="auroc"):
         metric_intervals(probs[targets == 0], targets[targets == 0], ("auroc",), n_boot=50)
+
+
+def test_the_fast_metrics_of_an_interval_equal_compute_metrics_on_every_resample():
+    probs, targets = noisy_detector(60, 0.7)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        i = torch.randint(len(targets), (len(targets),), generator=generator)
+        computed = compute_metrics(probs[i], targets[i], positive_class=0)
+        for metric in ("accuracy", "f1", "auroc", "precision"):
+            assert trust._score(metric, probs[i], targets[i]) == pytest.approx(computed[metric], abs=1e-6)
+    fakes = targets == 0
+    assert trust._score("auroc", probs[fakes], targets[fakes]) is None  # one class: undefined, as there

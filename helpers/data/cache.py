@@ -87,7 +87,7 @@ def _decode_for_cache(path: Path, size: int) -> tuple[np.ndarray, os.stat_result
         return vanished(path)
 
 
-def build_image_cache(root: str | os.PathLike, size: int) -> Path:
+def build_image_cache(root: str | os.PathLike, size: int, progress: bool = True) -> Path:
     """Decode every image under ``root`` into ``root/.image_cache`` at ``size`` (reused if unchanged)."""
     root = Path(root)
     folder, files = root / CACHE_FOLDER, list_image_files(root)
@@ -101,8 +101,8 @@ def build_image_cache(root: str | os.PathLike, size: int) -> Path:
             # PIL decodes and resizes without holding the GIL, so threads decode in parallel.
             with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
                 results = pool.map(_decode_for_cache, files, [size] * len(files))
-                progress = tqdm(results, total=len(files), desc=f"Caching at {size} px")
-                for path, result in zip(files, progress, strict=True):
+                shown = tqdm(results, total=len(files), desc=f"Caching at {size} px", disable=not progress)
+                for path, result in zip(files, shown, strict=True):
                     if isinstance(result, str):
                         problems.append(result)
                     else:

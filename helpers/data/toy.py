@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from helpers._files import building_folder, marker_matches, read_marker
+from helpers.data.cache import build_image_cache
 from helpers.data.datasets import CLASS_NAMES
 from helpers.data.images import load_image_rgb
 
@@ -132,9 +133,10 @@ def make_toy_dataset(
     root: str | os.PathLike, images_per_class: int = IMAGES_PER_CLASS, image_size: int = 64, seed: int = 0,
     container_shortcut: bool = False, generators: Sequence[str] | None = None,
 ) -> Path:  # fmt: skip
-    """Write the toy dataset to ``root`` (ImageFolder PNGs, ``manifest.csv``: label, generator); fakes
-    cycle through ``generators`` (default :data:`GENERATORS`). ``container_shortcut``: real images as JPEG
-    with EXIF (lesson 05). Byte-identical for the same arguments; reused if finished. Lesson 03."""
+    """Write the toy dataset to ``root`` (ImageFolder PNGs, ``manifest.csv``: label, generator; the image
+    cache of :mod:`helpers.data.cache`); fakes cycle through ``generators`` (default :data:`GENERATORS`).
+    ``container_shortcut``: real images as JPEG with EXIF (lesson 05). Images byte-identical for the same
+    arguments; reused if finished. Lesson 03."""
     root = Path(root)
     _check_size(image_size)
     if images_per_class < 1:
@@ -175,6 +177,7 @@ def make_toy_dataset(
                     image.save(building / name / filename, format="PNG", compress_level=6)
                 rows.append(f"{name}/{filename},{label},{generator}")
         (building / "manifest.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    build_image_cache(root, image_size, progress=False)  # decoded once: training reads uint8 pixels
     return root
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
-from torchmetrics.functional.classification import binary_calibration_error
+from torchmetrics.functional.classification import binary_auroc, binary_calibration_error, binary_f1_score
 
 from helpers.data.datasets import CLASS_NAMES
 from helpers.data.images import load_image_rgb
@@ -138,10 +138,31 @@ PERCENT_METRICS = ("accuracy", "precision", "recall", "f1")  # rates, written in
 Metric = str | Callable[[torch.Tensor, torch.Tensor], float | None]
 
 
+def _auroc(probs: torch.Tensor, targets: torch.Tensor) -> float | None:
+    is_fake = (targets == FAKE).long()
+    return (
+        binary_auroc(probs[:, FAKE], is_fake, validate_args=False).item()
+        if is_fake.unique().numel() == 2
+        else None
+    )
+
+
+# compute_metrics' two-class metrics one at a time, checks skipped: an interval computes each 1,000 times.
+_TWO_CLASS = {
+    "accuracy": lambda probs, targets: (probs.argmax(dim=1) == targets).float().mean().item(),
+    "f1": lambda probs, targets: binary_f1_score(
+        (probs.argmax(dim=1) == FAKE).long(), (targets == FAKE).long(), validate_args=False
+    ).item(),
+    "auroc": _auroc,
+}
+
+
 def _score(metric: Metric, probs: torch.Tensor, targets: torch.Tensor) -> float | None:
     """``metric`` on these images: a key of :func:`compute_metrics` or a function; None if undefined."""
     if callable(metric):
         return metric(probs, targets)
+    if probs.shape[1] == 2 and metric in _TWO_CLASS:
+        return _TWO_CLASS[metric](probs, targets)
     return compute_metrics(probs, targets, positive_class=FAKE)[metric]
 
 
@@ -216,12 +237,9 @@ def metric_intervals(
     """:func:`bootstrap_interval` for each of ``metrics``, all from the same resampled test sets:
     ``{metric: interval}``. Lessons 03 to 06, the CLI."""
     probs, targets = probs.float().cpu(), targets.long().cpu()
-
-    def scores(i: torch.Tensor) -> dict[str, float | None]:
-        computed = compute_metrics(probs[i], targets[i], positive_class=FAKE)
-        return {m: computed[m] for m in metrics}
-
-    return _bootstrap(scores, len(targets), n_boot, seed, level)
+    return _bootstrap(
+        lambda i: {m: _score(m, probs[i], targets[i]) for m in metrics}, len(targets), n_boot, seed, level
+    )
 
 
 def format_metric_intervals(intervals: dict[str, dict[str, Any]]) -> str:
