@@ -82,18 +82,20 @@ lint: $(STAMP)
 check: lint
 	$(TEST_ENV) $(PY) -m pytest tests -m "not slow and not browser"
 
-# Two streams at once, which on 2 cores fill each other's idle time: every notebook through nbval, in
-# lesson order in one process; the unit tests, then the rehearsal. Each stream's output is printed as it ends.
-# One PyTorch thread per process: two processes spinning two threads each on 2 cores slow each other 7-14x.
+# Two streams at once, which on 2 cores fill each other's idle time, of about equal length: every notebook
+# through nbval, in lesson order in one process, then the rehearsal's "empty" scenario; the unit tests, then
+# its "fresh" scenario. Each stream's output is printed as it ends. One PyTorch thread per process: two
+# processes spinning two threads each on 2 cores slow each other 7-14x.
 test: lint
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-notebooks test-units
 
 test-notebooks: $(STAMP)
 	OMP_NUM_THREADS=1 $(TEST_ENV) $(PY) -m pytest notebooks
+	OMP_NUM_THREADS=1 $(PY) tools/rehearse.py --scenario empty --out build/rehearsal/empty
 
 test-units: $(STAMP)
 	OMP_NUM_THREADS=1 $(TEST_ENV) $(PY) -m pytest tests
-	OMP_NUM_THREADS=1 $(PY) tools/rehearse.py
+	OMP_NUM_THREADS=1 $(PY) tools/rehearse.py --scenario fresh --out build/rehearsal/fresh
 
 # Mutation testing (not part of `make test`: about 10 minutes on 2 cores). The module -> tests table is
 # TARGETS in tools/mutants.py; mutmut is installed here only, not in the dev extra.
