@@ -50,6 +50,7 @@ def run(notebook: Path, out_dir: Path, mode: str, timeout: int) -> float:
         kernel_name="python3",
         execution_timeout=timeout,
         progress_bar=False,
+        request_save_on_cell_execute=False,  # written once at the end (also on an error): ~1 s a lesson
         **kernel_config(),
     )
     seconds = time.perf_counter() - start
