@@ -22,12 +22,12 @@ MEASURED_ON = "make run on a fresh clone, 2 AMD EPYC cores (AVX2), 2026-12-07"
 
 # lesson: (study minutes, exercise minutes, small-mode run in seconds (measured), Colab full mode)
 TIMES: dict[str, tuple[int, int, int, str]] = {
-    "01_patch_embeddings": (25, 20, 11, "under 1 min"),
-    "02_vit_blocks": (45, 30, 14, "1-2 min"),
-    "03_training_from_scratch": (40, 20, 128, "30-60 min"),
-    "04_fine_tuning": (35, 30, 57, "30-60 min, with the first download"),
-    "05_evaluation_and_interpretation": (35, 40, 43, "5-10 min"),
-    "06_deployment": (25, 30, 14, "2-5 min"),
+    "01_patch_embeddings": (25, 20, 9, "under 1 min"),
+    "02_vit_blocks": (45, 30, 10, "1-2 min"),
+    "03_training_from_scratch": (40, 20, 107, "30-60 min"),
+    "04_fine_tuning": (35, 30, 25, "30-60 min, with the first download"),
+    "05_evaluation_and_interpretation": (35, 40, 25, "5-10 min"),
+    "06_deployment": (25, 30, 11, "2-5 min"),
 }
 START, END = "<!-- lesson-times:start -->", "<!-- lesson-times:end -->"
 TABLE_FILES = (ROOT / "README.md", ROOT / "docs" / "workshop.md")
