@@ -1,6 +1,6 @@
 # FaKe-ViT course. On a fresh machine with Python 3.11 (each sets itself up first):
 #   make run    execute every lesson headless in small mode
-#   make check  lint and the quick unit tests (not marked slow or browser; no notebooks): about 2 minutes
+#   make check  lint and the quick unit tests (not marked slow or browser; no notebooks): under a minute
 #   make test   lint, pytest (every unit test, every notebook through nbval), then the full-mode rehearsal
 
 SHELL := /bin/bash
@@ -25,7 +25,7 @@ TEST_ENV := FAKEVIT_MODE=small FAKEVIT_FIGURES=$(CURDIR)/build/test-figures MPLB
 
 help:
 	@echo "make run        execute every lesson in small mode -> build/notebooks/, figures/"
-	@echo "make check      ruff and the quick unit tests, no notebooks (about 2 min on 2 cores)"
+	@echo "make check      ruff and the quick unit tests, no notebooks (under a minute on 2 cores)"
 	@echo "make test       what CI runs: ruff, pytest (all unit tests, every notebook), make rehearse"
 	@echo "make lab        open the course in JupyterLab, on the course's kernel"
 	@echo "make figures    regenerate every figure in figures/ (lessons, toy data, demo screenshot)"
